@@ -1,0 +1,305 @@
+//! Stage 5, answer: Envoy's `envoy.service.auth.v3.Authorization/Check`.
+//!
+//! Reads the credential out of the CheckRequest, runs the swap within the call's
+//! `grpc-timeout`, and turns the outcome into the CheckResponse of SPEC §8. This is the one
+//! place where stage errors become 401 / 403 / 503.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
+use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
+use envoy_types::pb::envoy::service::auth::v3::{
+    CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse, check_response,
+};
+use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode as HttpStatusCode};
+use envoy_types::pb::google::protobuf::{BoolValue, Struct, Value, value};
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use tonic::{Request, Response, Status};
+
+use crate::credential::{ExtractError, InboundRequest};
+use crate::pipeline::{SwapError, Swapped, TokenVending};
+use crate::telemetry::{Metrics, Outcome};
+
+/// Used when a Check carries no `grpc-timeout` (Envoy always sends one).
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(1);
+/// Kept back from the caller's deadline so our answer arrives before Envoy gives up.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(10);
+
+/// The ext_authz gRPC service.
+pub struct AuthzService {
+    vending: Arc<TokenVending>,
+    remove_headers: Vec<String>,
+    metrics: Arc<Metrics>,
+}
+
+impl AuthzService {
+    /// A service answering with `vending`, removing `remove_headers` on success.
+    pub fn new(
+        vending: Arc<TokenVending>,
+        remove_headers: Vec<String>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            vending,
+            remove_headers,
+            metrics,
+        }
+    }
+
+    /// Runs the swap for one CheckRequest and builds the answer.
+    pub async fn answer(&self, check: &CheckRequest, deadline: Instant) -> CheckResponse {
+        let http = check
+            .attributes
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref());
+        let authorization: Vec<&[u8]> = http.map(authorization_values).unwrap_or_default();
+        let request_id = http
+            .and_then(|h| h.headers.get("x-request-id"))
+            .map(String::as_str)
+            .unwrap_or("-");
+        let inbound = InboundRequest { authorization };
+        let outcome = self.vending.swap(&inbound, deadline).await;
+        match outcome {
+            Ok(swapped) => {
+                self.metrics.count(Outcome::Ok);
+                tracing::debug!(request_id, subject = %swapped.identity.subject, kid = %swapped.minted.kid, "credential swapped");
+                self.ok_response(&swapped)
+            }
+            Err(error) => {
+                let denial = Denial::from(&error);
+                self.metrics.count(denial.outcome);
+                tracing::info!(request_id, status = denial.http_status as i32, reason = %error, "request denied");
+                denial.into_response()
+            }
+        }
+    }
+
+    fn ok_response(&self, swapped: &Swapped) -> CheckResponse {
+        let authorization =
+            overwrite_header("authorization", format!("Bearer {}", swapped.minted.token));
+        let metadata = Struct {
+            fields: [
+                ("subject", &swapped.identity.subject),
+                ("issuer", &swapped.identity.issuer),
+                ("kid", &swapped.minted.kid),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), string_value(v)))
+            .collect(),
+        };
+        CheckResponse {
+            status: Some(RpcStatus {
+                code: tonic::Code::Ok as i32,
+                ..Default::default()
+            }),
+            http_response: Some(check_response::HttpResponse::OkResponse(OkHttpResponse {
+                headers: vec![authorization],
+                headers_to_remove: self.remove_headers.clone(),
+                ..Default::default()
+            })),
+            dynamic_metadata: Some(metadata),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for AuthzService {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let budget = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            .unwrap_or(DEFAULT_DEADLINE);
+        let deadline = Instant::now() + budget.saturating_sub(DEADLINE_MARGIN);
+        Ok(Response::new(
+            self.answer(request.get_ref(), deadline).await,
+        ))
+    }
+}
+
+/// Every `authorization` value in the request. With `encode_raw_headers` Envoy sends
+/// `header_map` (raw bytes, one entry per header line); otherwise the `headers` map.
+fn authorization_values(
+    http: &envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
+) -> Vec<&[u8]> {
+    if let Some(map) = http.header_map.as_ref().filter(|m| !m.headers.is_empty()) {
+        return map
+            .headers
+            .iter()
+            .filter(|h| h.key.eq_ignore_ascii_case("authorization"))
+            .map(|h| {
+                if h.raw_value.is_empty() {
+                    h.value.as_bytes()
+                } else {
+                    h.raw_value.as_slice()
+                }
+            })
+            .collect();
+    }
+    http.headers
+        .get("authorization")
+        .map(|v| vec![v.as_bytes()])
+        .unwrap_or_default()
+}
+
+/// A header that replaces every existing value. Envoy 1.40 reads only the deprecated
+/// `append` flag; newer Envoy reads `append_action` when `append` is unset. Both are set so
+/// every version overwrites (see ENVOY_NOTES).
+#[allow(deprecated)]
+fn overwrite_header(key: &str, value: String) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value,
+            ..Default::default()
+        }),
+        append: Some(BoolValue { value: false }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    }
+}
+
+fn add_header(key: &str, value: String) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value,
+            ..Default::default()
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..Default::default()
+    }
+}
+
+fn string_value(text: &str) -> Value {
+    Value {
+        kind: Some(value::Kind::StringValue(text.to_owned())),
+    }
+}
+
+/// A refusal, in the terms both Envoy and the caller see.
+struct Denial {
+    http_status: HttpStatusCode,
+    grpc_code: tonic::Code,
+    outcome: Outcome,
+    /// RFC 6750 error code, or `None` when no credential was presented at all.
+    error: Option<&'static str>,
+    description: String,
+}
+
+impl From<&SwapError> for Denial {
+    fn from(error: &SwapError) -> Self {
+        let description = error.to_string();
+        let unauthenticated = |code| Denial {
+            http_status: HttpStatusCode::Unauthorized,
+            grpc_code: tonic::Code::Unauthenticated,
+            outcome: Outcome::Unauthenticated,
+            error: code,
+            description: description.clone(),
+        };
+        let unavailable = Denial {
+            http_status: HttpStatusCode::ServiceUnavailable,
+            grpc_code: tonic::Code::Unavailable,
+            outcome: Outcome::Unavailable,
+            error: Some("temporarily_unavailable"),
+            description: description.clone(),
+        };
+        match error {
+            SwapError::Extract(ExtractError::Missing) => unauthenticated(None),
+            SwapError::Extract(_) => unauthenticated(Some("invalid_request")),
+            SwapError::Auth(e) if e.is_unavailable() => unavailable,
+            SwapError::Auth(_) => unauthenticated(Some("invalid_token")),
+            SwapError::Grants(crate::grants::GrantsError::UnknownSubject) => Denial {
+                http_status: HttpStatusCode::Forbidden,
+                grpc_code: tonic::Code::PermissionDenied,
+                outcome: Outcome::Forbidden,
+                error: Some("access_denied"),
+                description,
+            },
+            SwapError::Mint(crate::mint::MintError::CredentialExpired) => {
+                unauthenticated(Some("invalid_token"))
+            }
+            SwapError::Grants(_) | SwapError::Mint(_) | SwapError::DeadlineExceeded => unavailable,
+        }
+    }
+}
+
+impl Denial {
+    fn into_response(self) -> CheckResponse {
+        let error = self.error.unwrap_or("unauthorized");
+        let body = serde_json::json!({
+            "error": error,
+            "error_description": self.description,
+        })
+        .to_string();
+        let mut headers = vec![add_header("content-type", "application/json".into())];
+        if self.http_status == HttpStatusCode::Unauthorized {
+            // Descriptions are fixed texts of ours: no quotes, CR or LF can reach the header.
+            let challenge = match self.error {
+                Some(code) => format!(
+                    r#"Bearer error="{code}", error_description="{}""#,
+                    self.description.replace('"', "'")
+                ),
+                None => "Bearer".to_owned(),
+            };
+            headers.push(add_header("www-authenticate", challenge));
+        }
+        CheckResponse {
+            status: Some(RpcStatus {
+                code: self.grpc_code as i32,
+                message: self.description,
+                ..Default::default()
+            }),
+            http_response: Some(check_response::HttpResponse::DeniedResponse(
+                DeniedHttpResponse {
+                    status: Some(HttpStatus {
+                        code: self.http_status as i32,
+                    }),
+                    headers,
+                    body,
+                },
+            )),
+            dynamic_metadata: None,
+        }
+    }
+}
+
+/// Parses a gRPC `grpc-timeout` value: up to 8 digits and a unit (H M S m u n).
+fn parse_grpc_timeout(text: &str) -> Option<Duration> {
+    if text.len() < 2 || text.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = text.split_at(text.len() - 1);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        assert_eq!(parse_grpc_timeout("200m"), Some(Duration::from_millis(200)));
+        assert_eq!(parse_grpc_timeout("1S"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_grpc_timeout("m"), None);
+        assert_eq!(parse_grpc_timeout("123456789m"), None);
+        assert_eq!(parse_grpc_timeout("10x"), None);
+    }
+}

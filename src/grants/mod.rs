@@ -1,0 +1,80 @@
+//! Stage 3, look up: find the grants of an [`Identity`].
+//!
+//! A [`GrantSource`] answers for one key (subject, e-mail address …); [`GrantsLookup`] applies
+//! the order of SPEC §4 — subject, then e-mail — and the `unknown_subject` policy.
+
+pub mod file;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::UnknownSubjectPolicy;
+use crate::identity::Identity;
+
+/// What a subject may do: `{"global": [...], "databases": {"<db>": [...]}}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grants {
+    /// Roles that apply everywhere.
+    #[serde(default)]
+    pub global: Vec<String>,
+    /// Roles per database.
+    #[serde(default)]
+    pub databases: BTreeMap<String, Vec<String>>,
+}
+
+/// A boxed future, so sources can be chosen at run time.
+pub type LookupFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Arc<Grants>>, GrantsError>> + Send + 'a>>;
+
+/// A store of grants keyed by subject.
+pub trait GrantSource: Send + Sync {
+    /// The grants stored under `key`, or `None` when the store has no entry for it.
+    fn lookup<'a>(&'a self, key: &'a str) -> LookupFuture<'a>;
+}
+
+/// Why no grants were produced.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GrantsError {
+    /// The subject has no grants and `unknown_subject: deny` is set.
+    #[error("no grants: the subject is not known")]
+    UnknownSubject,
+    /// The store could not answer.
+    #[error("grants store unavailable")]
+    Unavailable,
+}
+
+/// Grants look-up with the fallback order and the unknown-subject policy.
+pub struct GrantsLookup {
+    source: Arc<dyn GrantSource>,
+    unknown_subject: UnknownSubjectPolicy,
+    empty: Arc<Grants>,
+}
+
+impl GrantsLookup {
+    /// Wraps a source with a policy.
+    pub fn new(source: Arc<dyn GrantSource>, unknown_subject: UnknownSubjectPolicy) -> Self {
+        Self {
+            source,
+            unknown_subject,
+            empty: Arc::new(Grants::default()),
+        }
+    }
+
+    /// The grants of `identity`: the first key with an entry wins.
+    pub async fn grants_for(&self, identity: &Identity) -> Result<Arc<Grants>, GrantsError> {
+        for key in identity.grant_keys() {
+            if let Some(grants) = self.source.lookup(key).await? {
+                return Ok(grants);
+            }
+        }
+        match self.unknown_subject {
+            UnknownSubjectPolicy::Empty => Ok(self.empty.clone()),
+            UnknownSubjectPolicy::Deny => Err(GrantsError::UnknownSubject),
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! The side HTTP port (SPEC §7): the JWKS backends verify minted tokens with, discovery,
+//! liveness, readiness and metrics.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::mint::Minter;
+use crate::pipeline::TokenVending;
+use crate::telemetry::Metrics;
+
+/// What the side port reads.
+pub struct SidePortState {
+    /// The minter, whose key ring is published.
+    pub minter: Arc<Minter>,
+    /// The pipeline, for the issuers' key status.
+    pub vending: Arc<TokenVending>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// `Cache-Control: max-age` of the JWKS.
+    pub jwks_max_age: Duration,
+    /// Set once the ext_authz listener is serving.
+    pub authz_serving: AtomicBool,
+}
+
+/// The side port's routes.
+pub fn router(state: Arc<SidePortState>) -> Router {
+    Router::new()
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+async fn jwks(State(state): State<Arc<SidePortState>>) -> Response {
+    let ring = state.minter.ring();
+    let cache_control = format!("public, max-age={}", state.jwks_max_age.as_secs());
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_str(&cache_control)
+                    .unwrap_or(HeaderValue::from_static("no-cache")),
+            ),
+        ],
+        ring.jwks_json().to_owned(),
+    )
+        .into_response()
+}
+
+async fn discovery(State(state): State<Arc<SidePortState>>) -> Response {
+    let issuer = state.minter.issuer().trim_end_matches('/');
+    let body = serde_json::json!({
+        "issuer": state.minter.issuer(),
+        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "id_token_signing_alg_values_supported": state.minter.ring().algorithms(),
+        "subject_types_supported": ["public"],
+        "response_types_supported": ["id_token"],
+        "claims_supported": ["iss", "sub", "aud", "iat", "nbf", "exp", "jti", "email", "name"],
+    });
+    axum::Json(body).into_response()
+}
+
+async fn readyz(State(state): State<Arc<SidePortState>>) -> Response {
+    let mut reasons = Vec::new();
+    if !state.authz_serving.load(Ordering::Acquire) {
+        reasons.push("the ext_authz listener is not serving yet".to_owned());
+    }
+    // Issuers that are down are reported but do not fail readiness: taking every replica out
+    // of service because one IdP is unreachable would turn its outage into ours.
+    let issuers = state.vending.authenticator().oidc().status();
+    let status = if reasons.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "ready": reasons.is_empty(),
+        "reasons": reasons,
+        "signing_kid": state.minter.ring().active().kid(),
+        "issuers": issuers,
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(state): State<Arc<SidePortState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}

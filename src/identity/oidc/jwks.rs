@@ -1,0 +1,385 @@
+//! One trusted issuer's signing keys: fetched from its JWKS, held as a lock-free snapshot,
+//! refreshed in the background, refetched once on an unknown `kid`, served stale while the
+//! issuer is unreachable for at most `max_stale`.
+//!
+//! Keys are only ever fetched from the configured `jwks_uri` or from the `jwks_uri` that the
+//! configured issuer's own discovery document names — never from anything a token says.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::Deserialize;
+
+use crate::config::{TrustedIssuerConfig, check_fetch_url};
+
+/// Largest JWKS or discovery document read; real ones are a few KiB.
+const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+/// Unknown-`kid` refetches of one issuer happen at most this often, so a stream of forged
+/// kids cannot turn us into a load generator against the IdP.
+const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// Inbound RSA keys shorter than this are ignored.
+const MIN_RSA_BITS: usize = 2048;
+
+/// A public key of the issuer and the algorithms it may verify.
+pub struct VerifyKey {
+    /// The key in the form jsonwebtoken verifies with.
+    pub decoding: DecodingKey,
+    /// The algorithms this key is pinned to (the JWK's `alg`, or its type's, within the
+    /// issuer's allow-list).
+    pub algorithms: Vec<Algorithm>,
+}
+
+/// The keys of one fetch.
+pub struct KeySet {
+    /// Keys by `kid`.
+    pub by_kid: HashMap<String, Arc<VerifyKey>>,
+    /// Keys published without a `kid` (usable only when the token has none either).
+    pub without_kid: Vec<Arc<VerifyKey>>,
+    /// When this set was fetched.
+    pub fetched_at: Instant,
+}
+
+/// Why keys could not be fetched; shown in logs and `/readyz`, never to callers.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    /// Connection, TLS or timeout failure.
+    #[error("request to {url} failed: {reason}")]
+    Transport { url: String, reason: String },
+    /// A non-200 answer.
+    #[error("{url} answered HTTP {status}")]
+    Status { url: String, status: u16 },
+    /// The document was not what it should be.
+    #[error("{url}: {reason}")]
+    Document { url: String, reason: String },
+    /// The fetch was skipped (rate limit) or ran out of time.
+    #[error("{0}")]
+    Skipped(&'static str),
+}
+
+/// The keys of one trusted issuer.
+pub struct IssuerKeys {
+    issuer: String,
+    configured_jwks_uri: Option<String>,
+    discovered_jwks_uri: ArcSwapOption<String>,
+    bearer_token_file: Option<PathBuf>,
+    allowed: Vec<Algorithm>,
+    max_stale: Duration,
+    client: reqwest::Client,
+    current: ArcSwapOption<KeySet>,
+    last_error: ArcSwapOption<String>,
+    /// Serializes fetches (single flight) and remembers when the last one started.
+    fetch_gate: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl IssuerKeys {
+    /// Sets up (without fetching) the keys of one configured issuer.
+    pub fn new(
+        config: &TrustedIssuerConfig,
+        allowed: Vec<Algorithm>,
+        client: reqwest::Client,
+    ) -> Self {
+        Self {
+            issuer: config.issuer.clone(),
+            configured_jwks_uri: config.jwks_uri.clone(),
+            discovered_jwks_uri: ArcSwapOption::empty(),
+            bearer_token_file: config.bearer_token_file.clone(),
+            allowed,
+            max_stale: config.max_stale.0,
+            client,
+            current: ArcSwapOption::empty(),
+            last_error: ArcSwapOption::empty(),
+            fetch_gate: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The issuer these keys belong to.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The algorithms the issuer may use.
+    pub fn allowed(&self) -> &[Algorithm] {
+        &self.allowed
+    }
+
+    /// The last fetched keys, unless they are older than `max_stale`.
+    pub fn current(&self) -> Option<Arc<KeySet>> {
+        self.current
+            .load_full()
+            .filter(|set| set.fetched_at.elapsed() <= self.max_stale)
+    }
+
+    /// The reason the last fetch failed, if it did.
+    pub fn last_error(&self) -> Option<Arc<String>> {
+        self.last_error.load_full()
+    }
+
+    /// Fetches the keys now (start-up prefetch and background refresh).
+    pub async fn refresh(&self) -> Result<(), FetchError> {
+        let mut gate = self.fetch_gate.lock().await;
+        *gate = Some(Instant::now());
+        self.fetch_and_store().await
+    }
+
+    /// Called when a token names a `kid` that `seen` lacks (or no keys were ever fetched):
+    /// refetches once, shared by every caller waiting at the same time, at most every
+    /// [`MIN_REFETCH_INTERVAL`], and gives up at `deadline`.
+    pub async fn refetch_after_miss(
+        &self,
+        seen: Option<&Arc<KeySet>>,
+        deadline: Instant,
+    ) -> Option<Arc<KeySet>> {
+        let attempt = async {
+            let mut gate = self.fetch_gate.lock().await;
+            let latest = self.current();
+            let changed = match (seen, &latest) {
+                (Some(seen), Some(latest)) => !Arc::ptr_eq(seen, latest),
+                (None, Some(_)) => true,
+                _ => false,
+            };
+            if changed {
+                return latest;
+            }
+            if gate.is_some_and(|last| last.elapsed() < MIN_REFETCH_INTERVAL) {
+                return latest;
+            }
+            *gate = Some(Instant::now());
+            if let Err(e) = self.fetch_and_store().await {
+                tracing::warn!(issuer = %self.issuer, error = %e, "refetching issuer keys failed");
+            }
+            self.current()
+        };
+        match tokio::time::timeout_at(deadline.into(), attempt).await {
+            Ok(keys) => keys,
+            Err(_) => self.current(),
+        }
+    }
+
+    /// Runs forever: refreshes every `interval`, retrying sooner after a failure.
+    pub async fn refresh_forever(self: Arc<Self>, interval: Duration) {
+        let retry = interval.min(Duration::from_secs(10));
+        let mut wait = interval;
+        loop {
+            tokio::time::sleep(wait).await;
+            wait = match self.refresh().await {
+                Ok(()) => interval,
+                Err(e) => {
+                    tracing::warn!(issuer = %self.issuer, error = %e, "refreshing issuer keys failed; serving the last keys");
+                    retry
+                }
+            };
+        }
+    }
+
+    async fn fetch_and_store(&self) -> Result<(), FetchError> {
+        match self.fetch().await {
+            Ok(set) => {
+                tracing::info!(issuer = %self.issuer, keys = set.by_kid.len() + set.without_kid.len(), "issuer keys fetched");
+                self.current.store(Some(Arc::new(set)));
+                self.last_error.store(None);
+                Ok(())
+            }
+            Err(e) => {
+                self.last_error.store(Some(Arc::new(e.to_string())));
+                Err(e)
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<KeySet, FetchError> {
+        let jwks_uri = self.jwks_uri().await?;
+        let body = self.get(&jwks_uri).await?;
+        let document: JwksDocument =
+            serde_json::from_slice(&body).map_err(|e| FetchError::Document {
+                url: jwks_uri.clone(),
+                reason: format!("not a JWKS: {e}"),
+            })?;
+        let mut set = KeySet {
+            by_kid: HashMap::new(),
+            without_kid: Vec::new(),
+            fetched_at: Instant::now(),
+        };
+        for raw in document.keys {
+            let jwk: Jwk = match serde_json::from_value(raw) {
+                Ok(jwk) => jwk,
+                Err(e) => {
+                    tracing::debug!(issuer = %self.issuer, error = %e, "ignoring a JWK of an unsupported kind");
+                    continue;
+                }
+            };
+            let Some(key) = self.verify_key(&jwk) else {
+                continue;
+            };
+            match jwk.common.key_id {
+                Some(kid) => {
+                    set.by_kid.insert(kid, Arc::new(key));
+                }
+                None => set.without_kid.push(Arc::new(key)),
+            }
+        }
+        if set.by_kid.is_empty() && set.without_kid.is_empty() {
+            return Err(FetchError::Document {
+                url: jwks_uri,
+                reason: "no usable signing key".into(),
+            });
+        }
+        Ok(set)
+    }
+
+    /// Turns a JWK into a verification key pinned to its algorithms; `None` when it cannot
+    /// verify any allowed algorithm.
+    fn verify_key(&self, jwk: &Jwk) -> Option<VerifyKey> {
+        if matches!(jwk.common.public_key_use, Some(ref u) if *u != PublicKeyUse::Signature) {
+            return None;
+        }
+        let family: &[Algorithm] = match &jwk.algorithm {
+            AlgorithmParameters::RSA(rsa) => {
+                let bits = URL_SAFE_NO_PAD
+                    .decode(rsa.n.trim_start_matches('A'))
+                    .map(|n| n.len() * 8)
+                    .unwrap_or(0);
+                if bits < MIN_RSA_BITS {
+                    tracing::warn!(issuer = %self.issuer, bits, "ignoring an RSA key shorter than 2048 bits");
+                    return None;
+                }
+                &[
+                    Algorithm::RS256,
+                    Algorithm::RS384,
+                    Algorithm::RS512,
+                    Algorithm::PS256,
+                    Algorithm::PS384,
+                    Algorithm::PS512,
+                ]
+            }
+            AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+                EllipticCurve::P256 => &[Algorithm::ES256],
+                EllipticCurve::P384 => &[Algorithm::ES384],
+                _ => return None,
+            },
+            AlgorithmParameters::OctetKeyPair(okp) => match okp.curve {
+                EllipticCurve::Ed25519 => &[Algorithm::EdDSA],
+                _ => return None,
+            },
+            // Shared secrets never come from a JWKS we trust.
+            _ => return None,
+        };
+        let pinned: Option<Algorithm> = match jwk.common.key_algorithm {
+            Some(alg) => Some(Algorithm::try_from(alg).ok()?),
+            None => None,
+        };
+        let algorithms: Vec<Algorithm> = family
+            .iter()
+            .copied()
+            .filter(|alg| pinned.is_none_or(|p| p == *alg))
+            .filter(|alg| self.allowed.contains(alg))
+            .collect();
+        if algorithms.is_empty() {
+            return None;
+        }
+        let decoding = DecodingKey::from_jwk(jwk).ok()?;
+        Some(VerifyKey {
+            decoding,
+            algorithms,
+        })
+    }
+
+    /// The configured `jwks_uri`, or the one the issuer's discovery document names.
+    async fn jwks_uri(&self) -> Result<String, FetchError> {
+        if let Some(uri) = &self.configured_jwks_uri {
+            return Ok(uri.clone());
+        }
+        if let Some(uri) = self.discovered_jwks_uri.load_full() {
+            return Ok(uri.as_ref().clone());
+        }
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            self.issuer.trim_end_matches('/')
+        );
+        let body = self.get(&url).await?;
+        let discovery: DiscoveryDocument =
+            serde_json::from_slice(&body).map_err(|e| FetchError::Document {
+                url: url.clone(),
+                reason: format!("not an OpenID configuration: {e}"),
+            })?;
+        if discovery.issuer != self.issuer {
+            return Err(FetchError::Document {
+                url,
+                reason: "its issuer differs from the configured issuer".into(),
+            });
+        }
+        check_fetch_url(&discovery.jwks_uri).map_err(|reason| FetchError::Document {
+            url: url.clone(),
+            reason: format!("jwks_uri {reason}"),
+        })?;
+        self.discovered_jwks_uri
+            .store(Some(Arc::new(discovery.jwks_uri.clone())));
+        Ok(discovery.jwks_uri)
+    }
+
+    async fn get(&self, url: &str) -> Result<Vec<u8>, FetchError> {
+        let transport = |e: reqwest::Error| FetchError::Transport {
+            url: url.to_owned(),
+            reason: describe_reqwest_error(&e),
+        };
+        let mut request = self.client.get(url).header("accept", "application/json");
+        if let Some(file) = &self.bearer_token_file {
+            // Read on every fetch: projected service-account tokens are rotated on disk.
+            let token =
+                tokio::fs::read_to_string(file)
+                    .await
+                    .map_err(|e| FetchError::Document {
+                        url: url.to_owned(),
+                        reason: format!("cannot read bearer_token_file: {}", e.kind()),
+                    })?;
+            request = request.bearer_auth(token.trim());
+        }
+        let mut response = request.send().await.map_err(transport)?;
+        if !response.status().is_success() {
+            return Err(FetchError::Status {
+                url: url.to_owned(),
+                status: response.status().as_u16(),
+            });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+                return Err(FetchError::Document {
+                    url: url.to_owned(),
+                    reason: "larger than 1 MiB".into(),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+/// A reqwest error in words: its innermost cause (a TLS or DNS reason, say), without the URL.
+fn describe_reqwest_error(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        return "timed out".into();
+    }
+    let mut cause: &dyn std::error::Error = error;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    cause.to_string()
+}
+
+#[derive(Deserialize)]
+struct JwksDocument {
+    keys: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct DiscoveryDocument {
+    issuer: String,
+    jwks_uri: String,
+}

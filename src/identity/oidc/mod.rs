@@ -1,0 +1,350 @@
+//! Bearer JWTs from trusted identity providers.
+//!
+//! Verification order: shape → header (`alg` never `none`, never HMAC) → `iss` must be a
+//! configured issuer → key by `kid` (one refetch on a miss) → the key's pinned algorithm →
+//! signature → time claims → audience. The unverified `iss` is only used to choose among the
+//! configured issuers; nothing is fetched from a URL that a token carries.
+
+pub mod jwks;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use serde::Deserialize;
+
+use self::jwks::{IssuerKeys, KeySet, VerifyKey};
+use super::{AuthError, Identity};
+use crate::config::Config;
+
+/// Verifies bearer tokens against the configured issuers.
+pub struct OidcVerifier {
+    issuers: HashMap<String, TrustedIssuer>,
+}
+
+/// A configured issuer with its keys and validation rules, fixed at start-up.
+struct TrustedIssuer {
+    keys: Arc<IssuerKeys>,
+    audiences: Vec<String>,
+    leeway: Duration,
+    refresh_interval: Duration,
+}
+
+/// What a trusted issuer's keys look like right now (for `/readyz` and logs).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct IssuerStatus {
+    /// The issuer.
+    pub issuer: String,
+    /// Whether usable keys are held.
+    pub keys_loaded: bool,
+    /// Why the last fetch failed, when it did.
+    pub last_error: Option<String>,
+}
+
+impl OidcVerifier {
+    /// Sets up one key cache per configured issuer; nothing is fetched yet.
+    pub fn new(config: &Config, client: reqwest::Client) -> Self {
+        let issuers = config
+            .trust
+            .iter()
+            .enumerate()
+            .map(|(i, trusted)| {
+                let keys = IssuerKeys::new(trusted, config.issuer_algorithms(i), client.clone());
+                let issuer = TrustedIssuer {
+                    keys: Arc::new(keys),
+                    audiences: trusted.audiences.clone(),
+                    leeway: trusted.leeway.0,
+                    refresh_interval: trusted.refresh_interval.0,
+                };
+                (trusted.issuer.clone(), issuer)
+            })
+            .collect();
+        Self { issuers }
+    }
+
+    /// Fetches every issuer's keys once, concurrently, waiting at most `wait`; failures are
+    /// logged and retried by the background refresh.
+    pub async fn prefetch(&self, wait: Duration) {
+        let fetches = self.issuers.values().map(|issuer| {
+            let keys = issuer.keys.clone();
+            async move {
+                match tokio::time::timeout(wait, keys.refresh()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(issuer = %keys.issuer(), error = %e, "could not fetch issuer keys at start-up")
+                    }
+                    Err(_) => {
+                        tracing::warn!(issuer = %keys.issuer(), "fetching issuer keys at start-up timed out")
+                    }
+                }
+            }
+        });
+        futures_join_all(fetches).await;
+    }
+
+    /// Starts one background refresh task per issuer.
+    pub fn spawn_refreshers(&self) {
+        for issuer in self.issuers.values() {
+            tokio::spawn(issuer.keys.clone().refresh_forever(issuer.refresh_interval));
+        }
+    }
+
+    /// The state of every issuer's keys.
+    pub fn status(&self) -> Vec<IssuerStatus> {
+        let mut status: Vec<IssuerStatus> = self
+            .issuers
+            .values()
+            .map(|issuer| IssuerStatus {
+                issuer: issuer.keys.issuer().to_owned(),
+                keys_loaded: issuer.keys.current().is_some(),
+                last_error: issuer.keys.last_error().map(|e| e.as_ref().clone()),
+            })
+            .collect();
+        status.sort_by(|a, b| a.issuer.cmp(&b.issuer));
+        status
+    }
+
+    /// Verifies a bearer token; a key refetch gives up at `deadline`.
+    pub async fn verify(&self, token: &str, deadline: Instant) -> Result<Identity, AuthError> {
+        let parts = UnverifiedJwt::parse(token)?;
+        let issuer = self
+            .issuers
+            .get(parts.issuer.as_str())
+            .ok_or(AuthError::UnknownIssuer)?;
+        if !issuer.keys.allowed().contains(&parts.algorithm) {
+            return Err(AuthError::AlgorithmNotAllowed(
+                "the issuer is not allowed to use this algorithm",
+            ));
+        }
+        let key = find_key(&issuer.keys, parts.kid.as_deref(), deadline).await?;
+        if !key.algorithms.contains(&parts.algorithm) {
+            return Err(AuthError::AlgorithmNotAllowed(
+                "the key is pinned to another algorithm",
+            ));
+        }
+
+        let mut validation = Validation::new(parts.algorithm);
+        validation.leeway = issuer.leeway.as_secs();
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.set_issuer(&[parts.issuer.as_str()]);
+        if issuer.audiences.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&issuer.audiences);
+        }
+        let claims = jsonwebtoken::decode::<IdpClaims>(token, &key.decoding, &validation)
+            .map_err(|e| map_jwt_error(e.kind()))?
+            .claims;
+
+        let now = unix_now();
+        let expires_at = claims.exp.as_unix().ok_or(AuthError::InvalidClaim("exp"))?;
+        // Strict: a minted token may not outlive this one, and one already expired (even
+        // within the leeway) would produce a minted token that is dead on arrival.
+        if expires_at <= now {
+            return Err(AuthError::Expired);
+        }
+        if let Some(iat) = claims.iat {
+            let iat = iat.as_unix().ok_or(AuthError::InvalidClaim("iat"))?;
+            if iat > now + issuer.leeway.as_secs() {
+                return Err(AuthError::IssuedInFuture);
+            }
+        }
+        if claims.sub.is_empty() {
+            return Err(AuthError::InvalidClaim("sub is empty"));
+        }
+        Ok(Identity {
+            subject: claims.sub,
+            issuer: claims.iss,
+            email: claims.email,
+            name: claims.name,
+            expires_at,
+        })
+    }
+}
+
+/// Finds the key a token names, refetching once when it is unknown.
+async fn find_key(
+    keys: &IssuerKeys,
+    kid: Option<&str>,
+    deadline: Instant,
+) -> Result<Arc<VerifyKey>, AuthError> {
+    let current = keys.current();
+    if let Some(found) = current.as_ref().and_then(|set| lookup(set, kid)) {
+        return Ok(found);
+    }
+    let refetched = keys.refetch_after_miss(current.as_ref(), deadline).await;
+    match refetched {
+        None => Err(AuthError::KeysUnavailable),
+        Some(set) => lookup(&set, kid).ok_or(AuthError::UnknownKid),
+    }
+}
+
+fn lookup(set: &KeySet, kid: Option<&str>) -> Option<Arc<VerifyKey>> {
+    match kid {
+        Some(kid) => set.by_kid.get(kid).cloned(),
+        // Without a kid the key must be unambiguous.
+        None => match (set.without_kid.as_slice(), set.by_kid.len()) {
+            ([only], 0) => Some(only.clone()),
+            ([], 1) => set.by_kid.values().next().cloned(),
+            _ => None,
+        },
+    }
+}
+
+fn map_jwt_error(kind: &ErrorKind) -> AuthError {
+    match kind {
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidAudience => AuthError::WrongAudience,
+        ErrorKind::InvalidIssuer => AuthError::UnknownIssuer,
+        ErrorKind::MissingRequiredClaim(claim) => AuthError::InvalidClaim(match claim.as_str() {
+            "exp" => "exp is required",
+            "sub" => "sub is required",
+            "iss" => "iss is required",
+            "aud" => "aud is required",
+            _ => "a required claim is missing",
+        }),
+        ErrorKind::InvalidClaimFormat(_) => AuthError::InvalidClaim("a claim has the wrong type"),
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            AuthError::AlgorithmNotAllowed("the key does not verify this algorithm")
+        }
+        ErrorKind::Base64(_) => AuthError::Malformed("a segment is not base64url"),
+        ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
+            AuthError::Malformed("the payload is not a JSON object")
+        }
+        ErrorKind::InvalidRsaKey(_)
+        | ErrorKind::InvalidEcdsaKey
+        | ErrorKind::InvalidEddsaKey
+        | ErrorKind::InvalidKeyFormat => AuthError::BadSignature,
+        _ => AuthError::Malformed("the token could not be decoded"),
+    }
+}
+
+/// What is read from a token before its signature is checked, to choose issuer and key.
+struct UnverifiedJwt {
+    algorithm: Algorithm,
+    kid: Option<String>,
+    issuer: String,
+}
+
+#[derive(Deserialize)]
+struct RawHeader {
+    alg: Option<String>,
+    kid: Option<String>,
+    crit: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct RawIssuer {
+    iss: Option<serde_json::Value>,
+}
+
+impl UnverifiedJwt {
+    fn parse(token: &str) -> Result<Self, AuthError> {
+        let mut segments = token.split('.');
+        let (Some(header), Some(payload), Some(signature), None) = (
+            segments.next(),
+            segments.next(),
+            segments.next(),
+            segments.next(),
+        ) else {
+            return Err(AuthError::Malformed("a JWT has exactly three segments"));
+        };
+        if header.is_empty() || payload.is_empty() || signature.is_empty() {
+            return Err(AuthError::Malformed("a segment is empty"));
+        }
+        let header_bytes = URL_SAFE_NO_PAD
+            .decode(header)
+            .map_err(|_| AuthError::Malformed("the header is not base64url"))?;
+        let header: RawHeader = serde_json::from_slice(&header_bytes)
+            .map_err(|_| AuthError::Malformed("the header is not a JSON object"))?;
+        let alg = header
+            .alg
+            .ok_or(AuthError::Malformed("the header has no alg"))?;
+        if alg.eq_ignore_ascii_case("none") {
+            return Err(AuthError::AlgorithmNone);
+        }
+        if header.crit.is_some() {
+            return Err(AuthError::Malformed(
+                "critical header extensions are not supported",
+            ));
+        }
+        let algorithm: Algorithm = alg
+            .parse()
+            .map_err(|_| AuthError::AlgorithmNotAllowed("unknown algorithm"))?;
+        if matches!(
+            algorithm,
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+        ) {
+            return Err(AuthError::AlgorithmNotAllowed(
+                "shared-secret (HS*) tokens are never accepted",
+            ));
+        }
+        URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| AuthError::Malformed("the signature is not base64url"))?;
+        let payload_bytes = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| AuthError::Malformed("the payload is not base64url"))?;
+        let claims: RawIssuer = serde_json::from_slice(&payload_bytes)
+            .map_err(|_| AuthError::Malformed("the payload is not a JSON object"))?;
+        let issuer = match claims.iss {
+            Some(serde_json::Value::String(iss)) => iss,
+            Some(_) => return Err(AuthError::InvalidClaim("iss is not a string")),
+            None => return Err(AuthError::InvalidClaim("iss is required")),
+        };
+        Ok(Self {
+            algorithm,
+            kid: header.kid,
+            issuer,
+        })
+    }
+}
+
+/// The IdP token claims we use, read after the signature verified.
+#[derive(Deserialize)]
+struct IdpClaims {
+    sub: String,
+    iss: String,
+    exp: NumericDate,
+    #[serde(default)]
+    iat: Option<NumericDate>,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// RFC 7519 NumericDate: seconds, possibly fractional.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(transparent)]
+struct NumericDate(f64);
+
+impl NumericDate {
+    fn as_unix(self) -> Option<u64> {
+        (self.0.is_finite() && self.0 >= 0.0 && self.0 < 1e15).then_some(self.0 as u64)
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Awaits every future (a tiny join_all, so the crate needs no `futures` dependency).
+async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) {
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    for handle in handles {
+        let _ = handle.await;
+    }
+}

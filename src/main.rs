@@ -1,0 +1,164 @@
+//! The `evs-token-vending` command line: parsing and wiring only.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use evs_token_vending::config::Config;
+use evs_token_vending::mint::keys::SigningKey;
+use evs_token_vending::{demo, server, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "evs-token-vending",
+    version,
+    about = "Envoy ext_authz sidecar that swaps inbound credentials for signed EvidentSource JWTs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sidecar.
+    Serve {
+        /// The YAML config file.
+        #[arg(long, env = "EVS_TV_CONFIG")]
+        config: PathBuf,
+        /// Log one JSON object per line instead of text.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Run a whole token swap locally with embedded defaults and show it.
+    Demo,
+    /// Write a new signing key (PEM, mode 0600) named after its kid; `active` is not touched.
+    Keygen {
+        /// The folder to write into (e.g. `signing.keys_dir`).
+        #[arg(long)]
+        out: PathBuf,
+        /// Signature algorithm of the key.
+        #[arg(long, value_enum, default_value_t = KeyAlgorithm::Rs256)]
+        alg: KeyAlgorithm,
+        /// RSA modulus size.
+        #[arg(long, default_value_t = 2048, value_parser = parse_rsa_bits)]
+        bits: usize,
+    },
+    /// Validate a config and print every problem with its key path; exit 1 on error.
+    CheckConfig {
+        /// The YAML config file.
+        #[arg(long, env = "EVS_TV_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KeyAlgorithm {
+    #[value(name = "RS256")]
+    Rs256,
+}
+
+fn parse_rsa_bits(text: &str) -> Result<usize, String> {
+    match text {
+        "2048" | "3072" | "4096" => text.parse().map_err(|_| "not a number".to_owned()),
+        _ => Err("RSA keys are 2048, 3072 or 4096 bits".to_owned()),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config, log_json } => {
+            telemetry::init_logging(log_json);
+            let config = match Config::load(&config) {
+                Ok(config) => config,
+                Err(e) => return fail(&e),
+            };
+            runtime().block_on(serve(config))
+        }
+        Command::Demo => {
+            telemetry::init_logging(false);
+            match runtime().block_on(demo::run()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&*e),
+            }
+        }
+        Command::Keygen {
+            out,
+            alg: KeyAlgorithm::Rs256,
+            bits,
+        } => {
+            match SigningKey::generate_rsa(bits).and_then(|key| Ok((key.write_into(&out)?, key))) {
+                Ok((path, key)) => {
+                    println!(
+                        "wrote {} (RS256, {bits} bits, kid {})",
+                        path.display(),
+                        key.kid()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::CheckConfig { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("{}: OK", config.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                for problem in &e.problems {
+                    println!("{problem}");
+                }
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
+    let mut sidecar = match server::start(config).await {
+        Ok(sidecar) => sidecar,
+        Err(e) => return fail(&e),
+    };
+    let stop = sidecar.stopper();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+    sidecar.wait().await;
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("evs-token-vending: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn fail(error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("evs-token-vending: {error}");
+    ExitCode::FAILURE
+}

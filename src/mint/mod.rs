@@ -1,0 +1,209 @@
+//! Stage 4, sign: an [`Identity`] and its [`Grants`] become a fresh EvidentSource JWT.
+//!
+//! The key ring is a lock-free snapshot: the request path loads it without a lock, and a
+//! later key rotation swaps it whole. The JWS is assembled here (header precomputed per key,
+//! claims serialized once, one RSA signature) rather than through a generic JWT encoder.
+
+pub mod keys;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::ser::{Serialize, SerializeMap, Serializer};
+
+use self::keys::{KeyError, SigningKey};
+use crate::config::{Config, SigningConfig};
+use crate::grants::Grants;
+use crate::identity::Identity;
+
+/// The keys we publish and the one we sign with.
+pub struct KeyRing {
+    /// Index of the signing key in `keys`.
+    active: usize,
+    /// Every published key.
+    keys: Vec<SigningKey>,
+    /// The JWKS document, serialized once.
+    jwks: String,
+}
+
+impl KeyRing {
+    /// A ring of `keys` that signs with `keys[active]`.
+    pub fn new(active: usize, keys: Vec<SigningKey>) -> Self {
+        let jwks = serde_json::json!({
+            "keys": keys.iter().map(SigningKey::public_jwk).collect::<Vec<_>>(),
+        })
+        .to_string();
+        Self { active, keys, jwks }
+    }
+
+    /// Loads the ring that `signing:` describes.
+    pub fn from_config(signing: &SigningConfig) -> Result<Self, KeyError> {
+        if let Some(dir) = &signing.keys_dir {
+            let (active, keys) = keys::load_keys_dir(dir)?;
+            Ok(Self::new(active, keys))
+        } else if let Some(file) = &signing.key_file {
+            Ok(Self::new(0, vec![SigningKey::from_pem_file(file)?]))
+        } else {
+            tracing::warn!(
+                "signing.dev_generate: signing with a key generated in memory; every restart \
+                 changes it and replicas disagree. Never use this in production."
+            );
+            Ok(Self::new(0, vec![SigningKey::generate_rsa(2048)?]))
+        }
+    }
+
+    /// The key that signs.
+    pub fn active(&self) -> &SigningKey {
+        &self.keys[self.active]
+    }
+
+    /// The JWKS document (`{"keys":[…]}`).
+    pub fn jwks_json(&self) -> &str {
+        &self.jwks
+    }
+
+    /// Algorithms of the published keys, for discovery.
+    pub fn algorithms(&self) -> Vec<&'static str> {
+        let mut algs: Vec<&'static str> = self.keys.iter().map(SigningKey::algorithm).collect();
+        algs.sort_unstable();
+        algs.dedup();
+        algs
+    }
+}
+
+/// A minted token.
+#[derive(Clone)]
+pub struct MintedToken {
+    /// The compact JWS.
+    pub token: String,
+    /// Its `exp`.
+    pub expires_at: u64,
+    /// The `kid` that signed it.
+    pub kid: String,
+}
+
+impl std::fmt::Debug for MintedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MintedToken")
+            .field("kid", &self.kid)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a token could not be minted.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    /// The credential expires before a token could be used.
+    #[error("the credential has expired")]
+    CredentialExpired,
+    /// The signing operation failed.
+    #[error("signing failed")]
+    Signing,
+}
+
+/// Mints tokens with the configured claims and the current key ring.
+pub struct Minter {
+    issuer: String,
+    audience: Vec<String>,
+    lifetime: Duration,
+    grants_claim: String,
+    ring: ArcSwap<KeyRing>,
+}
+
+impl Minter {
+    /// A minter for `config.token` signing with `ring`.
+    pub fn new(config: &Config, ring: KeyRing) -> Self {
+        Self {
+            issuer: config.token.issuer.clone(),
+            audience: config.token.audience.clone(),
+            lifetime: config.token.lifetime.0,
+            grants_claim: config.token.grants_claim.clone(),
+            ring: ArcSwap::from_pointee(ring),
+        }
+    }
+
+    /// The current key ring.
+    pub fn ring(&self) -> Arc<KeyRing> {
+        self.ring.load_full()
+    }
+
+    /// The minted `iss`.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Mints a token for `identity` carrying `grants`, valid from `now` until
+    /// min(now + lifetime, the credential's expiry).
+    pub fn mint(
+        &self,
+        identity: &Identity,
+        grants: &Grants,
+        now: u64,
+    ) -> Result<MintedToken, MintError> {
+        let expires_at = identity
+            .expires_at
+            .min(now.saturating_add(self.lifetime.as_secs()));
+        if expires_at <= now {
+            return Err(MintError::CredentialExpired);
+        }
+        let mut jti = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut jti).map_err(|_| MintError::Signing)?;
+        let claims = MintedClaims {
+            minter: self,
+            identity,
+            grants,
+            issued_at: now,
+            expires_at,
+            jti: &URL_SAFE_NO_PAD.encode(jti),
+        };
+        let payload = serde_json::to_vec(&claims).map_err(|_| MintError::Signing)?;
+
+        let ring = self.ring.load();
+        let key = ring.active();
+        let token = key.sign_jws(&payload).map_err(|_| MintError::Signing)?;
+        Ok(MintedToken {
+            token,
+            expires_at,
+            kid: key.kid().to_owned(),
+        })
+    }
+}
+
+/// The claims of SPEC §6, serialized in one pass with the configured grants claim name.
+struct MintedClaims<'a> {
+    minter: &'a Minter,
+    identity: &'a Identity,
+    grants: &'a Grants,
+    issued_at: u64,
+    expires_at: u64,
+    jti: &'a str,
+}
+
+impl Serialize for MintedClaims<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("iss", &self.minter.issuer)?;
+        map.serialize_entry("sub", &self.identity.subject)?;
+        match self.minter.audience.as_slice() {
+            [] => {}
+            [one] => map.serialize_entry("aud", one)?,
+            many => map.serialize_entry("aud", many)?,
+        }
+        map.serialize_entry("iat", &self.issued_at)?;
+        map.serialize_entry("nbf", &self.issued_at)?;
+        map.serialize_entry("exp", &self.expires_at)?;
+        map.serialize_entry("jti", self.jti)?;
+        map.serialize_entry(&self.minter.grants_claim, self.grants)?;
+        if let Some(email) = &self.identity.email {
+            map.serialize_entry("email", email)?;
+        }
+        if let Some(name) = &self.identity.name {
+            map.serialize_entry("name", name)?;
+        }
+        map.end()
+    }
+}

@@ -1,0 +1,256 @@
+//! Start-up and shutdown: builds every stage from a validated [`Config`], binds both
+//! listeners, prefetches the issuers' keys and starts the background refreshers.
+//!
+//! Anything wrong (a key, the grants file, a port) stops start-up with an error naming it;
+//! nothing runs half configured.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::authz::AuthzService;
+use crate::config::{Config, GrantsSourceKind};
+use crate::grants::GrantsLookup;
+use crate::grants::file::{FileGrants, GrantsFileError, RELOAD_INTERVAL};
+use crate::http::{SidePortState, router};
+use crate::identity::Authenticator;
+use crate::identity::oidc::OidcVerifier;
+use crate::mint::keys::KeyError;
+use crate::mint::{KeyRing, Minter};
+use crate::pipeline::TokenVending;
+use crate::telemetry::Metrics;
+
+/// How long start-up waits for the issuers' keys before serving anyway.
+const PREFETCH_WAIT: Duration = Duration::from_secs(5);
+/// Timeout of one key fetch from an issuer.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the sidecar did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The signing key(s).
+    #[error("signing: {0}")]
+    Keys(#[from] KeyError),
+    /// The grants file.
+    #[error("grants.file: {0}")]
+    Grants(#[from] GrantsFileError),
+    /// A listener could not bind.
+    #[error("listen.{which}: cannot bind {addr}: {reason}")]
+    Bind {
+        which: &'static str,
+        addr: SocketAddr,
+        reason: std::io::Error,
+    },
+    /// The HTTPS client for issuers could not be built (e.g. a bad `ca_file`).
+    #[error("trust: {0}")]
+    HttpClient(String),
+}
+
+/// A running sidecar; dropping it does not stop it, [`RunningSidecar::shutdown`] does.
+pub struct RunningSidecar {
+    /// Where ext_authz listens.
+    pub authz_addr: SocketAddr,
+    /// Where the side port listens.
+    pub http_addr: SocketAddr,
+    /// The pipeline (tests and the demo inspect it).
+    pub vending: Arc<TokenVending>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl RunningSidecar {
+    /// Stops accepting, lets in-flight calls finish, and stops the background tasks.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        for task in self.background {
+            task.abort();
+        }
+    }
+
+    /// Waits until both servers end (they end on shutdown only).
+    pub async fn wait(&mut self) {
+        for task in &mut self.tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// A handle that stops the sidecar when sent `true`.
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+/// Builds and starts everything `config` describes.
+pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
+    let ring = KeyRing::from_config(&config.signing)?;
+    tracing::info!(kid = %ring.active().kid(), "signing key loaded");
+    let minter = Arc::new(Minter::new(&config, ring));
+
+    let mut background = Vec::new();
+    let source = match config.grants.source {
+        GrantsSourceKind::File | GrantsSourceKind::Dynamodb | GrantsSourceKind::IamRoleTags => {
+            // Validation admits only `file` in this release.
+            let path = config.grants.file.clone().unwrap_or_default();
+            let file = Arc::new(FileGrants::load(&path)?);
+            tracing::info!(path = %path.display(), subjects = file.len(), "grants file loaded");
+            background.push(tokio::spawn(file.clone().reload_forever(RELOAD_INTERVAL)));
+            file
+        }
+    };
+    let grants = GrantsLookup::new(source, config.grants.unknown_subject);
+
+    let client = issuer_client(&config)?;
+    let oidc = OidcVerifier::new(&config, client);
+    let vending = Arc::new(TokenVending::new(
+        Authenticator::new(oidc),
+        grants,
+        minter.clone(),
+    ));
+    let metrics = Arc::new(Metrics::default());
+
+    let bind = |which, addr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|reason| StartError::Bind {
+                which,
+                addr,
+                reason,
+            })
+    };
+    let authz_listener = bind("authz", config.listen.authz).await?;
+    let http_listener = bind("http", config.listen.http).await?;
+    let authz_addr = local_addr(&authz_listener, "authz", config.listen.authz)?;
+    let http_addr = local_addr(&http_listener, "http", config.listen.http)?;
+
+    let (stop, stopped) = watch::channel(false);
+    let side_state = Arc::new(SidePortState {
+        minter: minter.clone(),
+        vending: vending.clone(),
+        metrics: metrics.clone(),
+        jwks_max_age: config.signing.jwks_max_age.0,
+        authz_serving: Default::default(),
+    });
+    let mut tasks = vec![tokio::spawn(serve_side_port(
+        http_listener,
+        side_state.clone(),
+        stopped.clone(),
+    ))];
+
+    vending.authenticator().oidc().prefetch(PREFETCH_WAIT).await;
+    vending.authenticator().oidc().spawn_refreshers();
+
+    let authz = AuthzService::new(
+        vending.clone(),
+        config.response.remove_headers.clone(),
+        metrics.clone(),
+    );
+    tasks.push(tokio::spawn(serve_authz(authz_listener, authz, stopped)));
+    side_state.authz_serving.store(true, Ordering::Release);
+    tracing::info!(%authz_addr, %http_addr, "evs-token-vending serving");
+
+    Ok(RunningSidecar {
+        authz_addr,
+        http_addr,
+        vending,
+        metrics,
+        stop,
+        tasks,
+        background,
+    })
+}
+
+fn local_addr(
+    listener: &TcpListener,
+    which: &'static str,
+    addr: SocketAddr,
+) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|reason| StartError::Bind {
+        which,
+        addr,
+        reason,
+    })
+}
+
+/// The HTTPS client for issuer keys: platform roots plus each issuer's `ca_file`, no
+/// redirects (a JWKS that redirects elsewhere is a misconfiguration, not something to follow).
+fn issuer_client(config: &Config) -> Result<reqwest::Client, StartError> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(FETCH_TIMEOUT)
+        .connect_timeout(FETCH_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("evs-token-vending/", env!("CARGO_PKG_VERSION")));
+    for (i, issuer) in config.trust.iter().enumerate() {
+        if let Some(ca_file) = &issuer.ca_file {
+            let pem = std::fs::read(ca_file).map_err(|e| {
+                StartError::HttpClient(format!(
+                    "trust[{i}].ca_file: cannot read {}: {}",
+                    ca_file.display(),
+                    e.kind()
+                ))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
+                StartError::HttpClient(format!(
+                    "trust[{i}].ca_file: {} is not a PEM certificate bundle",
+                    ca_file.display()
+                ))
+            })?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| StartError::HttpClient(format!("cannot build the HTTPS client: {e}")))
+}
+
+async fn serve_side_port(
+    listener: TcpListener,
+    state: Arc<SidePortState>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let shutdown = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    if let Err(e) = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!(error = %e, "side port stopped");
+    }
+}
+
+async fn serve_authz(
+    listener: TcpListener,
+    service: AuthzService,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<AuthorizationServer<AuthzService>>()
+        .await;
+    let shutdown = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(AuthorizationServer::new(service))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "ext_authz server stopped");
+    }
+}
