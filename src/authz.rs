@@ -233,7 +233,7 @@ impl From<&SwapError> for Denial {
 
 impl Denial {
     fn into_response(self) -> CheckResponse {
-        let error = self.error.unwrap_or("unauthorized");
+        let error = self.error.unwrap_or("invalid_request");
         let body = serde_json::json!({
             "error": error,
             "error_description": self.description,

@@ -74,7 +74,9 @@ pub struct IssuerKeys {
     client: reqwest::Client,
     current: ArcSwapOption<KeySet>,
     last_error: ArcSwapOption<String>,
-    /// Serializes fetches (single flight) and remembers when the last one started.
+    /// Serializes fetches (single flight) and remembers when the last unknown-`kid` refetch
+    /// started; scheduled refreshes do not count, so a key the IdP adds right after one is
+    /// still picked up at once.
     fetch_gate: tokio::sync::Mutex<Option<Instant>>,
 }
 
@@ -123,8 +125,7 @@ impl IssuerKeys {
 
     /// Fetches the keys now (start-up prefetch and background refresh).
     pub async fn refresh(&self) -> Result<(), FetchError> {
-        let mut gate = self.fetch_gate.lock().await;
-        *gate = Some(Instant::now());
+        let _gate = self.fetch_gate.lock().await;
         self.fetch_and_store().await
     }
 

