@@ -221,8 +221,9 @@ fn map_jwt_error(kind: &ErrorKind) -> AuthError {
             AuthError::AlgorithmNotAllowed("the key does not verify this algorithm")
         }
         ErrorKind::Base64(_) => AuthError::Malformed("a segment is not base64url"),
+        // The payload already parsed as JSON before this point: a claim has the wrong type.
         ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
-            AuthError::Malformed("the payload is not a JSON object")
+            AuthError::InvalidClaim("a claim has the wrong type")
         }
         ErrorKind::InvalidRsaKey(_)
         | ErrorKind::InvalidEcdsaKey
