@@ -46,7 +46,11 @@ impl Stack {
                 .metadata_mut()
                 .append("authorization", value.parse().expect("ASCII header"));
         }
-        self.client().await.who_am_i(request).await.map(|r| r.into_inner())
+        self.client()
+            .await
+            .who_am_i(request)
+            .await
+            .map(|r| r.into_inner())
     }
 }
 
@@ -59,15 +63,25 @@ async fn backend_receives_the_minted_token_and_never_the_idp_token() {
         .await
         .expect("the call reaches the backend");
 
-    assert_eq!(reply.authorization.len(), 1, "exactly one authorization header");
-    assert!(!reply.authorization[0].contains(&idp_token), "the IdP token reached the backend");
+    assert_eq!(
+        reply.authorization.len(),
+        1,
+        "exactly one authorization header"
+    );
+    assert!(
+        !reply.authorization[0].contains(&idp_token),
+        "the IdP token reached the backend"
+    );
     assert!(reply.verified, "backend could not verify: {}", reply.error);
     let minted = reply.authorization[0].strip_prefix("Bearer ").unwrap();
     assert_eq!(segment(minted, 0)["kid"], reply.kid.as_str());
     let claims: serde_json::Value = serde_json::from_str(&reply.claims_json).unwrap();
     assert_eq!(claims["iss"], "https://token-vending.example.com");
     assert_eq!(claims["sub"], "user@example.com");
-    assert_eq!(claims["evs:grants"]["databases"]["production"], serde_json::json!(["reader", "writer"]));
+    assert_eq!(
+        claims["evs:grants"]["databases"]["production"],
+        serde_json::json!(["reader", "writer"])
+    );
     assert_eq!(claims["exp"], segment(&idp_token, 1)["exp"]);
 }
 
@@ -75,32 +89,67 @@ async fn backend_receives_the_minted_token_and_never_the_idp_token() {
 async fn bad_credentials_reach_the_grpc_client_as_unauthenticated() {
     let stack = Stack::start().await;
 
-    let status = stack.call(&["Bearer not.a.jwt"]).await.expect_err("must be refused");
+    let status = stack
+        .call(&["Bearer not.a.jwt"])
+        .await
+        .expect_err("must be refused");
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
-    assert!(status.message().contains("malformed token"), "{}", status.message());
+    assert!(
+        status.message().contains("malformed token"),
+        "{}",
+        status.message()
+    );
     assert!(!status.message().contains("not.a.jwt"));
-    let challenge = status.metadata().get("www-authenticate").expect("challenge in trailers");
-    assert!(challenge.to_str().unwrap().starts_with(r#"Bearer error="invalid_token""#));
+    let challenge = status
+        .metadata()
+        .get("www-authenticate")
+        .expect("challenge in trailers");
+    assert!(
+        challenge
+            .to_str()
+            .unwrap()
+            .starts_with(r#"Bearer error="invalid_token""#)
+    );
 
     let status = stack.call(&[]).await.expect_err("must be refused");
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
-    assert!(status.message().contains("no credential"), "{}", status.message());
+    assert!(
+        status.message().contains("no credential"),
+        "{}",
+        status.message()
+    );
 
     // Two authorization headers: Envoy hands both over; neither is trusted.
     let token = stack.harness.user_token();
     let bearer = format!("Bearer {token}");
-    let status = stack.call(&[&bearer, &bearer]).await.expect_err("must be refused");
+    let status = stack
+        .call(&[&bearer, &bearer])
+        .await
+        .expect_err("must be refused");
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
-    assert!(status.message().contains("more than one value"), "{}", status.message());
+    assert!(
+        status.message().contains("more than one value"),
+        "{}",
+        status.message()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_sidecar_gives_unavailable_not_a_pass_through() {
     let mut stack = Stack::start().await;
     let bearer = format!("Bearer {}", stack.harness.user_token());
-    stack.call(&[&bearer]).await.expect("works while the sidecar runs");
+    stack
+        .call(&[&bearer])
+        .await
+        .expect("works while the sidecar runs");
 
-    stack.harness.sidecar.take().expect("running").shutdown().await;
+    stack
+        .harness
+        .sidecar
+        .take()
+        .expect("running")
+        .shutdown()
+        .await;
     let status = stack.call(&[&bearer]).await.expect_err("no pass-through");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
 }

@@ -1,0 +1,238 @@
+//! The command line as an operator meets it: `check-config`, `keygen`, and start-up errors of
+//! `serve` that name the key path at fault.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use support::TempDir;
+
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_evs-token-vending"));
+    command.env_remove("EVS_TV_CONFIG").env("RUST_LOG", "warn");
+    command
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn data(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// A config that starts, with `signing` and `grants` as given.
+fn config(dir: &TempDir, signing: &str, grants_file: &str) -> std::path::PathBuf {
+    dir.write(
+        "config.yaml",
+        &format!(
+            "listen: {{ authz: 127.0.0.1:0, http: 127.0.0.1:0 }}
+token: {{ issuer: https://tv.example.com }}
+signing: {signing}
+trust: [ {{ issuer: https://idp.example.com, jwks_uri: 'http://127.0.0.1:9/jwks' }} ]
+grants: {{ file: '{grants_file}' }}
+"
+        ),
+    )
+}
+
+/// Runs `serve` and returns what it printed if it exits within 10 s (start-up errors do).
+fn serve_until_exit(config: &Path) -> Output {
+    let mut child = binary()
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn serve");
+    for _ in 0..100 {
+        if child.try_wait().expect("poll serve").is_some() {
+            return child.wait_with_output().expect("serve output");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("serve did not stop on a bad config");
+}
+
+#[test]
+fn check_config_lists_every_problem_with_its_key_path_and_exits_1() {
+    let dir = TempDir::new("cli");
+    let path = dir.write(
+        "bad.yaml",
+        "token: { issuer: https://tv.example.com, lifetime: 1h }
+signing: { dev_generate: true, key_file: k.pem }
+trust:
+  - { issuer: 'http://idp.example.com', algorithms: [none] }
+grants: { source: dynamodb }
+response: { remove_headers: [authorization] }
+",
+    );
+    let output = binary()
+        .args(["check-config", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let printed = text(&output);
+    for path in [
+        "signing:",
+        "trust[0].issuer:",
+        "trust[0].algorithms:",
+        "grants.source:",
+        "response.remove_headers[0]:",
+    ] {
+        assert!(printed.contains(path), "missing {path} in:\n{printed}");
+    }
+}
+
+#[test]
+fn check_config_names_a_misspelt_key_and_accepts_a_good_file_from_the_environment() {
+    let dir = TempDir::new("cli");
+    let bad = dir.write(
+        "typo.yaml",
+        "token: { issuer: https://tv.example.com, lifetme: 1h }\n",
+    );
+    let output = binary()
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text(&output).contains("token.lifetme"), "{}", text(&output));
+
+    dir.write("grants.yaml", "subjects: {}\n");
+    let good = config(&dir, "{ dev_generate: true }", "grants.yaml");
+    let output = binary()
+        .arg("check-config")
+        .env("EVS_TV_CONFIG", &good)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+}
+
+#[test]
+fn keygen_writes_a_private_key_readable_only_by_its_owner_and_named_by_kid() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("cli");
+    let keys = dir.path().join("keys");
+    let output = binary()
+        .args(["keygen", "--out"])
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let files: Vec<_> = std::fs::read_dir(&keys)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1);
+    let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let key = evs_token_vending::mint::keys::SigningKey::from_pem_file(&files[0]).unwrap();
+    assert_eq!(files[0].file_stem().unwrap().to_str().unwrap(), key.kid());
+    assert!(text(&output).contains(key.kid()));
+    assert!(
+        !keys.join("active").exists(),
+        "keygen must not touch `active`"
+    );
+    assert!(
+        !text(&output).contains("PRIVATE KEY"),
+        "key material printed"
+    );
+
+    let refused = binary()
+        .args(["keygen", "--bits", "1024", "--out"])
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+}
+
+#[test]
+fn serve_refuses_keys_that_are_short_unsupported_garbage_or_missing_naming_the_path() {
+    let dir = TempDir::new("cli");
+    dir.write("grants.yaml", "subjects: {}\n");
+    let garbage = dir.write(
+        "garbage.pem",
+        "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n",
+    );
+    let cases = [
+        (data("rsa-1024-too-short.pem"), "shorter than 2048 bits"),
+        (data("ed25519.pem"), "not an RSA private key"),
+        (garbage.display().to_string(), "no PEM private key"),
+        (
+            dir.path().join("absent.pem").display().to_string(),
+            "cannot read key",
+        ),
+    ];
+    for (key_file, reason) in cases {
+        let path = config(
+            &dir,
+            &format!("{{ key_file: '{key_file}' }}"),
+            "grants.yaml",
+        );
+        let output = serve_until_exit(&path);
+        assert!(!output.status.success());
+        let printed = text(&output);
+        assert!(
+            printed.contains("signing:") && printed.contains(&key_file),
+            "{printed}"
+        );
+        assert!(printed.contains(reason), "{reason}: {printed}");
+        assert!(
+            !printed.contains("BEGIN") && !printed.contains("not a key"),
+            "{printed}"
+        );
+    }
+}
+
+#[test]
+fn serve_refuses_a_keys_folder_whose_active_file_names_a_missing_key() {
+    let dir = TempDir::new("cli");
+    dir.write("grants.yaml", "subjects: {}\n");
+    let keys = dir.path().join("keys");
+    assert!(
+        binary()
+            .args(["keygen", "--out"])
+            .arg(&keys)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    std::fs::write(keys.join("active"), "gone.pem\n").unwrap();
+    let path = config(
+        &dir,
+        &format!("{{ keys_dir: '{}' }}", keys.display()),
+        "grants.yaml",
+    );
+    let printed = text(&serve_until_exit(&path));
+    assert!(printed.contains("`active` names gone.pem"), "{printed}");
+}
+
+#[test]
+fn serve_refuses_a_missing_or_broken_grants_file() {
+    let dir = TempDir::new("cli");
+    let path = config(&dir, "{ dev_generate: true }", "nowhere.yaml");
+    let printed = text(&serve_until_exit(&path));
+    assert!(
+        printed.contains("grants.file") && printed.contains("nowhere.yaml"),
+        "{printed}"
+    );
+
+    dir.write("grants.yaml", "subjects:\n  alice: { global: reader }\n");
+    let path = config(&dir, "{ dev_generate: true }", "grants.yaml");
+    let printed = text(&serve_until_exit(&path));
+    assert!(printed.contains("subjects.alice.global"), "{printed}");
+}

@@ -1,0 +1,77 @@
+//! The side HTTP port as a backend and a kubelet see it.
+
+mod support;
+
+use support::{Harness, Options, minted, segment};
+
+#[tokio::test]
+async fn jwks_publishes_the_signing_key_with_cache_control() {
+    let h = Harness::start_with(Options {
+        ..Options::default()
+    })
+    .await;
+    let response = reqwest::get(h.http_url("/.well-known/jwks.json"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "public, max-age=300");
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let jwks: serde_json::Value = response.json().await.unwrap();
+    let keys = jwks["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["kty"], "RSA");
+    assert!(keys[0].get("d").is_none(), "private exponent published");
+    let token = minted(&h.check_bearer(&h.user_token()).await);
+    assert_eq!(segment(&token, 0)["kid"], keys[0]["kid"]);
+}
+
+#[tokio::test]
+async fn discovery_points_at_the_jwks_under_the_minted_issuer() {
+    let h = Harness::start().await;
+    let doc: serde_json::Value = reqwest::get(h.http_url("/.well-known/openid-configuration"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(doc["issuer"], "https://token-vending.example.com");
+    assert_eq!(
+        doc["jwks_uri"],
+        "https://token-vending.example.com/.well-known/jwks.json"
+    );
+    assert_eq!(
+        doc["id_token_signing_alg_values_supported"],
+        serde_json::json!(["RS256"])
+    );
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_answer() {
+    let h = Harness::start().await;
+    assert_eq!(
+        reqwest::get(h.http_url("/healthz")).await.unwrap().status(),
+        200
+    );
+    let ready = reqwest::get(h.http_url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["ready"], true);
+    assert_eq!(body["issuers"][0]["keys_loaded"], true);
+
+    minted(&h.check_bearer(&h.user_token()).await);
+    support::denied(&h.check_bearer("x.y.z").await);
+    let metrics = reqwest::get(h.http_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("evs_tv_checks_total{outcome=\"ok\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("evs_tv_checks_total{outcome=\"unauthenticated\"} 1"),
+        "{metrics}"
+    );
+}
