@@ -338,7 +338,15 @@ impl Config {
         let mut config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
             let path = e.path().to_string();
             let path = if path == "." { String::new() } else { path };
-            ConfigError::single(path, e.into_inner().to_string())
+            let mut reason = e.into_inner().to_string();
+            // serde_norway prefixes its own (shorter) path; ours is the precise one.
+            if let Some((head, rest)) = reason.split_once(": ")
+                && !head.contains(' ')
+                && path.starts_with(head)
+            {
+                reason = rest.to_owned();
+            }
+            ConfigError::single(path, reason)
         })?;
         config.resolve_paths(base_dir);
         let problems = config.problems();
