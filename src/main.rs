@@ -69,7 +69,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, log_json } => {
-            telemetry::init_logging(log_json);
+            telemetry::init_logging(log_json, "info");
             let config = match Config::load(&config) {
                 Ok(config) => config,
                 Err(e) => return fail(&e),
@@ -77,7 +77,8 @@ fn main() -> ExitCode {
             runtime().block_on(serve(config))
         }
         Command::Demo => {
-            telemetry::init_logging(false);
+            // The demo's output is the story; only warnings interrupt it.
+            telemetry::init_logging(false, "warn");
             match runtime().block_on(demo::run()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&*e),

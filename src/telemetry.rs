@@ -6,10 +6,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Installs the stderr log subscriber. `json` switches to one JSON object per line.
-pub fn init_logging(json: bool) {
+/// Installs the stderr log subscriber at `default_level` unless `RUST_LOG` says otherwise.
+/// `json` switches to one JSON object per line.
+pub fn init_logging(json: bool, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
