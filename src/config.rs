@@ -109,6 +109,13 @@ pub struct SigningConfig {
     /// `Cache-Control: max-age` of the JWKS answer.
     #[serde(default = "default_jwks_max_age")]
     pub jwks_max_age: HumanDuration,
+    /// How often `keys_dir` / `key_file` are checked for changes (SIGHUP forces a check).
+    #[serde(default = "default_reload_interval")]
+    pub reload_interval: HumanDuration,
+}
+
+fn default_reload_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(2))
 }
 
 fn default_jwks_max_age() -> HumanDuration {
@@ -411,6 +418,12 @@ impl Config {
             ),
         }
 
+        if self.signing.reload_interval.0 < Duration::from_millis(100) {
+            problem(
+                "signing.reload_interval".into(),
+                "must be at least 100ms".into(),
+            );
+        }
         if self.trust.is_empty() {
             problem(
                 "trust".into(),

@@ -350,7 +350,11 @@ pub fn verify_against_jwks(token: &str, jwks: &serde_json::Value) -> Result<(), 
     let kid = header.kid.ok_or("no kid")?;
     let jwk = set.find(&kid).ok_or("kid not in the JWKS")?;
     let key = jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    // The published key's own alg decides; a token claiming another alg is refused.
+    if jwk.common.key_algorithm != Some(header.alg.into()) {
+        return Err("alg differs from the published key's alg".into());
+    }
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
     validation.validate_aud = false;
     jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
         .map(|_| ())

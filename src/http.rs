@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::mint::Minter;
+use crate::mint::keyring::KeyRingReloader;
 use crate::pipeline::TokenVending;
 use crate::telemetry::Metrics;
 
@@ -23,6 +24,8 @@ pub struct SidePortState {
     pub vending: Arc<TokenVending>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// The signing keys' reloader (for refused changes in `/readyz`).
+    pub keys: Arc<KeyRingReloader>,
     /// `Cache-Control: max-age` of the JWKS.
     pub jwks_max_age: Duration,
     /// Set once the ext_authz listener is serving.
@@ -40,24 +43,34 @@ pub fn router(state: Arc<SidePortState>) -> Router {
         .with_state(state)
 }
 
-async fn jwks(State(state): State<Arc<SidePortState>>) -> Response {
+async fn jwks(State(state): State<Arc<SidePortState>>, request_headers: HeaderMap) -> Response {
     let ring = state.minter.ring();
     let cache_control = format!("public, max-age={}", state.jwks_max_age.as_secs());
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (
-                header::CACHE_CONTROL,
-                HeaderValue::from_str(&cache_control)
-                    .unwrap_or(HeaderValue::from_static("no-cache")),
-            ),
-        ],
-        ring.jwks_json().to_owned(),
-    )
-        .into_response()
+    let headers = [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        ),
+        (
+            header::CACHE_CONTROL,
+            HeaderValue::from_str(&cache_control).unwrap_or(HeaderValue::from_static("no-cache")),
+        ),
+        (
+            header::ETAG,
+            HeaderValue::from_str(ring.etag()).unwrap_or(HeaderValue::from_static("\"\"")),
+        ),
+    ];
+    let unchanged = request_headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|tag| tag == ring.etag() || tag == "*");
+    if unchanged {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    (headers, ring.jwks_json().to_owned()).into_response()
 }
 
 async fn discovery(State(state): State<Arc<SidePortState>>) -> Response {
@@ -81,6 +94,14 @@ async fn readyz(State(state): State<Arc<SidePortState>>) -> Response {
     // Issuers that are down are reported but do not fail readiness: taking every replica out
     // of service because one IdP is unreachable would turn its outage into ours.
     let issuers = state.vending.authenticator().oidc().status();
+    // A refused key change is a warning, not unreadiness: the last good keys still sign, and
+    // failing every replica's probe over a bad Secret edit would cause the outage it warns of.
+    let warnings: Vec<String> = state
+        .keys
+        .last_error()
+        .map(|e| format!("signing key change refused: {e}"))
+        .into_iter()
+        .collect();
     let status = if reasons.is_empty() {
         StatusCode::OK
     } else {
@@ -89,7 +110,9 @@ async fn readyz(State(state): State<Arc<SidePortState>>) -> Response {
     let body = serde_json::json!({
         "ready": reasons.is_empty(),
         "reasons": reasons,
+        "warnings": warnings,
         "signing_kid": state.minter.ring().active().kid(),
+        "published_kids": state.minter.ring().kids(),
         "issuers": issuers,
     });
     (status, axum::Json(body)).into_response()

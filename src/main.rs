@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use evs_token_vending::config::Config;
-use evs_token_vending::mint::keys::SigningKey;
+use evs_token_vending::mint::keys::{SigningAlgorithm, SigningKey};
 use evs_token_vending::{demo, server, telemetry};
 
 #[derive(Parser)]
@@ -37,10 +37,10 @@ enum Command {
         /// The folder to write into (e.g. `signing.keys_dir`).
         #[arg(long)]
         out: PathBuf,
-        /// Signature algorithm of the key.
+        /// Signature algorithm: the key's type follows from it (RSA, RSA-PSS, P-256, Ed25519).
         #[arg(long, value_enum, default_value_t = KeyAlgorithm::Rs256)]
         alg: KeyAlgorithm,
-        /// RSA modulus size.
+        /// RSA modulus size (RS256 and PS256).
         #[arg(long, default_value_t = 2048, value_parser = parse_rsa_bits)]
         bits: usize,
     },
@@ -56,6 +56,23 @@ enum Command {
 enum KeyAlgorithm {
     #[value(name = "RS256")]
     Rs256,
+    #[value(name = "PS256")]
+    Ps256,
+    #[value(name = "ES256")]
+    Es256,
+    #[value(name = "EdDSA")]
+    EdDsa,
+}
+
+impl From<KeyAlgorithm> for SigningAlgorithm {
+    fn from(alg: KeyAlgorithm) -> Self {
+        match alg {
+            KeyAlgorithm::Rs256 => SigningAlgorithm::Rs256,
+            KeyAlgorithm::Ps256 => SigningAlgorithm::Ps256,
+            KeyAlgorithm::Es256 => SigningAlgorithm::Es256,
+            KeyAlgorithm::EdDsa => SigningAlgorithm::EdDsa,
+        }
+    }
 }
 
 fn parse_rsa_bits(text: &str) -> Result<usize, String> {
@@ -84,16 +101,15 @@ fn main() -> ExitCode {
                 Err(e) => fail(&*e),
             }
         }
-        Command::Keygen {
-            out,
-            alg: KeyAlgorithm::Rs256,
-            bits,
-        } => {
-            match SigningKey::generate_rsa(bits).and_then(|key| Ok((key.write_into(&out)?, key))) {
+        Command::Keygen { out, alg, bits } => {
+            let generated = SigningKey::generate(alg.into(), bits)
+                .and_then(|key| Ok((key.write_into(&out)?, key)));
+            match generated {
                 Ok((path, key)) => {
                     println!(
-                        "wrote {} (RS256, {bits} bits, kid {})",
+                        "wrote {} ({}, kid {}); `active` was not changed",
                         path.display(),
+                        key.algorithm().name(),
                         key.kid()
                     );
                     ExitCode::SUCCESS
@@ -121,6 +137,17 @@ async fn serve(config: Config) -> ExitCode {
         Ok(sidecar) => sidecar,
         Err(e) => return fail(&e),
     };
+    let keys = sidecar.keys.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading signing keys");
+            keys.request_reload();
+        }
+    });
     let stop = sidecar.stopper();
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -21,6 +21,7 @@ use crate::grants::file::{FileGrants, GrantsFileError, RELOAD_INTERVAL};
 use crate::http::{SidePortState, router};
 use crate::identity::Authenticator;
 use crate::identity::oidc::OidcVerifier;
+use crate::mint::keyring::KeyRingReloader;
 use crate::mint::keys::KeyError;
 use crate::mint::{KeyRing, Minter};
 use crate::pipeline::TokenVending;
@@ -62,6 +63,8 @@ pub struct RunningSidecar {
     pub vending: Arc<TokenVending>,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// The signing keys' reloader.
+    pub keys: Arc<KeyRingReloader>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -94,11 +97,17 @@ impl RunningSidecar {
 
 /// Builds and starts everything `config` describes.
 pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
-    let ring = KeyRing::from_config(&config.signing)?;
-    tracing::info!(kid = %ring.active().kid(), "signing key loaded");
+    let ring = KeyRing::load(&config.signing)?;
+    tracing::info!(active = %ring.active().kid(), published = ?ring.kids(), "signing keys loaded");
     let minter = Arc::new(Minter::new(&config, ring));
+    let keys = Arc::new(KeyRingReloader::new(config.signing.clone(), minter.clone()));
 
     let mut background = Vec::new();
+    if keys.watches_files() {
+        background.push(tokio::spawn(
+            keys.clone().run(config.signing.reload_interval.0),
+        ));
+    }
     let source = match config.grants.source {
         GrantsSourceKind::File | GrantsSourceKind::Dynamodb | GrantsSourceKind::IamRoleTags => {
             // Validation admits only `file` in this release.
@@ -139,6 +148,7 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         minter: minter.clone(),
         vending: vending.clone(),
         metrics: metrics.clone(),
+        keys: keys.clone(),
         jwks_max_age: config.signing.jwks_max_age.0,
         authz_serving: Default::default(),
     });
@@ -165,6 +175,7 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         http_addr,
         vending,
         metrics,
+        keys,
         stop,
         tasks,
         background,

@@ -169,7 +169,7 @@ fn serve_refuses_keys_that_are_short_unsupported_garbage_or_missing_naming_the_p
     );
     let cases = [
         (data("rsa-1024-too-short.pem"), "shorter than 2048 bits"),
-        (data("ed25519.pem"), "not an RSA private key"),
+        (data("ec-p384-unsupported.pem"), "unsupported key type"),
         (garbage.display().to_string(), "no PEM private key"),
         (
             dir.path().join("absent.pem").display().to_string(),

@@ -1,9 +1,11 @@
 //! Stage 4, sign: an [`Identity`] and its [`Grants`] become a fresh EvidentSource JWT.
 //!
-//! The key ring is a lock-free snapshot: the request path loads it without a lock, and a
-//! later key rotation swaps it whole. The JWS is assembled here (header precomputed per key,
+//! The key ring is a lock-free snapshot: the request path loads it without a lock, and a key
+//! rotation ([`keyring::KeyRingReloader`]) swaps it whole. The JWS is assembled here (header precomputed per key,
 //! claims serialized once, one RSA signature) rather than through a generic JWT encoder.
 
+pub mod der;
+pub mod keyring;
 pub mod keys;
 
 use std::sync::Arc;
@@ -14,65 +16,10 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
-use self::keys::{KeyError, SigningKey};
-use crate::config::{Config, SigningConfig};
+pub use self::keyring::KeyRing;
+use crate::config::Config;
 use crate::grants::Grants;
 use crate::identity::Identity;
-
-/// The keys we publish and the one we sign with.
-pub struct KeyRing {
-    /// Index of the signing key in `keys`.
-    active: usize,
-    /// Every published key.
-    keys: Vec<SigningKey>,
-    /// The JWKS document, serialized once.
-    jwks: String,
-}
-
-impl KeyRing {
-    /// A ring of `keys` that signs with `keys[active]`.
-    pub fn new(active: usize, keys: Vec<SigningKey>) -> Self {
-        let jwks = serde_json::json!({
-            "keys": keys.iter().map(SigningKey::public_jwk).collect::<Vec<_>>(),
-        })
-        .to_string();
-        Self { active, keys, jwks }
-    }
-
-    /// Loads the ring that `signing:` describes.
-    pub fn from_config(signing: &SigningConfig) -> Result<Self, KeyError> {
-        if let Some(dir) = &signing.keys_dir {
-            let (active, keys) = keys::load_keys_dir(dir)?;
-            Ok(Self::new(active, keys))
-        } else if let Some(file) = &signing.key_file {
-            Ok(Self::new(0, vec![SigningKey::from_pem_file(file)?]))
-        } else {
-            tracing::warn!(
-                "signing.dev_generate: signing with a key generated in memory; every restart \
-                 changes it and replicas disagree. Never use this in production."
-            );
-            Ok(Self::new(0, vec![SigningKey::generate_rsa(2048)?]))
-        }
-    }
-
-    /// The key that signs.
-    pub fn active(&self) -> &SigningKey {
-        &self.keys[self.active]
-    }
-
-    /// The JWKS document (`{"keys":[…]}`).
-    pub fn jwks_json(&self) -> &str {
-        &self.jwks
-    }
-
-    /// Algorithms of the published keys, for discovery.
-    pub fn algorithms(&self) -> Vec<&'static str> {
-        let mut algs: Vec<&'static str> = self.keys.iter().map(SigningKey::algorithm).collect();
-        algs.sort_unstable();
-        algs.dedup();
-        algs
-    }
-}
 
 /// A minted token.
 #[derive(Clone)]
@@ -129,6 +76,11 @@ impl Minter {
     /// The current key ring.
     pub fn ring(&self) -> Arc<KeyRing> {
         self.ring.load_full()
+    }
+
+    /// Swaps in a new key ring; tokens minted from now on are signed by its active key.
+    pub fn replace_ring(&self, ring: KeyRing) {
+        self.ring.store(Arc::new(ring));
     }
 
     /// The minted `iss`.

@@ -56,6 +56,8 @@ pub struct Options {
     pub grants_extra: String,
     /// The grants file.
     pub grants_file: String,
+    /// The `signing:` value.
+    pub signing: String,
 }
 
 impl Default for Options {
@@ -66,6 +68,7 @@ impl Default for Options {
             token_extra: String::new(),
             grants_extra: String::new(),
             grants_file: SAMPLE_GRANTS.to_owned(),
+            signing: "{ dev_generate: true }".to_owned(),
         }
     }
 }
@@ -93,7 +96,7 @@ token:
   issuer: https://token-vending.example.com
   audience: [evidentsource]
   {token_extra}
-signing: {{ dev_generate: true }}
+signing: {signing}
 trust:
   - issuer: '{issuer}'
     {trust_extra}
@@ -108,6 +111,7 @@ grants:
             trust_extra = options.trust_extra,
             more_trust = options.more_trust,
             grants_extra = options.grants_extra,
+            signing = options.signing,
         );
         let config = Config::from_yaml(&yaml, dir.path()).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
         let sidecar = evs_token_vending::start(config)

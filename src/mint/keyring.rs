@@ -1,0 +1,256 @@
+//! The key ring: every key we publish, the one we sign with, and its hot reload.
+//!
+//! `signing.keys_dir` holds PEM private keys and a file `active` naming the signer (with one
+//! key, that key). Every key in the folder is published, so the reference rotation is done by
+//! changing files alone: add the next key (published, not signing) → after the JWKS max-age,
+//! name it in `active` → after the longest token lifetime, delete the old one. The folder is
+//! polled (which also sees Kubernetes' atomic symlink swap of a mounted Secret) and SIGHUP
+//! forces a reload; a change that does not load keeps the last good ring and says why.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwapOption;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tokio::sync::Notify;
+
+use super::Minter;
+use super::keys::{KeyError, SigningKey};
+use crate::config::SigningConfig;
+
+/// The keys we publish and the one we sign with.
+pub struct KeyRing {
+    /// Index of the signing key in `keys`.
+    active: usize,
+    /// Every published key.
+    keys: Vec<SigningKey>,
+    /// The JWKS document, serialized once.
+    jwks: String,
+    /// Strong ETag of `jwks`.
+    etag: String,
+}
+
+impl KeyRing {
+    /// A ring of `keys` that signs with `keys[active]`.
+    pub fn new(active: usize, keys: Vec<SigningKey>) -> Self {
+        let jwks = serde_json::json!({
+            "keys": keys.iter().map(SigningKey::public_jwk).collect::<Vec<_>>(),
+        })
+        .to_string();
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, jwks.as_bytes());
+        let etag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]));
+        Self {
+            active,
+            keys,
+            jwks,
+            etag,
+        }
+    }
+
+    /// Loads the ring that `signing:` describes.
+    pub fn load(signing: &SigningConfig) -> Result<Self, KeyError> {
+        if let Some(dir) = &signing.keys_dir {
+            let (active, keys) = load_keys_dir(dir)?;
+            Ok(Self::new(active, keys))
+        } else if let Some(file) = &signing.key_file {
+            Ok(Self::new(0, vec![SigningKey::from_pem_file(file)?]))
+        } else {
+            tracing::warn!(
+                "signing.dev_generate: signing with a key generated in memory; every restart \
+                 changes it and replicas disagree. Never use this in production."
+            );
+            Ok(Self::new(0, vec![SigningKey::generate_rsa(2048)?]))
+        }
+    }
+
+    /// The key that signs.
+    pub fn active(&self) -> &SigningKey {
+        &self.keys[self.active]
+    }
+
+    /// The kids of every published key.
+    pub fn kids(&self) -> Vec<&str> {
+        self.keys.iter().map(SigningKey::kid).collect()
+    }
+
+    /// The JWKS document (`{"keys":[…]}`).
+    pub fn jwks_json(&self) -> &str {
+        &self.jwks
+    }
+
+    /// The JWKS's strong ETag (quoted).
+    pub fn etag(&self) -> &str {
+        &self.etag
+    }
+
+    /// Algorithms of the published keys, for discovery.
+    pub fn algorithms(&self) -> Vec<&'static str> {
+        let mut algs: Vec<_> = self.keys.iter().map(SigningKey::algorithm).collect();
+        algs.sort_unstable();
+        algs.dedup();
+        algs.into_iter().map(|a| a.name()).collect()
+    }
+
+    /// Same signer and same published keys.
+    fn same_as(&self, other: &KeyRing) -> bool {
+        self.active().kid() == other.active().kid() && self.jwks == other.jwks
+    }
+}
+
+/// Loads the keys of a folder: every `*.pem` is published; `active` names the signer.
+/// Returns the index of the signing key and every key.
+pub fn load_keys_dir(dir: &Path) -> Result<(usize, Vec<SigningKey>), KeyError> {
+    let shown = dir.display().to_string();
+    let files = key_files(dir).map_err(|e| KeyError::Read {
+        path: shown.clone(),
+        reason: e.kind(),
+    })?;
+    if files.is_empty() {
+        return Err(KeyError::NoKeys { dir: shown });
+    }
+    let keys = files
+        .iter()
+        .map(|path| SigningKey::from_pem_file(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let active_path = dir.join("active");
+    let active = match std::fs::read_to_string(&active_path) {
+        Ok(name) => {
+            let name = name.trim().to_owned();
+            files
+                .iter()
+                .position(|path| path.file_name().and_then(|n| n.to_str()) == Some(name.as_str()))
+                .ok_or(KeyError::ActiveMissing { dir: shown, name })?
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if keys.len() == 1 {
+                0
+            } else {
+                return Err(KeyError::NoActive {
+                    dir: shown,
+                    count: keys.len(),
+                });
+            }
+        }
+        Err(e) => {
+            return Err(KeyError::Read {
+                path: active_path.display().to_string(),
+                reason: e.kind(),
+            });
+        }
+    };
+    Ok((active, keys))
+}
+
+/// The `*.pem` files of a folder, sorted. Hidden names are skipped: Kubernetes mounts Secrets
+/// through `..data` folders whose content the visible names already point at.
+fn key_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            !name.starts_with('.') && name.ends_with(".pem") && path.is_file()
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// What the watched files looked like: name, modification time and size of each, plus the
+/// content of `active`. Any difference triggers a reload.
+type Stamp = Vec<(String, Option<SystemTime>, u64)>;
+
+fn stamp(signing: &SigningConfig) -> Stamp {
+    let describe = |path: &Path| {
+        let meta = std::fs::metadata(path).ok();
+        (
+            path.display().to_string(),
+            meta.as_ref().and_then(|m| m.modified().ok()),
+            meta.map(|m| m.len()).unwrap_or(0),
+        )
+    };
+    if let Some(dir) = &signing.keys_dir {
+        let mut stamp: Stamp = key_files(dir)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| describe(p))
+            .collect();
+        let active = std::fs::read_to_string(dir.join("active")).unwrap_or_default();
+        stamp.push((active, None, 0));
+        stamp
+    } else if let Some(file) = &signing.key_file {
+        vec![describe(file)]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Reloads the minter's ring when the key files change or when asked (SIGHUP).
+pub struct KeyRingReloader {
+    signing: SigningConfig,
+    minter: Arc<Minter>,
+    last_error: ArcSwapOption<String>,
+    forced: Notify,
+}
+
+impl KeyRingReloader {
+    /// A reloader for the keys `signing` names, feeding `minter`.
+    pub fn new(signing: SigningConfig, minter: Arc<Minter>) -> Self {
+        Self {
+            signing,
+            minter,
+            last_error: ArcSwapOption::empty(),
+            forced: Notify::new(),
+        }
+    }
+
+    /// True when the keys come from files (a generated dev key has nothing to reload).
+    pub fn watches_files(&self) -> bool {
+        self.signing.keys_dir.is_some() || self.signing.key_file.is_some()
+    }
+
+    /// Why the last reload was refused, while the last good ring is still in use.
+    pub fn last_error(&self) -> Option<Arc<String>> {
+        self.last_error.load_full()
+    }
+
+    /// Asks the watcher to reload now, whether or not the files look changed.
+    pub fn request_reload(&self) {
+        self.forced.notify_one();
+    }
+
+    /// Loads the keys and swaps them in if they load; otherwise keeps the current ring.
+    pub fn reload(&self) {
+        match KeyRing::load(&self.signing) {
+            Ok(ring) => {
+                self.last_error.store(None);
+                if ring.same_as(&self.minter.ring()) {
+                    return;
+                }
+                tracing::info!(active = %ring.active().kid(), published = ?ring.kids(), "signing keys reloaded");
+                self.minter.replace_ring(ring);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, kid = %self.minter.ring().active().kid(), "signing key change refused; still signing with the last good keys");
+                self.last_error.store(Some(Arc::new(e.to_string())));
+            }
+        }
+    }
+
+    /// Runs forever: checks the files every `interval`, reloads on a change or a request.
+    pub async fn run(self: Arc<Self>, interval: Duration) {
+        let mut seen = stamp(&self.signing);
+        loop {
+            let forced = tokio::select! {
+                () = tokio::time::sleep(interval) => false,
+                () = self.forced.notified() => true,
+            };
+            let now = stamp(&self.signing);
+            if forced || now != seen {
+                seen = now;
+                self.reload();
+            }
+        }
+    }
+}
