@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use evs_token_vending::echo_backend::EchoBackend;
 use evs_token_vending::echo_proto::echo_client::EchoClient;
 use evs_token_vending::echo_proto::{WhoAmIReply, WhoAmIRequest};
+use evs_token_vending::mint::keys::SigningKey;
 use support::envoy::Envoy;
-use support::{Harness, segment};
+use support::{Harness, Options, TempDir, segment};
 use tonic::transport::Channel;
 
 /// IdP, sidecar, backend and Envoy, all on loopback.
@@ -21,7 +22,11 @@ struct Stack {
 
 impl Stack {
     async fn start() -> Self {
-        let harness = Harness::start().await;
+        Self::start_with(Options::default()).await
+    }
+
+    async fn start_with(options: Options) -> Self {
+        let harness = Harness::start_with(options).await;
         let backend = EchoBackend::new(harness.http_url("/.well-known/jwks.json"))
             .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
@@ -152,4 +157,48 @@ async fn a_stopped_sidecar_gives_unavailable_not_a_pass_through() {
         .await;
     let status = stack.call(&[&bearer]).await.expect_err("no pass-through");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_keeps_verifying_across_a_key_rotation() {
+    let dir = TempDir::new("envoy-rotation");
+    let keys = dir.path().join("keys");
+    let old = SigningKey::generate_rsa(2048).unwrap();
+    let old_file = old.write_into(&keys).unwrap();
+    let stack = Stack::start_with(Options {
+        signing: format!(
+            "{{ keys_dir: '{}', reload_interval: 100ms }}",
+            keys.display()
+        ),
+        ..Options::default()
+    })
+    .await;
+    let bearer = format!("Bearer {}", stack.harness.user_token());
+    let kid_seen = async || {
+        let reply = stack.call(&[&bearer]).await.expect("reaches the backend");
+        assert!(reply.verified, "backend refused: {}", reply.error);
+        reply.kid
+    };
+    assert_eq!(kid_seen().await, old.kid());
+
+    // Publish, activate, retire — the reference procedure, by files alone.
+    let next = SigningKey::generate_rsa(2048).unwrap();
+    let next_file = next.write_into(&keys).unwrap();
+    assert_eq!(kid_seen().await, old.kid());
+    std::fs::write(
+        keys.join("active"),
+        next_file.file_name().unwrap().to_str().unwrap(),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while kid_seen().await != next.kid() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rotation not picked up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    std::fs::remove_file(old_file).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(kid_seen().await, next.kid());
 }
