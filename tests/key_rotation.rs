@@ -165,7 +165,8 @@ async fn bad_key_changes_keep_the_last_good_ring_and_readyz_says_why() {
     let garbage = keys.join("garbage.pem");
     let short = keys.join("short.pem");
     let p384 = keys.join("p384.pem");
-    let changes: Vec<(&str, Box<dyn Fn()>, Box<dyn Fn()>, &str)> = vec![
+    type FileChange<'a> = Box<dyn Fn() + 'a>;
+    let changes: Vec<(&str, FileChange, FileChange, &str)> = vec![
         (
             "unreadable key",
             Box::new(|| {
