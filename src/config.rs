@@ -93,7 +93,7 @@ fn default_grants_claim() -> String {
     "evs:grants".to_owned()
 }
 
-/// `signing:` — exactly one of `keys_dir`, `key_file`, `dev_generate`.
+/// `signing:` — exactly one of `keys_dir`, `key_file`, `secrets_manager`, `dev_generate`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SigningConfig {
@@ -103,6 +103,9 @@ pub struct SigningConfig {
     /// A single PEM private key.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+    /// Keys from an AWS Secrets Manager secret, polled for changes.
+    #[serde(default)]
+    pub secrets_manager: Option<SecretsManagerConfig>,
     /// Generate an in-memory key at start (demo and development only).
     #[serde(default)]
     pub dev_generate: bool,
@@ -116,6 +119,27 @@ pub struct SigningConfig {
 
 fn default_reload_interval() -> HumanDuration {
     HumanDuration(Duration::from_secs(2))
+}
+
+/// `signing.secrets_manager` — a secret holding the keys (see `mint::secrets_manager`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsManagerConfig {
+    /// The secret's name or ARN.
+    pub secret_id: String,
+    /// AWS region; default from the standard chain (`AWS_REGION`, profile).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Endpoint override; `AWS_ENDPOINT_URL_SECRETS_MANAGER` works as well.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// How often the secret is read for a new version.
+    #[serde(default = "default_secret_poll_interval")]
+    pub poll_interval: HumanDuration,
+}
+
+fn default_secret_poll_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
 }
 
 fn default_jwks_max_age() -> HumanDuration {
@@ -404,18 +428,34 @@ impl Config {
         let key_sources = [
             self.signing.keys_dir.is_some(),
             self.signing.key_file.is_some(),
+            self.signing.secrets_manager.is_some(),
             self.signing.dev_generate,
         ];
         match key_sources.iter().filter(|set| **set).count() {
             0 => problem(
                 "signing".into(),
-                "one of keys_dir, key_file or dev_generate is required".into(),
+                "one of keys_dir, key_file, secrets_manager or dev_generate is required".into(),
             ),
             1 => {}
             _ => problem(
                 "signing".into(),
-                "keys_dir, key_file and dev_generate are alternatives: set exactly one".into(),
+                "keys_dir, key_file, secrets_manager and dev_generate are alternatives: set exactly one"
+                    .into(),
             ),
+        }
+        if let Some(secret) = &self.signing.secrets_manager {
+            if secret.secret_id.is_empty() {
+                problem(
+                    "signing.secrets_manager.secret_id".into(),
+                    "must not be empty".into(),
+                );
+            }
+            if secret.poll_interval.0 < Duration::from_secs(1) {
+                problem(
+                    "signing.secrets_manager.poll_interval".into(),
+                    "must be at least 1s".into(),
+                );
+            }
         }
 
         if self.signing.reload_interval.0 < Duration::from_millis(100) {

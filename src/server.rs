@@ -21,9 +21,9 @@ use crate::grants::file::{FileGrants, GrantsFileError, RELOAD_INTERVAL};
 use crate::http::{SidePortState, router};
 use crate::identity::Authenticator;
 use crate::identity::oidc::OidcVerifier;
-use crate::mint::keyring::KeyRingReloader;
+use crate::mint::Minter;
+use crate::mint::keyring::{KeyRingReloader, KeySource};
 use crate::mint::keys::KeyError;
-use crate::mint::{KeyRing, Minter};
 use crate::pipeline::TokenVending;
 use crate::telemetry::Metrics;
 
@@ -97,16 +97,19 @@ impl RunningSidecar {
 
 /// Builds and starts everything `config` describes.
 pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
-    let ring = KeyRing::load(&config.signing)?;
+    let key_source = KeySource::from_config(&config.signing).await;
+    let ring = key_source.load().await?;
     tracing::info!(active = %ring.active().kid(), published = ?ring.kids(), "signing keys loaded");
     let minter = Arc::new(Minter::new(&config, ring));
-    let keys = Arc::new(KeyRingReloader::new(config.signing.clone(), minter.clone()));
+    let keys = Arc::new(KeyRingReloader::new(
+        key_source,
+        config.signing.reload_interval.0,
+        minter.clone(),
+    ));
 
     let mut background = Vec::new();
-    if keys.watches_files() {
-        background.push(tokio::spawn(
-            keys.clone().run(config.signing.reload_interval.0),
-        ));
+    if keys.watches() {
+        background.push(tokio::spawn(keys.clone().run()));
     }
     let source = match config.grants.source {
         GrantsSourceKind::File | GrantsSourceKind::Dynamodb | GrantsSourceKind::IamRoleTags => {

@@ -18,6 +18,7 @@ use tokio::sync::Notify;
 
 use super::Minter;
 use super::keys::{KeyError, SigningKey};
+use super::secrets_manager::SecretKeys;
 use crate::config::SigningConfig;
 
 /// The keys we publish and the one we sign with.
@@ -46,22 +47,6 @@ impl KeyRing {
             keys,
             jwks,
             etag,
-        }
-    }
-
-    /// Loads the ring that `signing:` describes.
-    pub fn load(signing: &SigningConfig) -> Result<Self, KeyError> {
-        if let Some(dir) = &signing.keys_dir {
-            let (active, keys) = load_keys_dir(dir)?;
-            Ok(Self::new(active, keys))
-        } else if let Some(file) = &signing.key_file {
-            Ok(Self::new(0, vec![SigningKey::from_pem_file(file)?]))
-        } else {
-            tracing::warn!(
-                "signing.dev_generate: signing with a key generated in memory; every restart \
-                 changes it and replicas disagree. Never use this in production."
-            );
-            Ok(Self::new(0, vec![SigningKey::generate_rsa(2048)?]))
         }
     }
 
@@ -157,57 +142,119 @@ fn key_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Where the keys come from.
+pub enum KeySource {
+    /// `keys_dir` or `key_file`.
+    Files(SigningConfig),
+    /// `secrets_manager`.
+    Secret(SecretKeys, Duration),
+    /// `dev_generate`: one in-memory key, never reloaded.
+    Generated,
+}
+
+impl KeySource {
+    /// The source `signing:` describes (no key is read yet).
+    pub async fn from_config(signing: &SigningConfig) -> Self {
+        if let Some(secret) = &signing.secrets_manager {
+            KeySource::Secret(SecretKeys::connect(secret).await, secret.poll_interval.0)
+        } else if signing.keys_dir.is_some() || signing.key_file.is_some() {
+            KeySource::Files(signing.clone())
+        } else {
+            KeySource::Generated
+        }
+    }
+
+    /// Reads the keys.
+    pub async fn load(&self) -> Result<KeyRing, KeyError> {
+        match self {
+            KeySource::Files(signing) => {
+                if let Some(dir) = &signing.keys_dir {
+                    let (active, keys) = load_keys_dir(dir)?;
+                    Ok(KeyRing::new(active, keys))
+                } else if let Some(file) = &signing.key_file {
+                    Ok(KeyRing::new(0, vec![SigningKey::from_pem_file(file)?]))
+                } else {
+                    Err(KeyError::NoKeys { dir: String::new() })
+                }
+            }
+            KeySource::Secret(secret, _) => {
+                let (active, keys) = secret.load().await?;
+                Ok(KeyRing::new(active, keys))
+            }
+            KeySource::Generated => {
+                tracing::warn!(
+                    "signing.dev_generate: signing with a key generated in memory; every restart \
+                     changes it and replicas disagree. Never use this in production."
+                );
+                Ok(KeyRing::new(0, vec![SigningKey::generate_rsa(2048)?]))
+            }
+        }
+    }
+
+    /// What the source looks like without reading keys: file names, times and sizes plus
+    /// `active`; `None` when only reading tells (a secret's version is checked by reading it).
+    fn stamp(&self) -> Option<Stamp> {
+        let KeySource::Files(signing) = self else {
+            return None;
+        };
+        let describe = |path: &Path| {
+            let meta = std::fs::metadata(path).ok();
+            (
+                path.display().to_string(),
+                meta.as_ref().and_then(|m| m.modified().ok()),
+                meta.map(|m| m.len()).unwrap_or(0),
+            )
+        };
+        Some(if let Some(dir) = &signing.keys_dir {
+            let mut stamp: Stamp = key_files(dir)
+                .unwrap_or_default()
+                .iter()
+                .map(|p| describe(p))
+                .collect();
+            let active = std::fs::read_to_string(dir.join("active")).unwrap_or_default();
+            stamp.push((active, None, 0));
+            stamp
+        } else if let Some(file) = &signing.key_file {
+            vec![describe(file)]
+        } else {
+            Vec::new()
+        })
+    }
+}
+
 /// What the watched files looked like: name, modification time and size of each, plus the
 /// content of `active`. Any difference triggers a reload.
 type Stamp = Vec<(String, Option<SystemTime>, u64)>;
 
-fn stamp(signing: &SigningConfig) -> Stamp {
-    let describe = |path: &Path| {
-        let meta = std::fs::metadata(path).ok();
-        (
-            path.display().to_string(),
-            meta.as_ref().and_then(|m| m.modified().ok()),
-            meta.map(|m| m.len()).unwrap_or(0),
-        )
-    };
-    if let Some(dir) = &signing.keys_dir {
-        let mut stamp: Stamp = key_files(dir)
-            .unwrap_or_default()
-            .iter()
-            .map(|p| describe(p))
-            .collect();
-        let active = std::fs::read_to_string(dir.join("active")).unwrap_or_default();
-        stamp.push((active, None, 0));
-        stamp
-    } else if let Some(file) = &signing.key_file {
-        vec![describe(file)]
-    } else {
-        Vec::new()
-    }
-}
-
-/// Reloads the minter's ring when the key files change or when asked (SIGHUP).
+/// Reloads the minter's ring when the keys change or when asked (SIGHUP).
 pub struct KeyRingReloader {
-    signing: SigningConfig,
+    source: KeySource,
+    interval: Duration,
     minter: Arc<Minter>,
     last_error: ArcSwapOption<String>,
     forced: Notify,
 }
 
 impl KeyRingReloader {
-    /// A reloader for the keys `signing` names, feeding `minter`.
-    pub fn new(signing: SigningConfig, minter: Arc<Minter>) -> Self {
+    /// A reloader watching `source` every `file_interval` (files) or the secret's own poll
+    /// interval, feeding `minter`.
+    pub fn new(source: KeySource, file_interval: Duration, minter: Arc<Minter>) -> Self {
+        let interval = match &source {
+            KeySource::Secret(_, poll) => *poll,
+            _ => file_interval,
+        };
         Self {
-            signing,
+            source,
+            interval,
             minter,
             last_error: ArcSwapOption::empty(),
             forced: Notify::new(),
         }
     }
 
-    /// True when the keys come from files (a generated dev key has nothing to reload).
-    pub fn watches_files(&self) -> bool {
-        self.signing.keys_dir.is_some() || self.signing.key_file.is_some()
+    /// True when there is something to reload (a generated dev key has nothing).
+    pub fn watches(&self) -> bool {
+        !matches!(self.source, KeySource::Generated)
     }
 
     /// Why the last reload was refused, while the last good ring is still in use.
@@ -215,14 +262,14 @@ impl KeyRingReloader {
         self.last_error.load_full()
     }
 
-    /// Asks the watcher to reload now, whether or not the files look changed.
+    /// Asks the watcher to reload now, whether or not the source looks changed.
     pub fn request_reload(&self) {
         self.forced.notify_one();
     }
 
     /// Loads the keys and swaps them in if they load; otherwise keeps the current ring.
-    pub fn reload(&self) {
-        match KeyRing::load(&self.signing) {
+    pub async fn reload(&self) {
+        match self.source.load().await {
             Ok(ring) => {
                 self.last_error.store(None);
                 if ring.same_as(&self.minter.ring()) {
@@ -238,18 +285,18 @@ impl KeyRingReloader {
         }
     }
 
-    /// Runs forever: checks the files every `interval`, reloads on a change or a request.
-    pub async fn run(self: Arc<Self>, interval: Duration) {
-        let mut seen = stamp(&self.signing);
+    /// Runs forever: checks the source every interval, reloads on a change or a request.
+    pub async fn run(self: Arc<Self>) {
+        let mut seen = self.source.stamp();
         loop {
             let forced = tokio::select! {
-                () = tokio::time::sleep(interval) => false,
+                () = tokio::time::sleep(self.interval) => false,
                 () = self.forced.notified() => true,
             };
-            let now = stamp(&self.signing);
-            if forced || now != seen {
+            let now = self.source.stamp();
+            if forced || now.is_none() || now != seen {
                 seen = now;
-                self.reload();
+                self.reload().await;
             }
         }
     }

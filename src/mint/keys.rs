@@ -117,6 +117,9 @@ pub enum KeyError {
     /// The signing operation failed.
     #[error("signing failed")]
     Sign,
+    /// The Secrets Manager secret could not be read or parsed.
+    #[error("secret {secret_id}: {reason}")]
+    Secret { secret_id: String, reason: String },
     /// Writing a new key failed.
     #[error("cannot write key {path}: {reason}")]
     Write { path: String, reason: String },

@@ -7,6 +7,7 @@
 pub mod der;
 pub mod keyring;
 pub mod keys;
+pub mod secrets_manager;
 
 use std::sync::Arc;
 use std::time::Duration;

