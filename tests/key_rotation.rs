@@ -9,7 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use evs_token_vending::mint::keys::{SigningAlgorithm, SigningKey};
-use support::{Harness, Options, TempDir, minted, segment};
+use support::{Harness, Options, TempDir, get_json, minted, segment};
+
+const WITHIN: Duration = Duration::from_secs(5);
+
+async fn eventually(what: &str, condition: impl AsyncFnMut() -> bool) {
+    support::eventually(what, WITHIN, condition).await
+}
 
 /// A keys folder with one key, named in `active`.
 fn keys_dir_with(dir: &TempDir, algorithm: SigningAlgorithm) -> (PathBuf, SigningKey) {
@@ -35,19 +41,6 @@ async fn harness_with_keys(keys: &Path, extra_signing: &str, token_extra: &str) 
         ..Options::default()
     })
     .await
-}
-
-async fn get_json(url: &str) -> serde_json::Value {
-    reqwest::get(url).await.unwrap().json().await.unwrap()
-}
-
-/// Polls until `condition` holds, for at most 5 s.
-async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A backend's JWKS cache done by the book: refetch only when the copy is older than the

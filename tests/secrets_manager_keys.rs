@@ -3,13 +3,13 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_secretsmanager::Client;
 use evs_token_vending::mint::keys::{SigningAlgorithm, SigningKey};
 use serde_json::json;
 use support::moto::{Moto, use_test_credentials};
-use support::{Harness, Options, minted, segment};
+use support::{Harness, Options, get_json, minted, segment};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -45,12 +45,8 @@ async fn put(client: &Client, value: String) {
         .expect("PutSecretValue");
 }
 
-async fn eventually(what: &str, mut condition: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !condition().await {
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+async fn eventually(what: &str, condition: impl AsyncFnMut() -> bool) {
+    support::eventually(what, Duration::from_secs(10), condition).await
 }
 
 #[test]
@@ -80,17 +76,11 @@ fn keys_rotate_through_the_secret_without_a_restart_and_bad_versions_are_refused
         let token = h.user_token();
         let kid_now = async || segment(&minted(&h.check_bearer(&token).await), 0)["kid"].clone();
         let jwks_kids = async || {
-            let jwks: serde_json::Value = reqwest::get(h.http_url("/.well-known/jwks.json"))
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let jwks = get_json(&h.http_url("/.well-known/jwks.json")).await;
             jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].clone()).collect::<Vec<_>>()
         };
         let warnings = async || {
-            let ready: serde_json::Value =
-                reqwest::get(h.http_url("/readyz")).await.unwrap().json().await.unwrap();
+            let ready = get_json(&h.http_url("/readyz")).await;
             ready["warnings"].to_string()
         };
         assert_eq!(kid_now().await, first.kid());
