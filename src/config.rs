@@ -209,12 +209,57 @@ pub struct GrantsConfig {
     /// The grants file, for `source: file`; relative paths are relative to the config file.
     #[serde(default)]
     pub file: Option<PathBuf>,
+    /// The table, for `source: dynamodb`.
+    #[serde(default)]
+    pub dynamodb: Option<DynamoDbConfig>,
     /// Cache settings (used by remote stores).
     #[serde(default)]
     pub cache: GrantsCacheConfig,
     /// What a subject without an entry gets.
     #[serde(default)]
     pub unknown_subject: UnknownSubjectPolicy,
+    /// What a subject whose store entry is not valid grants gets.
+    #[serde(default)]
+    pub malformed_item: MalformedItemPolicy,
+}
+
+/// `grants.dynamodb`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamoDbConfig {
+    /// The table, keyed by the string attribute `subject`.
+    pub table: String,
+    /// AWS region; default from the standard chain.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Endpoint override; `AWS_ENDPOINT_URL_DYNAMODB` works as well.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// Upper bound of one GetItem, retries included (the Check's deadline bounds it too).
+    #[serde(default = "default_store_timeout")]
+    pub timeout: HumanDuration,
+    /// Attempts per GetItem, the first included.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_store_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_millis(250))
+}
+
+fn default_max_attempts() -> u32 {
+    2
+}
+
+/// `grants.malformed_item`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MalformedItemPolicy {
+    /// 503, logged with the subject: the operator must fix the item (default).
+    #[default]
+    Unavailable,
+    /// Mint with empty grants, logged with the subject.
+    Empty,
 }
 
 /// `grants.source`.
@@ -224,7 +269,7 @@ pub enum GrantsSourceKind {
     /// A YAML file, hot-reloaded.
     #[default]
     File,
-    /// A DynamoDB table (a later release).
+    /// A DynamoDB table.
     Dynamodb,
     /// IAM role tags (a later release).
     IamRoleTags,
@@ -243,6 +288,13 @@ pub struct GrantsCacheConfig {
     /// Upper bound of cached subjects.
     #[serde(default = "default_max_entries")]
     pub max_entries: u64,
+    /// How long past its freshness a cached answer keeps serving while the store fails.
+    #[serde(default = "default_stale_for")]
+    pub stale_for: HumanDuration,
+}
+
+fn default_stale_for() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
 }
 
 impl Default for GrantsCacheConfig {
@@ -251,6 +303,7 @@ impl Default for GrantsCacheConfig {
             ttl: default_cache_ttl(),
             negative_ttl: default_negative_ttl(),
             max_entries: default_max_entries(),
+            stale_for: default_stale_for(),
         }
     }
 }
@@ -529,9 +582,26 @@ impl Config {
                     );
                 }
             }
-            GrantsSourceKind::Dynamodb | GrantsSourceKind::IamRoleTags => problem(
+            GrantsSourceKind::Dynamodb => match &self.grants.dynamodb {
+                None => problem(
+                    "grants.dynamodb".into(),
+                    "required when grants.source is dynamodb".into(),
+                ),
+                Some(table) => {
+                    if table.table.is_empty() {
+                        problem("grants.dynamodb.table".into(), "must not be empty".into());
+                    }
+                    if table.max_attempts == 0 || table.max_attempts > 5 {
+                        problem(
+                            "grants.dynamodb.max_attempts".into(),
+                            "must be 1 to 5".into(),
+                        );
+                    }
+                }
+            },
+            GrantsSourceKind::IamRoleTags => problem(
                 "grants.source".into(),
-                "only `file` is supported by this release".into(),
+                "`iam_role_tags` is not supported by this release (file, dynamodb)".into(),
             ),
         }
 

@@ -6,6 +6,7 @@
 //! [`pipeline`] runs the first four; [`http`] is the side port; [`server`] wires it all up.
 
 pub mod authz;
+pub mod aws;
 pub mod config;
 pub mod credential;
 pub mod demo;

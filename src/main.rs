@@ -49,6 +49,9 @@ enum Command {
         /// The YAML config file.
         #[arg(long, env = "EVS_TV_CONFIG")]
         config: PathBuf,
+        /// Also contact remote stores: the DynamoDB table must exist, keyed by `subject` (S).
+        #[arg(long)]
+        probe: bool,
     },
 }
 
@@ -117,8 +120,12 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Command::CheckConfig { config } => match Config::load(&config) {
-            Ok(_) => {
+        Command::CheckConfig { config, probe } => match Config::load(&config) {
+            Ok(parsed) => {
+                if probe && let Err(problem) = runtime().block_on(probe_stores(&parsed)) {
+                    println!("{problem}");
+                    return ExitCode::FAILURE;
+                }
                 println!("{}: OK", config.display());
                 ExitCode::SUCCESS
             }
@@ -130,6 +137,22 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// Contacts the remote stores the config names.
+async fn probe_stores(config: &Config) -> Result<(), String> {
+    if let Some(table) = &config.grants.dynamodb {
+        let store = evs_token_vending::grants::dynamodb::DynamoGrants::connect(table).await;
+        store
+            .probe()
+            .await
+            .map_err(|reason| format!("grants.dynamodb.table: {reason}"))?;
+        println!(
+            "grants.dynamodb.table: {} is reachable and keyed by `subject`",
+            table.table
+        );
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> ExitCode {

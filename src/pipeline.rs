@@ -78,7 +78,7 @@ impl TokenVending {
                 .authenticator
                 .authenticate(&credential, deadline)
                 .await?;
-            let grants = self.grants.grants_for(&identity).await?;
+            let grants = self.grants.grants_for(&identity, deadline).await?;
             let minted = self.minter.mint(&identity, &grants, unix_now())?;
             Ok(Swapped { identity, minted })
         };

@@ -16,8 +16,10 @@ use tokio::task::JoinHandle;
 
 use crate::authz::AuthzService;
 use crate::config::{Config, GrantsSourceKind};
-use crate::grants::GrantsLookup;
+use crate::grants::cache::CachedGrants;
+use crate::grants::dynamodb::DynamoGrants;
 use crate::grants::file::{FileGrants, GrantsFileError, RELOAD_INTERVAL};
+use crate::grants::{GrantSource, GrantsLookup};
 use crate::http::{SidePortState, router};
 use crate::identity::Authenticator;
 use crate::identity::oidc::OidcVerifier;
@@ -111,9 +113,19 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     if keys.watches() {
         background.push(tokio::spawn(keys.clone().run()));
     }
-    let source = match config.grants.source {
-        GrantsSourceKind::File | GrantsSourceKind::Dynamodb | GrantsSourceKind::IamRoleTags => {
-            // Validation admits only `file` in this release.
+    let metrics = Arc::new(Metrics::default());
+    let source: Arc<dyn GrantSource> = match (config.grants.source, &config.grants.dynamodb) {
+        (GrantsSourceKind::Dynamodb, Some(table)) => {
+            let store = DynamoGrants::connect(table).await;
+            tracing::info!(table = %table.table, "grants from DynamoDB");
+            Arc::new(CachedGrants::new(
+                store,
+                &config.grants.cache,
+                metrics.clone(),
+            ))
+        }
+        _ => {
+            // Validation admits only `file` and a configured `dynamodb`.
             let path = config.grants.file.clone().unwrap_or_default();
             let file = Arc::new(FileGrants::load(&path)?);
             tracing::info!(path = %path.display(), subjects = file.len(), "grants file loaded");
@@ -121,7 +133,11 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
             file
         }
     };
-    let grants = GrantsLookup::new(source, config.grants.unknown_subject);
+    let grants = GrantsLookup::new(
+        source,
+        config.grants.unknown_subject,
+        config.grants.malformed_item,
+    );
 
     let client = issuer_client(&config)?;
     let oidc = OidcVerifier::new(&config, client);
@@ -130,7 +146,6 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         grants,
         minter.clone(),
     ));
-    let metrics = Arc::new(Metrics::default());
 
     let bind = |which, addr| async move {
         TcpListener::bind(addr)

@@ -45,6 +45,11 @@ const OUTCOMES: [(Outcome, &str); 4] = [
 #[derive(Debug, Default)]
 pub struct Metrics {
     checks: [AtomicU64; 4],
+    grants_cache_hits: AtomicU64,
+    grants_store_found: AtomicU64,
+    grants_store_not_found: AtomicU64,
+    grants_store_errors: AtomicU64,
+    grants_stale_served: AtomicU64,
 }
 
 impl Metrics {
@@ -66,6 +71,31 @@ impl Metrics {
         self.checks[index].load(Ordering::Relaxed)
     }
 
+    /// A grants look-up answered from the cache.
+    pub fn grants_cache_hit(&self) {
+        self.grants_cache_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The grants store answered (found or not).
+    pub fn grants_store_answer(&self, found: bool) {
+        let counter = if found {
+            &self.grants_store_found
+        } else {
+            &self.grants_store_not_found
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The grants store failed.
+    pub fn grants_store_error(&self) {
+        self.grants_store_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Stale grants were served because the store failed.
+    pub fn grants_stale_served(&self) {
+        self.grants_stale_served.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut text = String::from(
@@ -78,6 +108,37 @@ impl Metrics {
                 self.checks(outcome)
             ));
         }
+        let counter = |text: &mut String, name: &str, help: &str, rows: &[(&str, &AtomicU64)]| {
+            text.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n"));
+            for (labels, value) in rows {
+                text.push_str(&format!(
+                    "{name}{labels} {}\n",
+                    value.load(Ordering::Relaxed)
+                ));
+            }
+        };
+        counter(
+            &mut text,
+            "evs_tv_grants_store_requests_total",
+            "Look-ups that reached the grants store, by result.",
+            &[
+                ("{result=\"found\"}", &self.grants_store_found),
+                ("{result=\"not_found\"}", &self.grants_store_not_found),
+                ("{result=\"error\"}", &self.grants_store_errors),
+            ],
+        );
+        counter(
+            &mut text,
+            "evs_tv_grants_cache_hits_total",
+            "Grants look-ups answered by the cache.",
+            &[("", &self.grants_cache_hits)],
+        );
+        counter(
+            &mut text,
+            "evs_tv_grants_stale_served_total",
+            "Look-ups answered with stale grants because the store failed.",
+            &[("", &self.grants_stale_served)],
+        );
         text
     }
 }

@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use evs_token_vending::demo::{check_request, sign_with};
 use evs_token_vending::mint::keys::SigningKey;
 use serde_json::json;
-use support::{Harness, Options, denied, minted, now, segment};
+use support::{Harness, Options, denied, join_all, minted, now, segment};
 
 const UNAUTHENTICATED: i32 = 16;
 const PERMISSION_DENIED: i32 = 7;
@@ -408,34 +408,6 @@ async fn keys_older_than_max_stale_stop_serving_while_the_idp_is_down() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// Runs futures concurrently on the test's runtime and collects their outputs in order.
-async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut set = Vec::with_capacity(futures.len());
-    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
-    // Poll all of them together: a hand-rolled join so the tests need no extra crate.
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, future) in pinned.iter_mut().enumerate() {
-            if set.len() <= i {
-                set.push(None);
-            }
-            if set[i].is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(out) => set[i] = Some(out),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    set.into_iter().map(|o| o.expect("completed")).collect()
 }
 
 #[tokio::test]

@@ -4,60 +4,9 @@
 
 mod support;
 
-use std::net::SocketAddr;
-
-use evs_token_vending::echo_backend::EchoBackend;
-use evs_token_vending::echo_proto::echo_client::EchoClient;
-use evs_token_vending::echo_proto::{WhoAmIReply, WhoAmIRequest};
 use evs_token_vending::mint::keys::SigningKey;
-use support::envoy::Envoy;
-use support::{Harness, Options, TempDir, segment};
-use tonic::transport::Channel;
-
-/// IdP, sidecar, backend and Envoy, all on loopback.
-struct Stack {
-    harness: Harness,
-    envoy: Envoy,
-}
-
-impl Stack {
-    async fn start() -> Self {
-        Self::start_with(Options::default()).await
-    }
-
-    async fn start_with(options: Options) -> Self {
-        let harness = Harness::start_with(options).await;
-        let backend = EchoBackend::new(harness.http_url("/.well-known/jwks.json"))
-            .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("start backend");
-        let authz_port = harness.sidecar().authz_addr.port();
-        let envoy = tokio::task::spawn_blocking(move || Envoy::start(authz_port, backend.port()))
-            .await
-            .expect("envoy start task");
-        Self { harness, envoy }
-    }
-
-    async fn client(&self) -> EchoClient<Channel> {
-        EchoClient::connect(format!("http://127.0.0.1:{}", self.envoy.listener_port))
-            .await
-            .expect("connect to envoy")
-    }
-
-    async fn call(&self, authorization: &[&str]) -> Result<WhoAmIReply, tonic::Status> {
-        let mut request = tonic::Request::new(WhoAmIRequest {});
-        for value in authorization {
-            request
-                .metadata_mut()
-                .append("authorization", value.parse().expect("ASCII header"));
-        }
-        self.client()
-            .await
-            .who_am_i(request)
-            .await
-            .map(|r| r.into_inner())
-    }
-}
+use support::envoy::Stack;
+use support::{Options, TempDir, segment};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_receives_the_minted_token_and_never_the_idp_token() {

@@ -91,7 +91,7 @@ impl FileGrants {
 }
 
 impl GrantSource for FileGrants {
-    fn lookup<'a>(&'a self, key: &'a str) -> LookupFuture<'a> {
+    fn lookup<'a>(&'a self, key: &'a str, _deadline: std::time::Instant) -> LookupFuture<'a> {
         let found = self.snapshot.load().get(key).cloned();
         Box::pin(async move { Ok(found) })
     }

@@ -39,19 +39,13 @@ struct KeySetSecret {
 impl SecretKeys {
     /// A client for the configured secret (no call is made yet).
     pub async fn connect(config: &SecretsManagerConfig) -> Self {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .timeout_config(
-                aws_config::timeout::TimeoutConfig::builder()
-                    .operation_timeout(CALL_TIMEOUT)
-                    .build(),
-            );
-        if let Some(region) = &config.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        if let Some(endpoint) = &config.endpoint_url {
-            loader = loader.endpoint_url(endpoint);
-        }
-        let sdk_config = loader.load().await;
+        let sdk_config = crate::aws::sdk_config(
+            config.region.as_deref(),
+            config.endpoint_url.as_deref(),
+            CALL_TIMEOUT,
+            3,
+        )
+        .await;
         Self {
             client: aws_sdk_secretsmanager::Client::new(&sdk_config),
             secret_id: config.secret_id.clone(),

@@ -7,8 +7,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::net::SocketAddr;
+
+use evs_token_vending::echo_backend::EchoBackend;
+use evs_token_vending::echo_proto::echo_client::EchoClient;
+use evs_token_vending::echo_proto::{WhoAmIReply, WhoAmIRequest};
+use tonic::transport::Channel;
+
 use super::python::python_tool;
-use super::{TempDir, free_port};
+use super::{Harness, Options, TempDir, free_port};
 
 /// The Envoy release the notes and the config were checked against.
 const ENVOY_VERSION: &str = "1.40.0";
@@ -115,5 +122,51 @@ impl Drop for Envoy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// IdP, sidecar, backend and Envoy, all on loopback.
+pub struct Stack {
+    pub harness: Harness,
+    pub envoy: Envoy,
+}
+
+impl Stack {
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
+        let harness = Harness::start_with(options).await;
+        let backend = EchoBackend::new(harness.http_url("/.well-known/jwks.json"))
+            .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("start backend");
+        let authz_port = harness.sidecar().authz_addr.port();
+        let envoy = tokio::task::spawn_blocking(move || Envoy::start(authz_port, backend.port()))
+            .await
+            .expect("envoy start task");
+        Self { harness, envoy }
+    }
+
+    pub async fn client(&self) -> EchoClient<Channel> {
+        EchoClient::connect(format!("http://127.0.0.1:{}", self.envoy.listener_port))
+            .await
+            .expect("connect to envoy")
+    }
+
+    /// Calls the backend through Envoy with these `authorization` values.
+    pub async fn call(&self, authorization: &[&str]) -> Result<WhoAmIReply, tonic::Status> {
+        let mut request = tonic::Request::new(WhoAmIRequest {});
+        for value in authorization {
+            request
+                .metadata_mut()
+                .append("authorization", value.parse().expect("ASCII header"));
+        }
+        self.client()
+            .await
+            .who_am_i(request)
+            .await
+            .map(|r| r.into_inner())
     }
 }

@@ -60,6 +60,16 @@ pub struct Options {
     pub grants_file: String,
     /// The `signing:` value.
     pub signing: String,
+    /// `grants.source`.
+    pub grants_source: String,
+}
+
+impl Options {
+    /// The same options with another `grants.source`.
+    pub fn with_grants_source(mut self, source: &str) -> Self {
+        self.grants_source = source.to_owned();
+        self
+    }
 }
 
 impl Default for Options {
@@ -71,6 +81,7 @@ impl Default for Options {
             grants_extra: String::new(),
             grants_file: SAMPLE_GRANTS.to_owned(),
             signing: "{ dev_generate: true }".to_owned(),
+            grants_source: "file".to_owned(),
         }
     }
 }
@@ -104,7 +115,7 @@ trust:
     {trust_extra}
 {more_trust}
 grants:
-  source: file
+  source: {grants_source}
   file: grants.yaml
   {grants_extra}
 ",
@@ -114,6 +125,7 @@ grants:
             more_trust = options.more_trust,
             grants_extra = options.grants_extra,
             signing = options.signing,
+            grants_source = options.grants_source,
         );
         let config = Config::from_yaml(&yaml, dir.path()).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
         let sidecar = evs_token_vending::start(config)
@@ -292,4 +304,32 @@ pub async fn eventually(what: &str, within: Duration, mut condition: impl AsyncF
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Runs futures concurrently on the test's runtime and collects their outputs in order.
+pub async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut set = Vec::with_capacity(futures.len());
+    let mut pinned: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    // Poll all of them together: a hand-rolled join so the tests need no extra crate.
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, future) in pinned.iter_mut().enumerate() {
+            if set.len() <= i {
+                set.push(None);
+            }
+            if set[i].is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(out) => set[i] = Some(out),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    set.into_iter().map(|o| o.expect("completed")).collect()
 }

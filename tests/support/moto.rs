@@ -21,10 +21,15 @@ pub struct Moto {
 impl Moto {
     /// Starts moto on a free loopback port and waits until it accepts connections.
     pub fn start() -> Self {
+        Self::start_on(free_port())
+    }
+
+    /// Starts moto on `port` (a restart after [`Moto::kill`] reuses the old port). moto keeps
+    /// its state in memory: a restarted server is empty.
+    pub fn start_on(port: u16) -> Self {
         let server = python_tool(MOTO_REQUIREMENT, |venv| {
             Some(venv.join("bin/moto_server")).filter(|p| p.is_file())
         });
-        let port = free_port();
         let child = Command::new(server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
@@ -44,6 +49,15 @@ impl Moto {
             std::thread::sleep(Duration::from_millis(100));
         }
         moto
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
     }
 
     /// Stops the server (an outage, as the sidecar sees it).

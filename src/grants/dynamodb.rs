@@ -1,0 +1,224 @@
+//! Grants from a DynamoDB table (`grants.source: dynamodb`).
+//!
+//! The table is keyed by the string attribute `subject`; an item's `grants` attribute is a map
+//! with `global` (a list of strings, or a string set) and `databases` (a map of the same).
+//! Credentials, region and endpoint come from the standard AWS chain, so
+//! `AWS_ENDPOINT_URL_DYNAMODB` points it at a local DynamoDB-API server with no flag.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::types::{AttributeValue, KeyType, ScalarAttributeType};
+
+use super::{GrantSource, Grants, GrantsError, LookupFuture};
+use crate::config::DynamoDbConfig;
+
+/// The table's partition key.
+pub const KEY_ATTRIBUTE: &str = "subject";
+/// The attribute holding the grants map.
+pub const GRANTS_ATTRIBUTE: &str = "grants";
+
+/// A DynamoDB grants table.
+pub struct DynamoGrants {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoGrants {
+    /// A client for the configured table (no call is made yet).
+    pub async fn connect(config: &DynamoDbConfig) -> Self {
+        let sdk_config = crate::aws::sdk_config(
+            config.region.as_deref(),
+            config.endpoint_url.as_deref(),
+            config.timeout.0,
+            config.max_attempts,
+        )
+        .await;
+        Self {
+            client: aws_sdk_dynamodb::Client::new(&sdk_config),
+            table: config.table.clone(),
+        }
+    }
+
+    /// Checks that the table exists and is keyed by `subject` (string): `check-config --probe`.
+    pub async fn probe(&self) -> Result<(), String> {
+        let table = self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .map_err(|e| format!("DescribeTable {}: {}", self.table, DisplayErrorContext(&e)))?
+            .table
+            .ok_or_else(|| format!("DescribeTable {}: no table description", self.table))?;
+        let hash_key = table
+            .key_schema()
+            .iter()
+            .find(|k| k.key_type() == &KeyType::Hash)
+            .map(|k| k.attribute_name().to_owned());
+        let has_range_key = table
+            .key_schema()
+            .iter()
+            .any(|k| k.key_type() == &KeyType::Range);
+        let subject_is_string = table.attribute_definitions().iter().any(|a| {
+            a.attribute_name() == KEY_ATTRIBUTE && a.attribute_type() == &ScalarAttributeType::S
+        });
+        match hash_key.as_deref() {
+            Some(KEY_ATTRIBUTE) if subject_is_string && !has_range_key => Ok(()),
+            Some(KEY_ATTRIBUTE) if has_range_key => Err(format!(
+                "table {} has a sort key; grants need a table keyed by `subject` alone",
+                self.table
+            )),
+            Some(KEY_ATTRIBUTE) => Err(format!(
+                "table {}: `subject` must be a string (S)",
+                self.table
+            )),
+            other => Err(format!(
+                "table {} is keyed by {:?}, not by the string attribute `subject`",
+                self.table,
+                other.unwrap_or("nothing")
+            )),
+        }
+    }
+
+    async fn get(&self, subject: &str) -> Result<Option<Arc<Grants>>, GrantsError> {
+        let answer = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(KEY_ATTRIBUTE, AttributeValue::S(subject.to_owned()))
+            .projection_expression("#g")
+            .expression_attribute_names("#g", GRANTS_ATTRIBUTE)
+            .send()
+            .await
+            .map_err(|e| {
+                tracing::warn!(table = %self.table, error = %DisplayErrorContext(&e), "DynamoDB GetItem failed");
+                GrantsError::Unavailable
+            })?;
+        let Some(item) = answer.item else {
+            return Ok(None);
+        };
+        grants_from_item(&item)
+            .map(|g| Some(Arc::new(g)))
+            .map_err(|reason| {
+                tracing::error!(table = %self.table, subject, reason, "malformed grants item");
+                GrantsError::Malformed
+            })
+    }
+}
+
+impl GrantSource for DynamoGrants {
+    fn lookup<'a>(&'a self, key: &'a str, deadline: Instant) -> LookupFuture<'a> {
+        Box::pin(async move {
+            tokio::time::timeout_at(deadline.into(), self.get(key))
+                .await
+                .unwrap_or_else(|_| {
+                    tracing::warn!(table = %self.table, "DynamoDB GetItem ran past the Check's deadline");
+                    Err(GrantsError::Unavailable)
+                })
+        })
+    }
+}
+
+/// Reads the `grants` map of an item; the reason names what is wrong, never a value.
+pub fn grants_from_item(item: &HashMap<String, AttributeValue>) -> Result<Grants, &'static str> {
+    let map = match item.get(GRANTS_ATTRIBUTE) {
+        Some(AttributeValue::M(map)) => map,
+        Some(_) => return Err("`grants` is not a map"),
+        None => return Err("the item has no `grants` attribute"),
+    };
+    let global = match map.get("global") {
+        None | Some(AttributeValue::Null(_)) => Vec::new(),
+        Some(value) => strings(value).ok_or("`grants.global` is not a list or set of strings")?,
+    };
+    let databases = match map.get("databases") {
+        None | Some(AttributeValue::Null(_)) => BTreeMap::new(),
+        Some(AttributeValue::M(databases)) => databases
+            .iter()
+            .map(|(db, roles)| {
+                strings(roles)
+                    .map(|roles| (db.clone(), roles))
+                    .ok_or("a database in `grants.databases` is not a list or set of strings")
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err("`grants.databases` is not a map"),
+    };
+    if map.keys().any(|k| k != "global" && k != "databases") {
+        return Err("`grants` has a key other than `global` and `databases`");
+    }
+    Ok(Grants { global, databases })
+}
+
+/// A list of strings (`L` of `S`) or a string set (`SS`, sorted for a stable token).
+fn strings(value: &AttributeValue) -> Option<Vec<String>> {
+    match value {
+        AttributeValue::L(items) => items.iter().map(|v| v.as_s().ok().cloned()).collect(),
+        AttributeValue::Ss(set) => {
+            let mut set = set.clone();
+            set.sort();
+            Some(set)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(text: &str) -> AttributeValue {
+        AttributeValue::S(text.into())
+    }
+
+    #[test]
+    fn lists_and_string_sets_both_read_as_roles() {
+        let grants = AttributeValue::M(HashMap::from([
+            (
+                "global".into(),
+                AttributeValue::L(vec![s("database_creator")]),
+            ),
+            (
+                "databases".into(),
+                AttributeValue::M(HashMap::from([
+                    (
+                        "production".into(),
+                        AttributeValue::Ss(vec!["writer".into(), "reader".into()]),
+                    ),
+                    ("staging".into(), AttributeValue::L(vec![s("reader")])),
+                ])),
+            ),
+        ]));
+        let item = HashMap::from([("subject".into(), s("alice")), ("grants".into(), grants)]);
+        let parsed = grants_from_item(&item).unwrap();
+        assert_eq!(parsed.global, vec!["database_creator"]);
+        assert_eq!(parsed.databases["production"], vec!["reader", "writer"]);
+        assert_eq!(parsed.databases["staging"], vec!["reader"]);
+    }
+
+    #[test]
+    fn malformed_items_say_what_is_wrong() {
+        let item = |grants| HashMap::from([("grants".to_owned(), grants)]);
+        assert_eq!(
+            grants_from_item(&HashMap::new()),
+            Err("the item has no `grants` attribute")
+        );
+        assert!(grants_from_item(&item(s("admin"))).is_err());
+        let bad_global = AttributeValue::M(HashMap::from([(
+            "global".into(),
+            AttributeValue::L(vec![AttributeValue::N("1".into())]),
+        )]));
+        assert!(
+            grants_from_item(&item(bad_global))
+                .unwrap_err()
+                .contains("global")
+        );
+        let bad_db = AttributeValue::M(HashMap::from([("databases".into(), s("all"))]));
+        assert!(
+            grants_from_item(&item(bad_db))
+                .unwrap_err()
+                .contains("databases")
+        );
+    }
+}
