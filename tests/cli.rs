@@ -89,7 +89,7 @@ response: { remove_headers: [authorization] }
         "signing:",
         "trust[0].issuer:",
         "trust[0].algorithms:",
-        "grants.source:",
+        "grants.dynamodb:",
         "response.remove_headers[0]:",
     ] {
         assert!(printed.contains(path), "missing {path} in:\n{printed}");
