@@ -83,6 +83,47 @@ pub struct TokenConfig {
     /// Name of the claim that carries the grants.
     #[serde(default = "default_grants_claim")]
     pub grants_claim: String,
+    /// Reuse of minted tokens for repeated credentials.
+    #[serde(default)]
+    pub cache: TokenCacheConfig,
+}
+
+/// `token.cache`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCacheConfig {
+    /// Off: every Check signs.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// A cached token is served only while more than this share of its lifetime is left
+    /// (percent, 1–99); a fresh one is minted in the background before it gets there.
+    #[serde(default = "default_min_remaining_percent")]
+    pub min_remaining_percent: u8,
+    /// Upper bound of cached tokens.
+    #[serde(default = "default_token_cache_entries")]
+    pub max_entries: u64,
+}
+
+impl Default for TokenCacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            min_remaining_percent: default_min_remaining_percent(),
+            max_entries: default_token_cache_entries(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_min_remaining_percent() -> u8 {
+    50
+}
+
+fn default_token_cache_entries() -> u64 {
+    100_000
 }
 
 fn default_lifetime() -> HumanDuration {
@@ -467,6 +508,12 @@ impl Config {
         }
         if self.token.lifetime.0 < Duration::from_secs(1) {
             problem("token.lifetime".into(), "must be at least 1s".into());
+        }
+        if !(1..=99).contains(&self.token.cache.min_remaining_percent) {
+            problem(
+                "token.cache.min_remaining_percent".into(),
+                "must be 1 to 99".into(),
+            );
         }
         if self.token.grants_claim.is_empty() {
             problem("token.grants_claim".into(), "must not be empty".into());

@@ -79,7 +79,10 @@ impl TokenVending {
                 .authenticate(&credential, deadline)
                 .await?;
             let grants = self.grants.grants_for(&identity, deadline).await?;
-            let minted = self.minter.mint(&identity, &grants, unix_now())?;
+            let minted = self
+                .minter
+                .mint_cached(&identity, &grants, credential.as_bytes(), unix_now())
+                .await?;
             Ok(Swapped { identity, minted })
         };
         tokio::time::timeout_at(deadline.into(), stages)

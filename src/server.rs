@@ -102,7 +102,8 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     let key_source = KeySource::from_config(&config.signing).await;
     let ring = key_source.load().await?;
     tracing::info!(active = %ring.active().kid(), published = ?ring.kids(), "signing keys loaded");
-    let minter = Arc::new(Minter::new(&config, ring));
+    let metrics = Arc::new(Metrics::default());
+    let minter = Arc::new(Minter::new(&config, ring, metrics.clone()));
     let keys = Arc::new(KeyRingReloader::new(
         key_source,
         config.signing.reload_interval.0,
@@ -113,7 +114,6 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     if keys.watches() {
         background.push(tokio::spawn(keys.clone().run()));
     }
-    let metrics = Arc::new(Metrics::default());
     let source: Arc<dyn GrantSource> = match (config.grants.source, &config.grants.dynamodb) {
         (GrantsSourceKind::Dynamodb, Some(table)) => {
             let store = DynamoGrants::connect(table).await;

@@ -50,6 +50,10 @@ pub struct Metrics {
     grants_store_not_found: AtomicU64,
     grants_store_errors: AtomicU64,
     grants_stale_served: AtomicU64,
+    token_cache_hits: AtomicU64,
+    token_cache_misses: AtomicU64,
+    token_cache_refreshes: AtomicU64,
+    token_cache_evictions: AtomicU64,
 }
 
 impl Metrics {
@@ -96,6 +100,26 @@ impl Metrics {
         self.grants_stale_served.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A minted token was served from the cache.
+    pub fn token_cache_hit(&self) {
+        self.token_cache_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// No servable cached token: one is signed now.
+    pub fn token_cache_miss(&self) {
+        self.token_cache_misses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A replacement token is being signed in the background.
+    pub fn token_cache_refresh(&self) {
+        self.token_cache_refreshes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The cache dropped a token to stay within `max_entries`.
+    pub fn token_cache_eviction(&self) {
+        self.token_cache_evictions.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut text = String::from(
@@ -132,6 +156,17 @@ impl Metrics {
             "evs_tv_grants_cache_hits_total",
             "Grants look-ups answered by the cache.",
             &[("", &self.grants_cache_hits)],
+        );
+        counter(
+            &mut text,
+            "evs_tv_token_cache_total",
+            "Minted-token cache events: hits, misses (signed now), background refreshes, evictions.",
+            &[
+                ("{event=\"hit\"}", &self.token_cache_hits),
+                ("{event=\"miss\"}", &self.token_cache_misses),
+                ("{event=\"refresh\"}", &self.token_cache_refreshes),
+                ("{event=\"eviction\"}", &self.token_cache_evictions),
+            ],
         );
         counter(
             &mut text,

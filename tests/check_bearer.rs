@@ -63,8 +63,11 @@ async fn valid_idp_token_is_swapped_for_a_minted_token_with_grants() {
     assert_eq!(jwks["keys"][0]["use"], "sig");
     assert_eq!(jwks["keys"][0]["alg"], "RS256");
 
-    // Every swap mints a new token.
-    let again = minted(&h.check_bearer(&idp_token).await);
+    // Another IdP token of the same user gets a token of its own.
+    let other_idp_token = h
+        .idp
+        .token_for("user@example.com", None, Duration::from_secs(601));
+    let again = minted(&h.check_bearer(&other_idp_token).await);
     assert_ne!(segment(&again, 1)["jti"], claims["jti"]);
 }
 

@@ -41,6 +41,15 @@ impl fmt::Debug for BearerToken {
     }
 }
 
+impl Credential {
+    /// The credential's bytes, for keys of caches only (never logged).
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Credential::Bearer(token) => token.0.as_bytes(),
+        }
+    }
+}
+
 impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

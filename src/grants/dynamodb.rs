@@ -115,7 +115,9 @@ impl GrantSource for DynamoGrants {
     fn lookup<'a>(&'a self, key: &'a str, deadline: Instant) -> LookupFuture<'a> {
         // Give up a little before the Check's deadline, so that a hanging store still leaves
         // time to answer from the cache (stale-if-error) instead of timing the Check out.
-        let store_deadline = deadline.checked_sub(STALE_ANSWER_MARGIN).unwrap_or(deadline);
+        let store_deadline = deadline
+            .checked_sub(STALE_ANSWER_MARGIN)
+            .unwrap_or(deadline);
         Box::pin(async move {
             tokio::time::timeout_at(store_deadline.into(), self.get(key))
                 .await

@@ -31,6 +31,8 @@ pub struct KeyRing {
     jwks: String,
     /// Strong ETag of `jwks`.
     etag: String,
+    /// Distinct for every ring built in this process (token cache entries remember it).
+    generation: u64,
 }
 
 impl KeyRing {
@@ -42,12 +44,19 @@ impl KeyRing {
         .to_string();
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, jwks.as_bytes());
         let etag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]));
+        static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Self {
             active,
             keys,
             jwks,
             etag,
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
+    }
+
+    /// This ring's generation.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The key that signs.

@@ -4,6 +4,7 @@
 //! rotation ([`keyring::KeyRingReloader`]) swaps it whole. The JWS is assembled here (header precomputed per key,
 //! claims serialized once, one RSA signature) rather than through a generic JWT encoder.
 
+pub mod cache;
 pub mod der;
 pub mod keyring;
 pub mod keys;
@@ -17,16 +18,20 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
+use self::cache::{Found, TokenCache, TokenKey};
 pub use self::keyring::KeyRing;
 use crate::config::Config;
 use crate::grants::Grants;
 use crate::identity::Identity;
+use crate::telemetry::Metrics;
 
 /// A minted token.
 #[derive(Clone)]
 pub struct MintedToken {
     /// The compact JWS.
     pub token: String,
+    /// Its `iat` (and `nbf`).
+    pub issued_at: u64,
     /// Its `exp`.
     pub expires_at: u64,
     /// The `kid` that signed it.
@@ -60,17 +65,20 @@ pub struct Minter {
     lifetime: Duration,
     grants_claim: String,
     ring: ArcSwap<KeyRing>,
+    cache: Option<TokenCache>,
 }
 
 impl Minter {
-    /// A minter for `config.token` signing with `ring`.
-    pub fn new(config: &Config, ring: KeyRing) -> Self {
+    /// A minter for `config.token` signing with `ring`, caching as `token.cache` says.
+    pub fn new(config: &Config, ring: KeyRing, metrics: Arc<Metrics>) -> Self {
+        let cache = &config.token.cache;
         Self {
             issuer: config.token.issuer.clone(),
             audience: config.token.audience.clone(),
             lifetime: config.token.lifetime.0,
             grants_claim: config.token.grants_claim.clone(),
             ring: ArcSwap::from_pointee(ring),
+            cache: cache.enabled.then(|| TokenCache::new(cache, metrics)),
         }
     }
 
@@ -79,9 +87,89 @@ impl Minter {
         self.ring.load_full()
     }
 
-    /// Swaps in a new key ring; tokens minted from now on are signed by its active key.
+    /// Swaps in a new key ring; tokens minted from now on are signed by its active key, and
+    /// no token cached under the old ring is served again.
     pub fn replace_ring(&self, ring: KeyRing) {
         self.ring.store(Arc::new(ring));
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
+    }
+
+    /// A token for `identity` with `grants`, reused from the cache when the same
+    /// `credential` (the inbound credential's bytes) was swapped recently.
+    pub async fn mint_cached(
+        self: &Arc<Self>,
+        identity: &Identity,
+        grants: &Arc<Grants>,
+        credential: &[u8],
+        now: u64,
+    ) -> Result<MintedToken, MintError> {
+        let Some(cache) = &self.cache else {
+            return self.mint(identity, grants, now);
+        };
+        let ring = self.ring.load();
+        let key = self.token_key(identity, grants, credential, ring.active().kid());
+        match cache.find(&key, now, ring.generation()).await {
+            Found::Fresh(token) => Ok(token),
+            Found::RefreshDue(token) => {
+                let (minter, identity, grants) = (self.clone(), identity.clone(), grants.clone());
+                let credential = credential.to_vec();
+                tokio::spawn(async move {
+                    minter.refresh(&identity, &grants, &credential).await;
+                });
+                Ok(token)
+            }
+            Found::Miss => {
+                cache
+                    .mint_once(key, now, ring.generation(), || {
+                        self.mint_with(&ring, identity, grants, now)
+                    })
+                    .await
+            }
+        }
+    }
+
+    /// Mints a replacement in the background and caches it under the current ring.
+    async fn refresh(&self, identity: &Identity, grants: &Grants, credential: &[u8]) {
+        let Some(cache) = &self.cache else {
+            return;
+        };
+        let ring = self.ring.load_full();
+        let now = crate::identity::oidc::unix_now();
+        match self.mint_with(&ring, identity, grants, now) {
+            Ok(token) => {
+                let key = self.token_key(identity, grants, credential, ring.active().kid());
+                cache.store(key, token, ring.generation()).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "background token refresh failed"),
+        }
+    }
+
+    /// SHA-256 over everything a minted token depends on, each part length-prefixed.
+    fn token_key(
+        &self,
+        identity: &Identity,
+        grants: &Grants,
+        credential: &[u8],
+        kid: &str,
+    ) -> TokenKey {
+        let mut hash = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        let mut part = |bytes: &[u8]| {
+            hash.update(&(bytes.len() as u64).to_be_bytes());
+            hash.update(bytes);
+        };
+        part(identity.issuer.as_bytes());
+        part(identity.subject.as_bytes());
+        part(credential);
+        part(&serde_json::to_vec(grants).unwrap_or_default());
+        for audience in &self.audience {
+            part(audience.as_bytes());
+        }
+        part(kid.as_bytes());
+        let mut key = [0u8; 32];
+        key.copy_from_slice(hash.finish().as_ref());
+        key
     }
 
     /// The minted `iss`.
@@ -93,6 +181,16 @@ impl Minter {
     /// min(now + lifetime, the credential's expiry).
     pub fn mint(
         &self,
+        identity: &Identity,
+        grants: &Grants,
+        now: u64,
+    ) -> Result<MintedToken, MintError> {
+        self.mint_with(&self.ring.load(), identity, grants, now)
+    }
+
+    fn mint_with(
+        &self,
+        ring: &KeyRing,
         identity: &Identity,
         grants: &Grants,
         now: u64,
@@ -115,11 +213,11 @@ impl Minter {
         };
         let payload = serde_json::to_vec(&claims).map_err(|_| MintError::Signing)?;
 
-        let ring = self.ring.load();
         let key = ring.active();
         let token = key.sign_jws(&payload).map_err(|_| MintError::Signing)?;
         Ok(MintedToken {
             token,
+            issued_at: now,
             expires_at,
             kid: key.kid().to_owned(),
         })

@@ -1,0 +1,189 @@
+//! Mint once, serve many: minted tokens reused for a repeated credential.
+//!
+//! The key is SHA-256 over everything the token says or depends on — the credential (issuer,
+//! subject, a hash of the inbound credential itself), the canonical grants, the audience and the
+//! active `kid` — so new grants or a new signing key simply miss. A cached token is served only
+//! while more than `min_remaining_percent` of its lifetime is left; ten points before that a
+//! replacement is minted in the background (one per entry), so a hot caller never waits for a
+//! signature. Concurrent misses of one key share one signature. A key-ring change empties the
+//! cache, and every entry remembers the ring it was signed under, so a token is never served
+//! after its key left the ring. Since the minted `exp` never exceeds the credential's, neither
+//! does a cached token outlive the credential it came from.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::future::Cache;
+use moka::ops::compute::{CompResult, Op};
+
+use super::{MintError, MintedToken};
+use crate::config::TokenCacheConfig;
+use crate::telemetry::Metrics;
+
+/// SHA-256 of what a token depends on.
+pub type TokenKey = [u8; 32];
+
+/// A cached token and whether its replacement is being minted.
+struct Cached {
+    token: MintedToken,
+    /// The key ring generation it was signed under.
+    ring_generation: u64,
+    refreshing: AtomicBool,
+}
+
+/// What a look-up found.
+pub enum Found {
+    /// Serve it.
+    Fresh(MintedToken),
+    /// Serve it, and mint its replacement in the background.
+    RefreshDue(MintedToken),
+    /// Nothing servable.
+    Miss,
+}
+
+/// The cache of minted tokens.
+pub struct TokenCache {
+    entries: Cache<TokenKey, Arc<Cached>>,
+    /// Serve only above this share of the lifetime left.
+    min_remaining: f64,
+    /// Start a background refresh at or below this share.
+    refresh_at: f64,
+    metrics: Arc<Metrics>,
+}
+
+/// Entries leave the cache when they stop being servable.
+struct UntilUnservable {
+    min_remaining: f64,
+}
+
+impl Expiry<TokenKey, Arc<Cached>> for UntilUnservable {
+    fn expire_after_create(
+        &self,
+        _key: &TokenKey,
+        value: &Arc<Cached>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        let token = &value.token;
+        let lifetime = token.expires_at.saturating_sub(token.issued_at) as f64;
+        let servable_until = token.expires_at as f64 - lifetime * self.min_remaining;
+        let now = crate::identity::oidc::unix_now() as f64;
+        Some(Duration::from_secs_f64((servable_until - now).max(0.0)))
+    }
+}
+
+impl TokenCache {
+    /// A cache as `config` describes; counts into `metrics`.
+    pub fn new(config: &TokenCacheConfig, metrics: Arc<Metrics>) -> Self {
+        let min_remaining = f64::from(config.min_remaining_percent) / 100.0;
+        let evictions = metrics.clone();
+        Self {
+            entries: Cache::builder()
+                .max_capacity(config.max_entries)
+                .expire_after(UntilUnservable { min_remaining })
+                .eviction_listener(move |_key, _value, cause| {
+                    if cause == moka::notification::RemovalCause::Size {
+                        evictions.token_cache_eviction();
+                    }
+                })
+                .build(),
+            min_remaining,
+            refresh_at: (min_remaining + 0.1).min(0.99),
+            metrics,
+        }
+    }
+
+    /// Looks a key up at `now` (Unix seconds) for ring `generation`.
+    pub async fn find(&self, key: &TokenKey, now: u64, generation: u64) -> Found {
+        let Some(cached) = self.entries.get(key).await else {
+            self.metrics.token_cache_miss();
+            return Found::Miss;
+        };
+        match self.share_left(&cached, now, generation) {
+            share if share > self.refresh_at => {
+                self.metrics.token_cache_hit();
+                Found::Fresh(cached.token.clone())
+            }
+            share if share > self.min_remaining => {
+                self.metrics.token_cache_hit();
+                // Only the first caller past the refresh point starts the replacement.
+                if cached.refreshing.swap(true, Ordering::AcqRel) {
+                    Found::Fresh(cached.token.clone())
+                } else {
+                    self.metrics.token_cache_refresh();
+                    Found::RefreshDue(cached.token.clone())
+                }
+            }
+            _ => {
+                self.metrics.token_cache_miss();
+                Found::Miss
+            }
+        }
+    }
+
+    /// Mints for a missed key; concurrent callers with the same key share one signature.
+    pub async fn mint_once(
+        &self,
+        key: TokenKey,
+        now: u64,
+        generation: u64,
+        mint: impl FnOnce() -> Result<MintedToken, MintError>,
+    ) -> Result<MintedToken, MintError> {
+        let outcome = self
+            .entries
+            .entry(key)
+            .and_try_compute_with(|existing| {
+                let servable = existing.is_some_and(|e| {
+                    self.share_left(e.value(), now, generation) > self.min_remaining
+                });
+                let minted = if servable { None } else { Some(mint()) };
+                async move {
+                    match minted {
+                        None => Ok(Op::Nop),
+                        Some(minted) => Ok(Op::Put(Arc::new(Cached {
+                            token: minted?,
+                            ring_generation: generation,
+                            refreshing: AtomicBool::new(false),
+                        }))),
+                    }
+                }
+            })
+            .await?;
+        match outcome {
+            CompResult::Inserted(entry)
+            | CompResult::ReplacedWith(entry)
+            | CompResult::Unchanged(entry) => Ok(entry.into_value().token.clone()),
+            CompResult::StillNone(_) | CompResult::Removed(_) => Err(MintError::Signing),
+        }
+    }
+
+    /// Stores a token minted in the background.
+    pub async fn store(&self, key: TokenKey, token: MintedToken, generation: u64) {
+        let cached = Cached {
+            token,
+            ring_generation: generation,
+            refreshing: AtomicBool::new(false),
+        };
+        self.entries.insert(key, Arc::new(cached)).await;
+    }
+
+    /// Drops every cached token (the key ring changed).
+    pub fn clear(&self) {
+        self.entries.invalidate_all();
+    }
+
+    /// The share of its lifetime a token has left at `now`; 0 when it was signed under
+    /// another key ring.
+    fn share_left(&self, cached: &Cached, now: u64, generation: u64) -> f64 {
+        if cached.ring_generation != generation {
+            return 0.0;
+        }
+        let token = &cached.token;
+        let lifetime = token.expires_at.saturating_sub(token.issued_at);
+        if lifetime == 0 {
+            return 0.0;
+        }
+        token.expires_at.saturating_sub(now) as f64 / lifetime as f64
+    }
+}
