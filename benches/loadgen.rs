@@ -1,0 +1,509 @@
+//! Load generator: `cargo bench --bench loadgen [-- --seconds 5 --connections 2 --concurrency 32]`.
+//!
+//! Drives ext_authz Check over loopback gRPC against the real `evs-token-vending serve`
+//! process and, for comparison, a no-op ext_authz server, and prints in one run on one machine:
+//! the RSA-2048 sign rate per core (the limit of the uncached path), the no-op server's
+//! throughput (the transport limit), our throughput uncached and cached, and a latency table at
+//! fixed rates with the sidecar's CPU and RSS. Client and servers share the machine's cores, as
+//! the ratios between the rows assume.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
+    Authorization, AuthorizationServer,
+};
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use evs_token_vending::demo::{DemoIdp, check_request, minted_token};
+use evs_token_vending::mint::keys::SigningKey;
+use tonic::transport::Channel;
+
+/// Command-line knobs.
+struct Knobs {
+    seconds: u64,
+    connections: usize,
+    concurrency: usize,
+}
+
+fn knobs() -> Knobs {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |name: &str, default: u64| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    Knobs {
+        seconds: value("--seconds", 5),
+        connections: value("--connections", 2) as usize,
+        concurrency: value("--concurrency", 32) as usize,
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("__noop") {
+        let port: u16 = args.get(2).and_then(|p| p.parse().ok()).expect("port");
+        return noop_server(port);
+    }
+    let knobs = knobs();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    println!("# evs-token-vending load test\n");
+    println!("machine: {}", common::machine());
+    println!(
+        "load: {} s per row, {} connections, {} requests in flight (closed loop); client and server on the same machine\n",
+        knobs.seconds, knobs.connections, knobs.concurrency
+    );
+
+    let sign_rate = rsa_sign_rate(Duration::from_secs(2));
+    println!(
+        "1. RSA-2048 signatures: {sign_rate:.0}/s on one core; limit of the uncached path on {cores} cores: {:.0}/s\n",
+        sign_rate * cores as f64
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(run(knobs, sign_rate, cores));
+}
+
+async fn run(knobs: Knobs, sign_rate: f64, cores: usize) {
+    let duration = Duration::from_secs(knobs.seconds);
+    let idp = DemoIdp::start().await.expect("IdP");
+
+    // 2. The transport limit.
+    let noop = Server::spawn_noop();
+    let noop_stats = closed_loop(
+        &noop.clients(knobs.connections).await,
+        knobs.concurrency,
+        &[check_request(&[])],
+        duration,
+        false,
+    )
+    .await;
+    println!("2. no-op ext_authz server: {}\n", noop_stats.summary());
+
+    // 3–5. The sidecar, as its own process.
+    let sidecar = Server::spawn_sidecar(&idp);
+    let clients = sidecar.clients(knobs.connections).await;
+
+    let expected = (sign_rate * cores as f64 * knobs.seconds as f64 * 1.5) as usize + 1000;
+    let fresh = requests(&idp, expected);
+    let cpu = sidecar.cpu_seconds();
+    let uncached = closed_loop(&clients, knobs.concurrency, &fresh, duration, true).await;
+    let uncached_cpu = (sidecar.cpu_seconds() - cpu) / uncached.elapsed.as_secs_f64();
+    println!(
+        "3. uncached (a fresh credential every request): {}, sidecar CPU {:.0}%\n   = {:.0}% of the sign limit ({:.0}/s)\n",
+        uncached.summary(),
+        uncached_cpu * 100.0,
+        uncached.throughput() / (sign_rate * cores as f64) * 100.0,
+        sign_rate * cores as f64
+    );
+
+    println!("4. cached (repeated credentials):\n");
+    println!(
+        "| distinct credentials | Checks/s | % of no-op | p50 | p90 | p99 | p99.9 | sidecar CPU |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for distinct in [1, 100, 10_000] {
+        let repeated = requests(&idp, distinct);
+        closed_loop(
+            &clients,
+            knobs.concurrency,
+            &repeated,
+            Duration::from_secs(1),
+            false,
+        )
+        .await;
+        let cpu = sidecar.cpu_seconds();
+        let stats = closed_loop(&clients, knobs.concurrency, &repeated, duration, false).await;
+        let cpu = (sidecar.cpu_seconds() - cpu) / stats.elapsed.as_secs_f64();
+        println!(
+            "| {distinct} | {:.0} | {:.0}% | {} | {:.0}% |",
+            stats.throughput(),
+            stats.throughput() / noop_stats.throughput() * 100.0,
+            stats.percentiles(),
+            cpu * 100.0
+        );
+    }
+
+    println!(
+        "\n5. fixed rates, cached (100 distinct credentials), latency from the scheduled send time:\n"
+    );
+    println!(
+        "| rate (Checks/s) | achieved | p50 | p90 | p99 | p99.9 | sidecar CPU | sidecar RSS |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let repeated = requests(&idp, 100);
+    for rate in [100, 1_000, 5_000] {
+        let cpu = sidecar.cpu_seconds();
+        let stats = fixed_rate(&clients, &repeated, rate, duration).await;
+        let cpu = (sidecar.cpu_seconds() - cpu) / stats.elapsed.as_secs_f64();
+        println!(
+            "| {rate} | {:.0} | {} | {:.0}% | {:.1} MiB |",
+            stats.throughput(),
+            stats.percentiles(),
+            cpu * 100.0,
+            sidecar.rss_mib()
+        );
+    }
+    println!();
+}
+
+/// Single-core RSA-2048 PKCS#1 v1.5 signatures per second.
+fn rsa_sign_rate(over: Duration) -> f64 {
+    let key = SigningKey::generate_rsa(2048).expect("key");
+    let payload = br#"{"sub":"user@example.com","evs:grants":{}}"#;
+    let started = Instant::now();
+    let mut signed = 0u64;
+    while started.elapsed() < over {
+        key.sign_jws(payload).expect("sign");
+        signed += 1;
+    }
+    signed as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Check requests carrying `n` distinct IdP tokens, signed on every core.
+fn requests(idp: &DemoIdp, n: usize) -> Vec<CheckRequest> {
+    common::tokens(idp, n)
+        .into_iter()
+        .map(|token| check_request(&[("authorization", &format!("Bearer {token}"))]))
+        .collect()
+}
+
+/// Latencies of one run.
+struct Stats {
+    latencies: Vec<Duration>,
+    errors: usize,
+    elapsed: Duration,
+}
+
+impl Stats {
+    fn throughput(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn at(&self, quantile: f64) -> String {
+        let index = ((self.latencies.len() as f64 * quantile) as usize)
+            .min(self.latencies.len().saturating_sub(1));
+        let micros = self
+            .latencies
+            .get(index)
+            .map(|d| d.as_micros())
+            .unwrap_or(0);
+        if micros >= 10_000 {
+            format!("{:.1} ms", micros as f64 / 1000.0)
+        } else {
+            format!("{:.2} ms", micros as f64 / 1000.0)
+        }
+    }
+
+    fn percentiles(&self) -> String {
+        format!(
+            "{} | {} | {} | {}",
+            self.at(0.5),
+            self.at(0.9),
+            self.at(0.99),
+            self.at(0.999)
+        )
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "{:.0} Checks/s (p50 {}, p90 {}, p99 {}, p99.9 {}; {} errors)",
+            self.throughput(),
+            self.at(0.5),
+            self.at(0.9),
+            self.at(0.99),
+            self.at(0.999),
+            self.errors
+        )
+    }
+
+    fn from(mut latencies: Vec<Duration>, errors: usize, elapsed: Duration) -> Self {
+        latencies.sort_unstable();
+        Self {
+            latencies,
+            errors,
+            elapsed,
+        }
+    }
+}
+
+/// `concurrency` callers, each sending its next request as soon as the last is answered.
+/// With `once`, every request is used at most once (fresh credentials).
+async fn closed_loop(
+    clients: &[AuthorizationClient<Channel>],
+    concurrency: usize,
+    requests: &[CheckRequest],
+    duration: Duration,
+    once: bool,
+) -> Stats {
+    let requests = Arc::new(requests.to_vec());
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let until = started + duration;
+    let workers: Vec<_> = (0..concurrency)
+        .map(|i| {
+            let (mut client, requests, next) = (
+                clients[i % clients.len()].clone(),
+                requests.clone(),
+                next.clone(),
+            );
+            tokio::spawn(async move {
+                let (mut latencies, mut errors) = (Vec::new(), 0);
+                while Instant::now() < until {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if once && n >= requests.len() {
+                        break;
+                    }
+                    let request = requests[n % requests.len()].clone();
+                    let sent = Instant::now();
+                    match client.check(request).await {
+                        Ok(answer)
+                            if answer
+                                .get_ref()
+                                .status
+                                .as_ref()
+                                .is_some_and(|s| s.code == 0) =>
+                        {
+                            latencies.push(sent.elapsed())
+                        }
+                        _ => errors += 1,
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    for worker in workers {
+        let (l, e) = worker.await.expect("worker");
+        latencies.extend(l);
+        errors += e;
+    }
+    Stats::from(latencies, errors, started.elapsed())
+}
+
+/// Requests sent on a fixed schedule (open loop); latency counts from the scheduled time, so a
+/// stall shows up in the percentiles instead of slowing the load down.
+async fn fixed_rate(
+    clients: &[AuthorizationClient<Channel>],
+    requests: &[CheckRequest],
+    rate: u64,
+    duration: Duration,
+) -> Stats {
+    let total = rate * duration.as_secs();
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let results = Arc::new(Mutex::new((Vec::with_capacity(total as usize), 0usize)));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let scheduled = started + interval * i as u32;
+        tokio::time::sleep_until(scheduled.into()).await;
+        let mut client = clients[i as usize % clients.len()].clone();
+        let request = requests[i as usize % requests.len()].clone();
+        let results = results.clone();
+        tasks.push(tokio::spawn(async move {
+            let ok = client
+                .check(request)
+                .await
+                .is_ok_and(|a| minted_token(a.get_ref()).is_some());
+            let latency = scheduled.elapsed();
+            let mut results = results.lock().expect("results");
+            if ok {
+                results.0.push(latency);
+            } else {
+                results.1 += 1;
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let elapsed = started.elapsed();
+    let (latencies, errors) = std::mem::take(&mut *results.lock().expect("results"));
+    Stats::from(latencies, errors, elapsed)
+}
+
+/// A server process under test.
+struct Server {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _dir: Option<std::path::PathBuf>,
+}
+
+impl Server {
+    /// This benchmark binary again, as a no-op ext_authz server.
+    fn spawn_noop() -> Self {
+        let port = free_port();
+        let child = std::process::Command::new(std::env::current_exe().expect("self"))
+            .args(["__noop", &port.to_string()])
+            .spawn()
+            .expect("no-op server");
+        Self::ready(child, port, None)
+    }
+
+    /// The real sidecar binary, trusting `idp`.
+    fn spawn_sidecar(idp: &DemoIdp) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("evs-tv-loadgen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(
+            dir.join("grants.yaml"),
+            evs_token_vending::demo::SAMPLE_GRANTS,
+        )
+        .expect("grants");
+        std::fs::write(
+            dir.join("config.yaml"),
+            format!(
+                "listen: {{ authz: '127.0.0.1:{port}', http: 127.0.0.1:0 }}
+token: {{ issuer: https://token-vending.example.com, audience: [evidentsource], lifetime: 1h }}
+signing: {{ dev_generate: true }}
+trust: [ {{ issuer: '{}' }} ]
+grants: {{ file: grants.yaml }}
+",
+                idp.issuer()
+            ),
+        )
+        .expect("config");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_evs-token-vending"))
+            .args(["serve", "--config"])
+            .arg(dir.join("config.yaml"))
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .expect("sidecar");
+        Self::ready(child, port, Some(dir))
+    }
+
+    fn ready(child: std::process::Child, port: u16, dir: Option<std::path::PathBuf>) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            _dir: dir,
+        }
+    }
+
+    async fn clients(&self, connections: usize) -> Vec<AuthorizationClient<Channel>> {
+        let mut clients = Vec::new();
+        for _ in 0..connections {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
+                .expect("endpoint")
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .expect("connect");
+            clients.push(AuthorizationClient::new(channel));
+        }
+        clients
+    }
+
+    /// User + system CPU seconds the process has used.
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) start at ')'.
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (ticks(11) + ticks(12)) / 100.0
+    }
+
+    fn rss_mib(&self) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kib| kib.parse::<f64>().ok())
+            .map(|kib| kib / 1024.0)
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The transport limit: an ext_authz server that answers OK with one header, doing nothing.
+struct Noop;
+
+#[tonic::async_trait]
+impl Authorization for Noop {
+    async fn check(
+        &self,
+        _request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        Ok(tonic::Response::new(CheckResponse {
+            status: Some(RpcStatus::default()),
+            http_response: Some(
+                envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse::OkResponse(
+                    envoy_types::pb::envoy::service::auth::v3::OkHttpResponse {
+                        headers: vec![
+                            envoy_types::pb::envoy::config::core::v3::HeaderValueOption {
+                                header: Some(
+                                    envoy_types::pb::envoy::config::core::v3::HeaderValue {
+                                        key: "authorization".into(),
+                                        value: "Bearer noop".into(),
+                                        ..Default::default()
+                                    },
+                                ),
+                                ..Default::default()
+                            },
+                        ],
+                        ..Default::default()
+                    },
+                ),
+            ),
+            dynamic_metadata: None,
+        }))
+    }
+}
+
+fn noop_server(port: u16) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        tonic::transport::Server::builder()
+            .add_service(AuthorizationServer::new(Noop))
+            .serve(SocketAddr::from(([127, 0, 0, 1], port)))
+            .await
+            .expect("no-op server");
+    });
+}
