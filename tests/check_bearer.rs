@@ -588,3 +588,27 @@ async fn grpc_health_reports_serving_for_the_authorization_service() {
         assert_eq!(status, 1, "{service:?} is SERVING");
     }
 }
+
+#[tokio::test]
+async fn a_remembered_verification_dies_with_the_key_the_idp_withdrew() {
+    let h = Harness::start_with(Options {
+        trust_extra: "refresh_interval: 1s".into(),
+        ..Options::default()
+    })
+    .await;
+    let token = h.user_token();
+    minted(&h.check_bearer(&token).await);
+    minted(&h.check_bearer(&token).await);
+
+    // The IdP withdraws the key (say, it leaked) and publishes another.
+    let replacement = SigningKey::generate_rsa(2048).unwrap();
+    h.idp.publish(&[&replacement]);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let denial = denied(&h.check_bearer(&token).await);
+    assert_eq!(denial.http_status, 401);
+    assert!(
+        denial.description().contains("unknown kid"),
+        "{}",
+        denial.description()
+    );
+}
