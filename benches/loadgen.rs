@@ -83,6 +83,7 @@ async fn run(knobs: Knobs, sign_rate: f64, cores: usize) {
 
     // 2. The transport limit.
     let noop = Server::spawn_noop();
+    let noop_cpu_before = noop.cpu_seconds();
     let noop_stats = closed_loop(
         &noop.clients(knobs.connections).await,
         knobs.concurrency,
@@ -91,7 +92,13 @@ async fn run(knobs: Knobs, sign_rate: f64, cores: usize) {
         false,
     )
     .await;
-    println!("2. no-op ext_authz server: {}\n", noop_stats.summary());
+    let noop_cpu = (noop.cpu_seconds() - noop_cpu_before) / noop_stats.elapsed.as_secs_f64();
+    println!(
+        "2. no-op ext_authz server: {}, server CPU {:.0}% ({:.1} µs per Check)\n",
+        noop_stats.summary(),
+        noop_cpu * 100.0,
+        noop_cpu / noop_stats.throughput() * 1e6
+    );
 
     // 3–5. The sidecar, as its own process.
     let sidecar = Server::spawn_sidecar(&idp);
@@ -112,9 +119,9 @@ async fn run(knobs: Knobs, sign_rate: f64, cores: usize) {
 
     println!("4. cached (repeated credentials):\n");
     println!(
-        "| distinct credentials | Checks/s | % of no-op | p50 | p90 | p99 | p99.9 | sidecar CPU |"
+        "| distinct credentials | Checks/s | % of no-op | p50 | p90 | p99 | p99.9 | sidecar CPU | CPU per Check |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for distinct in [1, 100, 10_000] {
         let repeated = requests(&idp, distinct);
         closed_loop(
@@ -129,11 +136,12 @@ async fn run(knobs: Knobs, sign_rate: f64, cores: usize) {
         let stats = closed_loop(&clients, knobs.concurrency, &repeated, duration, false).await;
         let cpu = (sidecar.cpu_seconds() - cpu) / stats.elapsed.as_secs_f64();
         println!(
-            "| {distinct} | {:.0} | {:.0}% | {} | {:.0}% |",
+            "| {distinct} | {:.0} | {:.0}% | {} | {:.0}% | {:.1} µs |",
             stats.throughput(),
             stats.throughput() / noop_stats.throughput() * 100.0,
             stats.percentiles(),
-            cpu * 100.0
+            cpu * 100.0,
+            cpu / stats.throughput() * 1e6
         );
     }
 
