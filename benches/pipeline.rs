@@ -1,8 +1,8 @@
 //! Micro-benchmarks of the swap's parts: `cargo bench --bench pipeline`.
 //!
-//! rsa2048_sign is the physical limit of the uncached path; verify is the inbound check every
-//! request pays; swap_cache_hit and swap_uncached are the whole in-process pipeline (extract →
-//! verify → grants → mint) with and without the minted-token cache.
+//! rsa2048_sign is the physical limit of the uncached path; mint_rs256 adds the claims; verify
+//! is the inbound check a new token pays; swap_cache_hit and swap_uncached are the whole
+//! in-process pipeline (extract → verify → grants → mint) with and without the caches.
 
 mod common;
 
@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use evs_token_vending::credential::InboundRequest;
+use evs_token_vending::grants::Grants;
+use evs_token_vending::identity::Identity;
 use evs_token_vending::mint::keys::SigningKey;
+use evs_token_vending::mint::{KeyRing, Minter};
 
 fn benchmarks(c: &mut Criterion) {
     println!("machine: {}", common::machine());
@@ -29,9 +32,52 @@ fn benchmarks(c: &mut Criterion) {
     });
 
     let (idp, cached) = runtime.block_on(common::sidecar(""));
+
+    let config = common::config(
+        &idp,
+        &std::env::temp_dir().join("evs-tv-bench-mint"),
+        "127.0.0.1:0",
+        "",
+    );
+    let minter = Minter::new(
+        &config,
+        KeyRing::new(0, vec![SigningKey::generate_rsa(2048).expect("key")]),
+        Default::default(),
+    );
+    let identity = Identity {
+        subject: "user@example.com".into(),
+        issuer: idp.issuer().into(),
+        email: Some("user@example.com".into()),
+        name: Some("Demo User".into()),
+        expires_at: u64::MAX / 2,
+    };
+    let grants: Grants = serde_norway::from_str(
+        "global: [database_creator]\ndatabases: { production: [reader, writer], staging: [reader] }",
+    )
+    .expect("grants");
+    c.bench_function("mint_rs256", |b| {
+        b.iter(|| {
+            minter
+                .mint(black_box(&identity), &grants, 1_800_000_000)
+                .expect("mint")
+        })
+    });
     let token = common::tokens(&idp, 1).remove(0);
+    // The signature check a new token pays (what remembered verifications save) …
+    let jwk: jsonwebtoken::jwk::Jwk =
+        serde_json::from_value(idp.key().public_jwk().clone()).expect("jwk");
+    let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwk).expect("key");
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.validate_aud = false;
+    c.bench_function("verify_rs256_idp_token", |b| {
+        b.iter(|| {
+            jsonwebtoken::decode::<serde_json::Value>(black_box(&token), &decoding, &validation)
+                .expect("valid")
+        })
+    });
+    // … and the same token again, as the verifier answers it the second time.
     let oidc = cached.vending.authenticator().oidc();
-    c.bench_function("verify_idp_token_rs256", |b| {
+    c.bench_function("verify_idp_token_remembered", |b| {
         b.to_async(&runtime).iter(|| async {
             oidc.verify(black_box(&token), deadline())
                 .await
