@@ -37,20 +37,20 @@ async fn client() -> Client {
     Client::new(&aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await)
 }
 
-/// Creates the grants table and fills it with the test subjects.
-async fn create_table_with_items(db: &Client) {
+/// Creates an on-demand table whose partition key is the string attribute `key`.
+async fn create_table(db: &Client, name: &str, key: &str) {
     db.create_table()
-        .table_name(TABLE)
+        .table_name(name)
         .key_schema(
             KeySchemaElement::builder()
-                .attribute_name("subject")
+                .attribute_name(key)
                 .key_type(KeyType::Hash)
                 .build()
                 .unwrap(),
         )
         .attribute_definitions(
             AttributeDefinition::builder()
-                .attribute_name("subject")
+                .attribute_name(key)
                 .attribute_type(ScalarAttributeType::S)
                 .build()
                 .unwrap(),
@@ -59,6 +59,11 @@ async fn create_table_with_items(db: &Client) {
         .send()
         .await
         .expect("CreateTable");
+}
+
+/// Creates the grants table and fills it with the test subjects.
+async fn create_table_with_items(db: &Client) {
+    create_table(db, TABLE, "subject").await;
     let list = |roles: &[&str]| {
         AttributeValue::L(
             roles
@@ -181,12 +186,7 @@ fn a_hundred_concurrent_checks_for_a_new_subject_cause_one_get_item() {
             done += 1;
         }
         assert_eq!(done, 100);
-        let metrics = reqwest::get(h.http_url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = h.metrics().await;
         assert!(
             metrics.contains("evs_tv_grants_store_requests_total{result=\"found\"} 1\n"),
             "{metrics}"
@@ -219,12 +219,7 @@ fn a_store_outage_serves_cached_subjects_for_stale_for_then_503_and_recovers_wit
         let denial = denied(&h.check_bearer(&bob).await);
         assert_eq!(denial.http_status, 503);
         assert_eq!(denial.body["error"], "temporarily_unavailable");
-        let metrics = reqwest::get(h.http_url("/metrics"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = h.metrics().await;
         assert!(
             metrics.contains("evs_tv_grants_stale_served_total 1\n"),
             "{metrics}"
@@ -268,26 +263,7 @@ grants: {{ source: dynamodb, dynamodb: {{ table: {table} }} }}
     runtime.block_on(async {
         let db = client().await;
         create_table_with_items(&db).await;
-        db.create_table()
-            .table_name("keyed-by-id")
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("id")
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .unwrap(),
-            )
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("id")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .unwrap(),
-            )
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
-            .await
-            .unwrap();
+        create_table(&db, "keyed-by-id", "id").await;
     });
     let probe = |table: &str| {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_evs-token-vending"))

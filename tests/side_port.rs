@@ -60,12 +60,7 @@ async fn health_readiness_and_metrics_answer() {
 
     minted(&h.check_bearer(&h.user_token()).await);
     support::denied(&h.check_bearer("x.y.z").await);
-    let metrics = reqwest::get(h.http_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains("evs_tv_checks_total{outcome=\"ok\"} 1"),
         "{metrics}"

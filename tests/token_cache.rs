@@ -54,12 +54,7 @@ async fn a_repeated_credential_gets_the_same_token_until_the_refresh_point_then_
         "{} distinct tokens",
         seen.len()
     );
-    let metrics = reqwest::get(h.http_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics().await;
     assert!(
         metrics.contains("evs_tv_token_cache_total{event=\"refresh\"}"),
         "{metrics}"

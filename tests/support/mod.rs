@@ -150,6 +150,16 @@ grants:
         format!("http://{}{path}", self.sidecar().http_addr)
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.http_url("/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     pub async fn check_request(&self, request: CheckRequest) -> CheckResponse {
         self.client
             .clone()
