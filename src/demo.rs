@@ -80,11 +80,6 @@ impl DemoIdp {
         &self.issuer
     }
 
-    /// The JWKS URL.
-    pub fn jwks_uri(&self) -> String {
-        format!("{}/jwks.json", self.issuer)
-    }
-
     /// The provider's own signing key.
     pub fn key(&self) -> &SigningKey {
         &self.key

@@ -51,11 +51,6 @@ impl<S: GrantSource> CachedGrants<S> {
         }
     }
 
-    /// Drops every cached answer.
-    pub fn clear(&self) {
-        self.cache.invalidate_all();
-    }
-
     fn fresh_for(&self, cached: &Cached) -> Duration {
         if cached.grants.is_some() {
             self.ttl
