@@ -50,6 +50,7 @@ fn benchmarks(c: &mut Criterion) {
         email: Some("user@example.com".into()),
         name: Some("Demo User".into()),
         expires_at: u64::MAX / 2,
+        certificate: None,
     };
     let grants: Grants = serde_norway::from_str(
         "global: [database_creator]\ndatabases: { production: [reader, writer], staging: [reader] }",
@@ -88,6 +89,7 @@ fn benchmarks(c: &mut Criterion) {
     let bearer = format!("Bearer {token}");
     let request = InboundRequest {
         authorization: vec![bearer.as_bytes()],
+        ..Default::default()
     };
     c.bench_function("swap_cache_hit", |b| {
         b.to_async(&runtime).iter(|| async {
@@ -104,6 +106,7 @@ fn benchmarks(c: &mut Criterion) {
     let bearer2 = format!("Bearer {token2}");
     let request2 = InboundRequest {
         authorization: vec![bearer2.as_bytes()],
+        ..Default::default()
     };
     c.bench_function("swap_uncached", |b| {
         b.to_async(&runtime).iter(|| async {

@@ -55,12 +55,21 @@ impl AuthzService {
             .as_ref()
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref());
-        let authorization: Vec<&[u8]> = http.map(authorization_values).unwrap_or_default();
+        let header = |name| http.map(|h| header_values(h, name)).unwrap_or_default();
         let request_id = http
             .and_then(|h| h.headers.get("x-request-id"))
             .map(String::as_str)
             .unwrap_or("-");
-        let inbound = InboundRequest { authorization };
+        let inbound = InboundRequest {
+            authorization: header("authorization"),
+            peer_certificate: check
+                .attributes
+                .as_ref()
+                .and_then(|a| a.source.as_ref())
+                .map(|peer| peer.certificate.as_str()),
+            xfcc: header("x-forwarded-client-cert"),
+            alb_certificate: header("x-amzn-mtls-clientcert"),
+        };
         let outcome = self.vending.swap(&inbound, deadline).await;
         match outcome {
             Ok(swapped) => {
@@ -124,16 +133,17 @@ impl Authorization for AuthzService {
     }
 }
 
-/// Every `authorization` value in the request. With `encode_raw_headers` Envoy sends
-/// `header_map` (raw bytes, one entry per header line); otherwise the `headers` map.
-fn authorization_values(
-    http: &envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
-) -> Vec<&[u8]> {
+/// Every value of the header `name` (lowercase) in the request. With `encode_raw_headers` Envoy
+/// sends `header_map` (raw bytes, one entry per header line); otherwise the `headers` map.
+fn header_values<'a>(
+    http: &'a envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
+    name: &str,
+) -> Vec<&'a [u8]> {
     if let Some(map) = http.header_map.as_ref().filter(|m| !m.headers.is_empty()) {
         return map
             .headers
             .iter()
-            .filter(|h| h.key.eq_ignore_ascii_case("authorization"))
+            .filter(|h| h.key.eq_ignore_ascii_case(name))
             .map(|h| {
                 if h.raw_value.is_empty() {
                     h.value.as_bytes()
@@ -144,7 +154,7 @@ fn authorization_values(
             .collect();
     }
     http.headers
-        .get("authorization")
+        .get(name)
         .map(|v| vec![v.as_bytes()])
         .unwrap_or_default()
 }

@@ -26,9 +26,9 @@ pub struct Config {
     /// Inbound identity providers; only these issuers are ever accepted.
     #[serde(default)]
     pub trust: Vec<TrustedIssuerConfig>,
-    /// Client certificates as credentials (not in this release: must stay disabled).
+    /// Client certificates as credentials.
     #[serde(default)]
-    pub client_certs: FeatureToggle,
+    pub client_certs: ClientCertsConfig,
     /// AWS IAM identities as credentials (not in this release: must stay disabled).
     #[serde(default)]
     pub aws_iam: FeatureToggle,
@@ -229,6 +229,98 @@ fn default_refresh_interval() -> HumanDuration {
 
 fn default_max_stale() -> HumanDuration {
     HumanDuration(Duration::from_secs(24 * 3600))
+}
+
+/// `client_certs:` — client certificates as credentials (SPEC §5).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertsConfig {
+    /// Off by default.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Where a certificate may come from, in order of preference.
+    #[serde(default = "default_cert_sources")]
+    pub from: Vec<CertSourceKind>,
+    /// CA bundle (PEM) that header-sourced certificates must chain to.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Verify header-sourced (`xfcc`, `alb`) certificates against `ca_file` (default true).
+    #[serde(default = "default_true")]
+    pub verify_header_chains: bool,
+    /// How the subject is named: `cn` → `cert:<CN>`, `spiffe` → the SPIFFE URI SAN.
+    #[serde(default)]
+    pub subject: CertSubject,
+    /// Which XFCC element to trust: the one the nearest proxy appended (`last`) or `first`.
+    #[serde(default)]
+    pub xfcc_element: XfccElementChoice,
+    /// What a request carrying both a bearer token and a certificate is.
+    #[serde(default)]
+    pub when_both: WhenBoth,
+}
+
+impl Default for ClientCertsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            from: default_cert_sources(),
+            ca_file: None,
+            verify_header_chains: true,
+            subject: CertSubject::default(),
+            xfcc_element: XfccElementChoice::default(),
+            when_both: WhenBoth::default(),
+        }
+    }
+}
+
+fn default_cert_sources() -> Vec<CertSourceKind> {
+    vec![CertSourceKind::Peer]
+}
+
+/// `client_certs.from` entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertSourceKind {
+    /// Envoy's own TLS peer (`include_peer_certificate`).
+    Peer,
+    /// The `x-forwarded-client-cert` header.
+    Xfcc,
+    /// AWS ALB's `x-amzn-mtls-clientcert` header.
+    Alb,
+}
+
+/// `client_certs.subject`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertSubject {
+    /// `cert:<CN>`.
+    #[default]
+    Cn,
+    /// The `spiffe://` URI SAN.
+    Spiffe,
+}
+
+/// `client_certs.xfcc_element`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum XfccElementChoice {
+    /// The element the nearest proxy appended.
+    #[default]
+    Last,
+    /// The first element.
+    First,
+}
+
+/// `client_certs.when_both`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenBoth {
+    /// The bearer token is the credential.
+    #[default]
+    Bearer,
+    /// The certificate is the credential.
+    Certificate,
+    /// Both must be present and valid; the identity is the bearer token's, bound to the certificate.
+    RequireBoth,
 }
 
 /// A credential source that this release does not implement yet; accepted only when off.
@@ -491,6 +583,7 @@ impl Config {
         self.signing.keys_dir.as_mut().map(resolve);
         self.signing.key_file.as_mut().map(resolve);
         self.grants.file.as_mut().map(resolve);
+        self.client_certs.ca_file.as_mut().map(resolve);
         for issuer in &mut self.trust {
             issuer.ca_file.as_mut().map(resolve);
             issuer.bearer_token_file.as_mut().map(resolve);
@@ -607,10 +700,33 @@ impl Config {
             }
         }
 
-        if self.client_certs.enabled {
+        let certs = &self.client_certs;
+        if certs.enabled {
+            if certs.from.is_empty() {
+                problem(
+                    "client_certs.from".into(),
+                    "name at least one source".into(),
+                );
+            }
+            let from_headers = certs
+                .from
+                .iter()
+                .any(|s| matches!(s, CertSourceKind::Xfcc | CertSourceKind::Alb));
+            if from_headers && certs.verify_header_chains && certs.ca_file.is_none() {
+                problem(
+                    "client_certs.ca_file".into(),
+                    "required to verify certificates from xfcc or alb headers (or set \
+                     verify_header_chains: false when the proxy verified them)"
+                        .into(),
+                );
+            }
+        }
+        if let Some(file) = &certs.ca_file
+            && let Err(e) = std::fs::metadata(file)
+        {
             problem(
-                "client_certs.enabled".into(),
-                "client certificates are not supported by this release".into(),
+                "client_certs.ca_file".into(),
+                format!("cannot read {}: {}", file.display(), e.kind()),
             );
         }
         if self.aws_iam.enabled {

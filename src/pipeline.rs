@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use crate::credential::{self, ExtractError, InboundRequest};
+use crate::credential::{ExtractError, Extractor, InboundRequest};
 use crate::grants::{GrantsError, GrantsLookup};
 use crate::identity::oidc::unix_now;
 use crate::identity::{AuthError, Authenticator, Identity};
@@ -13,6 +13,7 @@ use crate::mint::{MintError, MintedToken, Minter};
 
 /// The stages, wired once at start-up.
 pub struct TokenVending {
+    extractor: Extractor,
     authenticator: Authenticator,
     grants: GrantsLookup,
     minter: std::sync::Arc<Minter>,
@@ -50,11 +51,13 @@ pub enum SwapError {
 impl TokenVending {
     /// Wires the stages together.
     pub fn new(
+        extractor: Extractor,
         authenticator: Authenticator,
         grants: GrantsLookup,
         minter: std::sync::Arc<Minter>,
     ) -> Self {
         Self {
+            extractor,
             authenticator,
             grants,
             minter,
@@ -72,7 +75,7 @@ impl TokenVending {
         request: &InboundRequest<'_>,
         deadline: Instant,
     ) -> Result<Swapped, SwapError> {
-        let credential = credential::extract(request)?;
+        let credential = self.extractor.extract(request)?;
         let stages = async {
             let identity = self
                 .authenticator

@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::authz::AuthzService;
 use crate::config::{Config, GrantsSourceKind};
+use crate::credential::Extractor;
 use crate::grants::cache::CachedGrants;
 use crate::grants::dynamodb::DynamoGrants;
 use crate::grants::file::{FileGrants, GrantsFileError, RELOAD_INTERVAL};
@@ -23,6 +24,7 @@ use crate::grants::{GrantSource, GrantsLookup};
 use crate::http::{SidePortState, router};
 use crate::identity::Authenticator;
 use crate::identity::oidc::OidcVerifier;
+use crate::identity::x509::{CaError, X509Verifier};
 use crate::mint::Minter;
 use crate::mint::keyring::{KeyRingReloader, KeySource};
 use crate::mint::keys::KeyError;
@@ -50,6 +52,9 @@ pub enum StartError {
         addr: SocketAddr,
         reason: std::io::Error,
     },
+    /// The client certificates' CA bundle.
+    #[error(transparent)]
+    ClientCa(#[from] CaError),
     /// The HTTPS client for issuers could not be built (e.g. a bad `ca_file`).
     #[error("trust: {0}")]
     HttpClient(String),
@@ -141,8 +146,14 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
 
     let client = issuer_client(&config)?;
     let oidc = OidcVerifier::new(&config, client);
+    let x509 = if config.client_certs.enabled {
+        Some(X509Verifier::from_config(&config.client_certs)?)
+    } else {
+        None
+    };
     let vending = Arc::new(TokenVending::new(
-        Authenticator::new(oidc),
+        Extractor::from_config(&config.client_certs),
+        Authenticator::new(oidc, x509),
         grants,
         minter.clone(),
     ));

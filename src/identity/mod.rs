@@ -4,6 +4,7 @@
 //! carries the credential's own expiry, so later stages can never mint a token that outlives it.
 
 pub mod oidc;
+pub mod x509;
 
 use std::time::Instant;
 
@@ -22,6 +23,19 @@ pub struct Identity {
     pub name: Option<String>,
     /// Unix time after which the credential is no longer valid.
     pub expires_at: u64,
+    /// Set when a client certificate proved (or was bound to) the identity.
+    pub certificate: Option<CertificateClaims>,
+}
+
+/// What a client certificate adds to the minted token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateClaims {
+    /// The subject CN (`cert:cn`).
+    pub cn: Option<String>,
+    /// The subject O (`cert:org`).
+    pub org: Option<String>,
+    /// base64url SHA-256 of the certificate's DER: `cnf.x5t#S256` (RFC 8705).
+    pub thumbprint_s256: String,
 }
 
 impl Identity {
@@ -69,6 +83,9 @@ pub enum AuthError {
     /// `aud` does not name an accepted audience.
     #[error("wrong audience: aud names no accepted audience")]
     WrongAudience,
+    /// The client certificate is unusable (malformed, expired, untrusted, no usable name).
+    #[error("invalid client certificate: {0}")]
+    Certificate(&'static str),
     /// The issuer's keys could not be obtained and none are cached.
     #[error("keys of the token's issuer are unavailable")]
     KeysUnavailable,
@@ -84,12 +101,13 @@ impl AuthError {
 /// Verifies every kind of credential this release accepts.
 pub struct Authenticator {
     oidc: oidc::OidcVerifier,
+    x509: Option<x509::X509Verifier>,
 }
 
 impl Authenticator {
-    /// Wraps the verifiers.
-    pub fn new(oidc: oidc::OidcVerifier) -> Self {
-        Self { oidc }
+    /// Wraps the verifiers; `x509` is `None` when client certificates are off.
+    pub fn new(oidc: oidc::OidcVerifier, x509: Option<x509::X509Verifier>) -> Self {
+        Self { oidc, x509 }
     }
 
     /// The bearer-token verifier (for readiness reports and start-up prefetch).
@@ -103,8 +121,23 @@ impl Authenticator {
         credential: &Credential,
         deadline: Instant,
     ) -> Result<Identity, AuthError> {
+        let certificate = |cert| match &self.x509 {
+            Some(x509) => x509.verify(cert, oidc::unix_now()),
+            None => Err(AuthError::Certificate(
+                "client certificates are not enabled",
+            )),
+        };
         match credential {
             Credential::Bearer(token) => self.oidc.verify(token.expose(), deadline).await,
+            Credential::Certificate(cert) => certificate(cert),
+            Credential::Both(token, cert) => {
+                // The bearer token says who; the certificate binds the minted token to the key.
+                let mut identity = self.oidc.verify(token.expose(), deadline).await?;
+                let proof = certificate(cert)?;
+                identity.expires_at = identity.expires_at.min(proof.expires_at);
+                identity.certificate = proof.certificate;
+                Ok(identity)
+            }
         }
     }
 }

@@ -224,6 +224,17 @@ impl Minter {
     }
 }
 
+/// RFC 8705 `cnf`: `{"x5t#S256": <thumbprint>}`.
+struct Confirmation<'a>(&'a str);
+
+impl Serialize for Confirmation<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(1))?;
+        map.serialize_entry("x5t#S256", self.0)?;
+        map.end()
+    }
+}
+
 /// The claims of SPEC §6, serialized in one pass with the configured grants claim name.
 struct MintedClaims<'a> {
     minter: &'a Minter,
@@ -254,6 +265,15 @@ impl Serialize for MintedClaims<'_> {
         }
         if let Some(name) = &self.identity.name {
             map.serialize_entry("name", name)?;
+        }
+        if let Some(cert) = &self.identity.certificate {
+            if let Some(cn) = &cert.cn {
+                map.serialize_entry("cert:cn", cn)?;
+            }
+            if let Some(org) = &cert.org {
+                map.serialize_entry("cert:org", org)?;
+            }
+            map.serialize_entry("cnf", &Confirmation(&cert.thumbprint_s256))?;
         }
         map.end()
     }

@@ -2,6 +2,7 @@
 //! plus sidecar ([`Harness`]), and readers for CheckResponses.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod envoy;
 pub mod moto;
 pub mod python;
@@ -62,6 +63,8 @@ pub struct Options {
     pub signing: String,
     /// `grants.source`.
     pub grants_source: String,
+    /// Top-level YAML appended to the config (e.g. a `client_certs:` block).
+    pub extra_config: String,
 }
 
 impl Options {
@@ -82,6 +85,7 @@ impl Default for Options {
             grants_file: SAMPLE_GRANTS.to_owned(),
             signing: "{ dev_generate: true }".to_owned(),
             grants_source: "file".to_owned(),
+            extra_config: String::new(),
         }
     }
 }
@@ -118,6 +122,7 @@ grants:
   source: {grants_source}
   file: grants.yaml
   {grants_extra}
+{extra_config}
 ",
             issuer = idp.issuer(),
             token_extra = options.token_extra,
@@ -126,6 +131,7 @@ grants:
             grants_extra = options.grants_extra,
             signing = options.signing,
             grants_source = options.grants_source,
+            extra_config = options.extra_config,
         );
         let config = Config::from_yaml(&yaml, dir.path()).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
         let sidecar = evs_token_vending::start(config)

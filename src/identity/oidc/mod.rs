@@ -239,6 +239,7 @@ impl OidcVerifier {
             email: claims.email,
             name: claims.name,
             expires_at,
+            certificate: None,
         };
         Ok((identity, parts.kid))
     }
