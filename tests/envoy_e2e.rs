@@ -151,3 +151,61 @@ async fn the_backend_keeps_verifying_across_a_key_rotation() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(kid_seen().await, next.kid());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mtls_caller_reaches_the_backend_with_a_token_for_its_certificate() {
+    use evs_token_vending::echo_proto::WhoAmIRequest;
+    use evs_token_vending::echo_proto::echo_client::EchoClient;
+    use support::certs::TestCa;
+    use support::envoy::TlsFiles;
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+    let server_ca = TestCa::new("Server CA");
+    let (server_pem, server_key) = server_ca.issue_with_key("localhost", &["localhost"]);
+    let client_ca = TestCa::new("Client CA");
+    let (client_pem, client_key) = client_ca.issue_with_key("orders-service", &[]);
+    let stack = Stack::start_with_tls(
+        Options {
+            extra_config: "client_certs: { enabled: true, from: [peer] }".into(),
+            ..Options::default()
+        },
+        TlsFiles {
+            server_pem,
+            server_key,
+            client_ca: client_ca.pem.clone(),
+        },
+    )
+    .await;
+
+    let tls = ClientTlsConfig::new()
+        .domain_name("localhost")
+        .ca_certificate(Certificate::from_pem(&server_ca.pem))
+        .identity(Identity::from_pem(&client_pem, &client_key));
+    let channel = Endpoint::from_shared(format!("https://127.0.0.1:{}", stack.envoy.mtls_port))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .expect("mTLS connection to Envoy");
+    let reply = EchoClient::new(channel)
+        .who_am_i(WhoAmIRequest {})
+        .await
+        .expect("reaches the backend")
+        .into_inner();
+    assert!(reply.verified, "{}", reply.error);
+    let claims: serde_json::Value = serde_json::from_str(&reply.claims_json).unwrap();
+    assert_eq!(claims["sub"], "cert:orders-service");
+    assert_eq!(claims["cert:cn"], "orders-service");
+    assert_eq!(claims["cert:org"], "Example Org");
+    let der = pem::parse(client_pem.as_bytes()).unwrap().into_contents();
+    let thumbprint = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der),
+    );
+    assert_eq!(claims["cnf"]["x5t#S256"], thumbprint);
+    assert_eq!(
+        claims["evs:grants"]["databases"]["orders"],
+        serde_json::json!(["reader", "writer"])
+    );
+}

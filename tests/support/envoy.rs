@@ -34,11 +34,34 @@ pub fn envoy_binary() -> PathBuf {
     })
 }
 
+/// The mTLS listener's files: the server certificate and key, and the CA client certificates
+/// must chain to (all PEM).
+pub struct TlsFiles {
+    pub server_pem: String,
+    pub server_key: String,
+    pub client_ca: String,
+}
+
+impl TlsFiles {
+    /// A throw-away set, for tests that do not call the mTLS listener.
+    pub fn throwaway() -> Self {
+        let ca = super::certs::TestCa::new("throw-away CA");
+        let (server_pem, server_key) = ca.issue_with_key("localhost", &["localhost"]);
+        Self {
+            server_pem,
+            server_key,
+            client_ca: ca.pem,
+        }
+    }
+}
+
 /// A running Envoy; killed when dropped.
 pub struct Envoy {
     child: Child,
     /// The h2c listener clients call.
     pub listener_port: u16,
+    /// The mTLS listener.
+    pub mtls_port: u16,
     _dir: TempDir,
 }
 
@@ -46,18 +69,38 @@ impl Envoy {
     /// Starts the repository's `envoy.yaml` with its ports replaced: the listener and admin on
     /// free ports, ext_authz at `authz_port`, the backend at `backend_port`.
     pub fn start(authz_port: u16, backend_port: u16) -> Self {
+        Self::start_with_tls(authz_port, backend_port, &TlsFiles::throwaway())
+    }
+
+    /// The same, with the mTLS listener using `tls`.
+    pub fn start_with_tls(authz_port: u16, backend_port: u16, tls: &TlsFiles) -> Self {
         let template =
             std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy.yaml"))
                 .expect("read envoy.yaml");
         let listener_port = free_port();
+        let mtls_port = free_port();
         let admin_port = free_port();
+        let dir = TempDir::new("envoy");
+        let tls_dir = dir.path().join("tls");
+        std::fs::create_dir_all(&tls_dir).expect("tls dir");
+        for (name, text) in [
+            ("server.pem", &tls.server_pem),
+            ("server-key.pem", &tls.server_key),
+            ("client-ca.pem", &tls.client_ca),
+        ] {
+            std::fs::write(tls_dir.join(name), text).expect("tls file");
+        }
         let config = template
+            .replace(
+                "filename: tls/",
+                &format!("filename: {}/", tls_dir.display()),
+            )
+            .replace("port_value: 10443", &format!("port_value: {mtls_port}"))
             .replace("port_value: 10000", &format!("port_value: {listener_port}"))
             .replace("port_value: 9901", &format!("port_value: {admin_port}"))
             .replace("port_value: 9001", &format!("port_value: {authz_port}"))
             .replace("port_value: 9100", &format!("port_value: {backend_port}"))
             .replace("address: 0.0.0.0", "address: 127.0.0.1");
-        let dir = TempDir::new("envoy");
         let config_path = dir.write("envoy.yaml", &config);
         let log = std::fs::File::create(dir.path().join("envoy.log")).expect("envoy log");
         let child = Command::new(envoy_binary())
@@ -77,6 +120,7 @@ impl Envoy {
         let mut envoy = Self {
             child,
             listener_port,
+            mtls_port,
             _dir: dir,
         };
         envoy.wait_ready(admin_port);
@@ -137,15 +181,22 @@ impl Stack {
     }
 
     pub async fn start_with(options: Options) -> Self {
+        Self::start_with_tls(options, TlsFiles::throwaway()).await
+    }
+
+    /// The same, with the mTLS listener using `tls`.
+    pub async fn start_with_tls(options: Options, tls: TlsFiles) -> Self {
         let harness = Harness::start_with(options).await;
         let backend = EchoBackend::new(harness.http_url("/.well-known/jwks.json"))
             .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .expect("start backend");
         let authz_port = harness.sidecar().authz_addr.port();
-        let envoy = tokio::task::spawn_blocking(move || Envoy::start(authz_port, backend.port()))
-            .await
-            .expect("envoy start task");
+        let envoy = tokio::task::spawn_blocking(move || {
+            Envoy::start_with_tls(authz_port, backend.port(), &tls)
+        })
+        .await
+        .expect("envoy start task");
         Self { harness, envoy }
     }
 
