@@ -115,10 +115,10 @@ fn parse_element(text: &str) -> Result<XfccElement, XfccError> {
     }
 }
 
-/// Splits at `separator` outside quotes, checking that quotes balance.
-fn split_top_level(text: &str, separator: char) -> Result<Vec<&str>, XfccError> {
-    let mut parts = Vec::new();
-    let (mut start, mut quoted, mut escaped) = (0, false, false);
+/// Byte offsets of `separator` outside quotes, checking that quotes balance.
+fn top_level_positions(text: &str, separator: char) -> Result<Vec<usize>, XfccError> {
+    let mut positions = Vec::new();
+    let (mut quoted, mut escaped) = (false, false);
     for (i, c) in text.char_indices() {
         if escaped {
             escaped = false;
@@ -127,12 +127,22 @@ fn split_top_level(text: &str, separator: char) -> Result<Vec<&str>, XfccError> 
         } else if c == '"' {
             quoted = !quoted;
         } else if c == separator && !quoted {
-            parts.push(&text[start..i]);
-            start = i + c.len_utf8();
+            positions.push(i);
         }
     }
     if quoted || escaped {
         return Err(XfccError::UnbalancedQuote);
+    }
+    Ok(positions)
+}
+
+/// Splits at `separator` outside quotes.
+fn split_top_level(text: &str, separator: char) -> Result<Vec<&str>, XfccError> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for i in top_level_positions(text, separator)? {
+        parts.push(&text[start..i]);
+        start = i + separator.len_utf8();
     }
     parts.push(&text[start..]);
     Ok(parts)
@@ -140,24 +150,14 @@ fn split_top_level(text: &str, separator: char) -> Result<Vec<&str>, XfccError> 
 
 /// `Key=Value` at the first `=` outside quotes.
 fn split_pair(pair: &str) -> Result<(&str, &str), XfccError> {
-    let mut quoted = false;
-    let mut escaped = false;
-    for (i, c) in pair.char_indices() {
-        if escaped {
-            escaped = false;
-        } else if quoted && c == '\\' {
-            escaped = true;
-        } else if c == '"' {
-            quoted = !quoted;
-        } else if c == '=' && !quoted {
-            let key = &pair[..i];
-            if key.trim().is_empty() || key.contains('"') {
-                return Err(XfccError::MalformedPair);
-            }
-            return Ok((key, &pair[i + 1..]));
-        }
+    let i = *top_level_positions(pair, '=')?
+        .first()
+        .ok_or(XfccError::MalformedPair)?;
+    let key = &pair[..i];
+    if key.trim().is_empty() || key.contains('"') {
+        return Err(XfccError::MalformedPair);
     }
-    Err(XfccError::MalformedPair)
+    Ok((key, &pair[i + 1..]))
 }
 
 /// Removes surrounding quotes and resolves `\"` and `\\`.
