@@ -339,3 +339,33 @@ client_certs: { enabled: true, from: [xfcc] }
         .to_string();
     assert!(error.contains("client_certs.ca_file"), "{error}");
 }
+
+#[tokio::test]
+async fn one_token_with_two_certificates_gets_two_tokens_each_bound_to_its_certificate() {
+    let ca = TestCa::new("Test CA");
+    let first = ca.issue(LeafSpec::default());
+    let second = ca.issue(LeafSpec::default());
+    let h = harness(&ca, "when_both: require_both").await;
+    let bearer = format!("Bearer {}", h.user_token());
+    let binding = async |leaf: &support::certs::Leaf| {
+        let answer = h
+            .check(&[
+                ("authorization", &bearer),
+                ("x-amzn-mtls-clientcert", &url_encode(&leaf.pem)),
+            ])
+            .await;
+        segment(&minted(&answer), 1)["cnf"]["x5t#S256"].clone()
+    };
+    let thumbprint = |leaf: &support::certs::Leaf| {
+        URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            &leaf.der,
+        ))
+    };
+    assert_eq!(binding(&first).await, thumbprint(&first));
+    assert_eq!(
+        binding(&second).await,
+        thumbprint(&second),
+        "a token bound to another certificate was served"
+    );
+}

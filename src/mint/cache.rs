@@ -1,8 +1,9 @@
 //! Mint once, serve many: minted tokens reused for a repeated credential.
 //!
-//! The key is SHA-256 over everything the token says or depends on — the credential (issuer,
-//! subject, a hash of the inbound credential itself), the canonical grants, the audience and the
-//! active `kid` — so new grants or a new signing key simply miss. A cached token is served only
+//! The key is SHA-256 over everything the token says or depends on — every identity field that
+//! reaches a claim or bounds `exp` (certificate binding included), the inbound credential
+//! itself, the canonical grants, the audience and the active `kid` — so new grants, another
+//! certificate or a new signing key simply miss. A cached token is served only
 //! while more than `min_remaining_percent` of its lifetime is left; ten points before that a
 //! replacement is minted in the background (one per entry), so a hot caller never waits for a
 //! signature. Concurrent misses of one key share one signature. A key-ring change empties the

@@ -159,8 +159,18 @@ impl Minter {
             hash.update(&(bytes.len() as u64).to_be_bytes());
             hash.update(bytes);
         };
+        // Every identity field that reaches the claims or bounds `exp`: two callers whose
+        // tokens would differ in any claim must never share a cached token.
         part(identity.issuer.as_bytes());
         part(identity.subject.as_bytes());
+        part(identity.email.as_deref().unwrap_or_default().as_bytes());
+        part(identity.name.as_deref().unwrap_or_default().as_bytes());
+        part(&identity.expires_at.to_be_bytes());
+        if let Some(cert) = &identity.certificate {
+            part(cert.cn.as_deref().unwrap_or_default().as_bytes());
+            part(cert.org.as_deref().unwrap_or_default().as_bytes());
+            part(cert.thumbprint_s256.as_bytes());
+        }
         part(credential);
         part(&serde_json::to_vec(grants).unwrap_or_default());
         for audience in &self.audience {
