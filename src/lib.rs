@@ -11,6 +11,7 @@ pub mod config;
 pub mod credential;
 pub mod demo;
 pub mod echo_backend;
+pub mod file_stamp;
 pub mod grants;
 pub mod http;
 pub mod identity;

@@ -1,18 +1,18 @@
 //! Grants from a YAML file (`grants.source: file`), reloaded when the file changes.
 //!
-//! The file is polled rather than watched: polling a stat every couple of seconds costs
-//! nothing, and it sees Kubernetes' ConfigMap updates (a symlink swap of the whole folder)
-//! that inotify watches on the file itself miss. A broken edit keeps the last good grants.
+//! The file is polled ([`FileStamp`]), which also sees Kubernetes' ConfigMap updates. A broken
+//! edit keeps the last good grants.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use serde::Deserialize;
 
 use super::{GrantSource, Grants, LookupFuture};
+use crate::file_stamp::FileStamp;
 
 /// How often the file's metadata is checked for a change.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
@@ -44,9 +44,6 @@ struct GrantsFile {
     subjects: HashMap<String, Grants>,
 }
 
-/// A file's identity for change detection.
-type Stamp = Option<(SystemTime, u64)>;
-
 impl FileGrants {
     /// Reads the file; a start-up error if it is missing or invalid.
     pub fn load(path: &Path) -> Result<Self, GrantsFileError> {
@@ -69,10 +66,10 @@ impl FileGrants {
 
     /// Runs forever: reloads the file whenever its modification time or size changes.
     pub async fn reload_forever(self: Arc<Self>, interval: Duration) {
-        let mut seen = stamp(&self.path);
+        let mut seen = FileStamp::of(&self.path);
         loop {
             tokio::time::sleep(interval).await;
-            let now = stamp(&self.path);
+            let now = FileStamp::of(&self.path);
             if now == seen {
                 continue;
             }
@@ -95,11 +92,6 @@ impl GrantSource for FileGrants {
         let found = self.snapshot.load().get(key).cloned();
         Box::pin(async move { Ok(found) })
     }
-}
-
-fn stamp(path: &Path) -> Stamp {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
 }
 
 fn read_grants(path: &Path) -> Result<HashMap<String, Arc<Grants>>, GrantsFileError> {

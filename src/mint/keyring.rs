@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use base64::Engine;
@@ -20,6 +20,7 @@ use super::Minter;
 use super::keys::{KeyError, SigningKey};
 use super::secrets_manager::SecretKeys;
 use crate::config::SigningConfig;
+use crate::file_stamp::FileStamp;
 
 /// The keys we publish and the one we sign with.
 pub struct KeyRing {
@@ -206,34 +207,29 @@ impl KeySource {
         let KeySource::Files(signing) = self else {
             return None;
         };
-        let describe = |path: &Path| {
-            let meta = std::fs::metadata(path).ok();
-            (
-                path.display().to_string(),
-                meta.as_ref().and_then(|m| m.modified().ok()),
-                meta.map(|m| m.len()).unwrap_or(0),
-            )
-        };
+        let describe = |path: &Path| (path.display().to_string(), FileStamp::of(path));
         Some(if let Some(dir) = &signing.keys_dir {
-            let mut stamp: Stamp = key_files(dir)
-                .unwrap_or_default()
-                .iter()
-                .map(|p| describe(p))
-                .collect();
-            let active = std::fs::read_to_string(dir.join("active")).unwrap_or_default();
-            stamp.push((active, None, 0));
-            stamp
-        } else if let Some(file) = &signing.key_file {
-            vec![describe(file)]
+            let files = key_files(dir).unwrap_or_default();
+            Stamp {
+                files: files.iter().map(|p| describe(p)).collect(),
+                active: std::fs::read_to_string(dir.join("active")).unwrap_or_default(),
+            }
         } else {
-            Vec::new()
+            Stamp {
+                files: signing.key_file.iter().map(|p| describe(p)).collect(),
+                active: String::new(),
+            }
         })
     }
 }
 
-/// What the watched files looked like: name, modification time and size of each, plus the
-/// content of `active`. Any difference triggers a reload.
-type Stamp = Vec<(String, Option<SystemTime>, u64)>;
+/// What the watched files looked like: each key file's stamp, and the content of `active`.
+/// Any difference triggers a reload.
+#[derive(PartialEq, Eq)]
+struct Stamp {
+    files: Vec<(String, FileStamp)>,
+    active: String,
+}
 
 /// Reloads the minter's ring when the keys change or when asked (SIGHUP).
 pub struct KeyRingReloader {
