@@ -367,25 +367,8 @@ impl Server {
     fn spawn_sidecar(idp: &DemoIdp) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("evs-tv-loadgen-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        std::fs::write(
-            dir.join("grants.yaml"),
-            evs_token_vending::demo::SAMPLE_GRANTS,
-        )
-        .expect("grants");
-        std::fs::write(
-            dir.join("config.yaml"),
-            format!(
-                "listen: {{ authz: '127.0.0.1:{port}', http: 127.0.0.1:0 }}
-token: {{ issuer: https://token-vending.example.com, audience: [evidentsource], lifetime: 1h }}
-signing: {{ dev_generate: true }}
-trust: [ {{ issuer: '{}' }} ]
-grants: {{ file: grants.yaml }}
-",
-                idp.issuer()
-            ),
-        )
-        .expect("config");
+        let yaml = common::config_yaml(idp, &dir, &format!("127.0.0.1:{port}"), "");
+        std::fs::write(dir.join("config.yaml"), yaml).expect("config");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_evs-token-vending"))
             .args(["serve", "--config"])
             .arg(dir.join("config.yaml"))

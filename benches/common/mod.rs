@@ -33,12 +33,12 @@ pub fn machine() -> String {
     )
 }
 
-/// A config for a sidecar trusting `idp`, with grants in `dir`; `extra_token` is spliced into
-/// `token:` (e.g. `cache: { enabled: false }`).
-pub fn config(idp: &DemoIdp, dir: &std::path::Path, authz: &str, extra_token: &str) -> Config {
+/// Writes the sample grants into `dir` and returns the YAML of a sidecar trusting `idp` with
+/// ext_authz on `authz`; `extra_token` is spliced into `token:` (e.g. `, cache: { enabled: false }`).
+pub fn config_yaml(idp: &DemoIdp, dir: &std::path::Path, authz: &str, extra_token: &str) -> String {
     std::fs::create_dir_all(dir).expect("bench dir");
     std::fs::write(dir.join("grants.yaml"), SAMPLE_GRANTS).expect("grants file");
-    let yaml = format!(
+    format!(
         "listen: {{ authz: '{authz}', http: 127.0.0.1:0 }}
 token: {{ issuer: https://token-vending.example.com, audience: [evidentsource], lifetime: 1h {extra_token} }}
 signing: {{ dev_generate: true }}
@@ -46,8 +46,12 @@ trust: [ {{ issuer: '{}' }} ]
 grants: {{ file: grants.yaml }}
 ",
         idp.issuer()
-    );
-    Config::from_yaml(&yaml, dir).expect("bench config")
+    )
+}
+
+/// The same, parsed.
+pub fn config(idp: &DemoIdp, dir: &std::path::Path, authz: &str, extra_token: &str) -> Config {
+    Config::from_yaml(&config_yaml(idp, dir, authz, extra_token), dir).expect("bench config")
 }
 
 /// A demo IdP and a sidecar in this process.

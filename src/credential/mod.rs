@@ -343,14 +343,14 @@ fn bearer_token(values: &[&[u8]]) -> Result<BearerToken, ExtractError> {
     Ok(BearerToken(token.to_owned()))
 }
 
-/// Finds the credential with bearer tokens only (client certificates off).
-pub fn extract(request: &InboundRequest<'_>) -> Result<Credential, ExtractError> {
-    Extractor::default().extract(request)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bearer tokens only (client certificates off).
+    fn extract(request: &InboundRequest<'_>) -> Result<Credential, ExtractError> {
+        Extractor::default().extract(request)
+    }
 
     fn from(header: &[u8]) -> Result<Credential, ExtractError> {
         extract(&InboundRequest {
