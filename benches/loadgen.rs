@@ -20,8 +20,9 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
 };
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
-use evs_token_vending::demo::{DemoIdp, check_request, minted_token};
-use evs_token_vending::mint::keys::SigningKey;
+use evs_testkit::{check_request, minted_token};
+use evs_token_vending::SigningKey;
+use evs_token_vending::demo::DemoIdp;
 use tonic::transport::Channel;
 
 /// Command-line knobs.

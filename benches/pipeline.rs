@@ -10,11 +10,11 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use evs_token_vending::credential::InboundRequest;
-use evs_token_vending::grants::Grants;
-use evs_token_vending::identity::Identity;
-use evs_token_vending::mint::keys::SigningKey;
-use evs_token_vending::mint::{KeyRing, Minter};
+use evs_token_vending::Grants;
+use evs_token_vending::Identity;
+use evs_token_vending::InboundRequest;
+use evs_token_vending::SigningKey;
+use evs_token_vending::{KeyRing, Minter};
 
 fn benchmarks(c: &mut Criterion) {
     println!("machine: {}", common::machine());
@@ -40,7 +40,7 @@ fn benchmarks(c: &mut Criterion) {
         "",
     );
     let minter = Minter::new(
-        &config,
+        &config.token,
         KeyRing::new(0, vec![SigningKey::generate_rsa(2048).expect("key")]),
         Default::default(),
     );

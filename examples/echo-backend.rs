@@ -1,7 +1,7 @@
 //! The stand-in backend of the README walk-through:
 //! `cargo run --example echo-backend -- 127.0.0.1:9100 http://127.0.0.1:9002/.well-known/jwks.json`
 
-use evs_token_vending::echo_backend::EchoBackend;
+use evs_testkit::EchoBackend;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {

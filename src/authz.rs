@@ -18,6 +18,9 @@ use envoy_types::pb::google::protobuf::{BoolValue, Struct, Value, value};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use tonic::{Request, Response, Status};
 
+use serde::Deserialize;
+
+use crate::config::ConfigCheck;
 use crate::credential::{ExtractError, InboundRequest};
 use crate::pipeline::{SwapError, Swapped, TokenVending};
 use crate::telemetry::{Metrics, Outcome};
@@ -26,6 +29,49 @@ use crate::telemetry::{Metrics, Outcome};
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(1);
 /// Kept back from the caller's deadline so our answer arrives before Envoy gives up.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(10);
+
+/// `response:` — header edits on the way to the backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResponseConfig {
+    /// Headers Envoy removes before the request goes on.
+    pub remove_headers: Vec<String>,
+}
+
+impl Default for ResponseConfig {
+    fn default() -> Self {
+        Self {
+            remove_headers: vec!["x-forwarded-client-cert".to_owned()],
+        }
+    }
+}
+
+impl ResponseConfig {
+    pub(crate) fn check(&self, path: &str, check: &mut ConfigCheck) {
+        for (i, header) in self.remove_headers.iter().enumerate() {
+            let lower = header.to_ascii_lowercase();
+            if lower == "authorization" {
+                check.problem(
+                    format!("{path}.remove_headers[{i}]"),
+                    "removing `authorization` would strip the minted token",
+                );
+            } else if lower.is_empty()
+                || lower.starts_with(':')
+                || !lower.bytes().all(is_token_char)
+            {
+                check.problem(
+                    format!("{path}.remove_headers[{i}]"),
+                    "not a removable header name",
+                );
+            }
+        }
+    }
+}
+
+/// The characters allowed in an HTTP field name (RFC 9110 `tchar`).
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
 
 /// The ext_authz gRPC service.
 pub struct AuthzService {

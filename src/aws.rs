@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 /// Loads an SDK config; `region` and `endpoint_url` override the chain when set.
-pub async fn sdk_config(
+pub(crate) async fn sdk_config(
     region: Option<&str>,
     endpoint_url: Option<&str>,
     call_timeout: Duration,

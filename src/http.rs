@@ -11,8 +11,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::mint::Minter;
 use crate::mint::keyring::KeyRingReloader;
+use crate::mint::{Minter, WRITTEN_CLAIMS};
 use crate::pipeline::TokenVending;
 use crate::telemetry::Metrics;
 
@@ -81,7 +81,7 @@ async fn discovery(State(state): State<Arc<SidePortState>>) -> Response {
         "id_token_signing_alg_values_supported": state.minter.ring().algorithms(),
         "subject_types_supported": ["public"],
         "response_types_supported": ["id_token"],
-        "claims_supported": ["iss", "sub", "aud", "iat", "nbf", "exp", "jti", "email", "name"],
+        "claims_supported": WRITTEN_CLAIMS,
     });
     axum::Json(body).into_response()
 }
@@ -96,12 +96,23 @@ async fn readyz(State(state): State<Arc<SidePortState>>) -> Response {
     let issuers = state.vending.authenticator().oidc().status();
     // A refused key change is a warning, not unreadiness: the last good keys still sign, and
     // failing every replica's probe over a bad Secret edit would cause the outage it warns of.
-    let warnings: Vec<String> = state
+    let mut warnings: Vec<String> = state
         .keys
         .last_error()
         .map(|e| format!("signing key change refused: {e}"))
         .into_iter()
         .collect();
+    warnings.extend(
+        issuers
+            .iter()
+            .filter(|issuer| issuer.keys_loaded && issuer.usable_keys == 0)
+            .map(|issuer| {
+                format!(
+                    "issuer {} publishes no usable signing key: its tokens are refused",
+                    issuer.issuer
+                )
+            }),
+    );
     let status = if reasons.is_empty() {
         StatusCode::OK
     } else {

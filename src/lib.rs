@@ -1,30 +1,39 @@
 //! evs-token-vending: an Envoy ext_authz sidecar that swaps each request's inbound credential
 //! for a freshly minted EvidentSource JWT.
 //!
-//! The modules follow one Check request: [`credential`] (extract) → [`identity`]
-//! (authenticate) → [`grants`] (look up) → [`mint`] (sign) → [`authz`] (answer Envoy).
-//! [`pipeline`] runs the first four; [`http`] is the side port; [`server`] wires it all up.
+//! The modules follow one Check request: `credential` (extract) → `identity`
+//! (authenticate) → `grants` (look up) → `mint` (sign) → `authz` (answer Envoy).
+//! `pipeline` runs the first four; `http` is the side port; `server` wires it all up.
+//! Each stage owns its section of the config; `config` reads the file and hands them out.
+//!
+//! The public surface is what the binary, the tests and the benchmarks use: the config, start-up,
+//! the key type, and the pipeline's value types.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
-pub mod authz;
-pub mod aws;
-pub mod config;
-pub mod credential;
+mod algorithms;
+mod authz;
+mod aws;
+mod clock;
+mod config;
+mod credential;
 pub mod demo;
-pub mod echo_backend;
-pub mod file_stamp;
-pub mod grants;
-pub mod http;
-pub mod identity;
-pub mod mint;
-pub mod pipeline;
-pub mod server;
-pub mod telemetry;
+mod file_stamp;
+mod grants;
+mod http;
+mod identity;
+mod mint;
+mod pipeline;
+mod server;
+mod telemetry;
+mod urls;
 
-/// Generated code of `proto/evs/echo/v1/echo.proto` (the stand-in backend).
-pub mod echo_proto {
-    #![allow(missing_docs, clippy::all)]
-    tonic::include_proto!("evs.echo.v1");
-}
-
-pub use config::Config;
-pub use server::{RunningSidecar, start};
+pub use clock::unix_now;
+pub use config::{Config, ConfigError, ConfigProblem};
+pub use credential::InboundRequest;
+pub use grants::Grants;
+pub use identity::Identity;
+pub use mint::{KeyError, KeyRing, MintedToken, Minter, SigningAlgorithm, SigningKey};
+pub use pipeline::{SwapError, Swapped, TokenVending};
+pub use server::{RunningSidecar, StartError, probe_remote_stores, start};
+pub use telemetry::{Metrics, Outcome, init_logging};

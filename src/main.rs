@@ -4,9 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use evs_token_vending::config::Config;
-use evs_token_vending::mint::keys::{SigningAlgorithm, SigningKey};
-use evs_token_vending::{demo, server, telemetry};
+use evs_token_vending::{Config, SigningAlgorithm, SigningKey, demo};
 
 #[derive(Parser)]
 #[command(
@@ -89,7 +87,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, log_json } => {
-            telemetry::init_logging(log_json, "info");
+            evs_token_vending::init_logging(log_json, "info");
             let config = match Config::load(&config) {
                 Ok(config) => config,
                 Err(e) => return fail(&e),
@@ -98,7 +96,7 @@ fn main() -> ExitCode {
         }
         Command::Demo => {
             // The demo's output is the story; only warnings interrupt it.
-            telemetry::init_logging(false, "warn");
+            evs_token_vending::init_logging(false, "warn");
             match runtime().block_on(demo::run()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&*e),
@@ -122,9 +120,14 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { config, probe } => match Config::load(&config) {
             Ok(parsed) => {
-                if probe && let Err(problem) = runtime().block_on(probe_stores(&parsed)) {
-                    println!("{problem}");
-                    return ExitCode::FAILURE;
+                if probe {
+                    match runtime().block_on(evs_token_vending::probe_remote_stores(&parsed)) {
+                        Ok(reached) => reached.iter().for_each(|line| println!("{line}")),
+                        Err(problem) => {
+                            println!("{problem}");
+                            return ExitCode::FAILURE;
+                        }
+                    }
                 }
                 println!("{}: OK", config.display());
                 ExitCode::SUCCESS
@@ -139,24 +142,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Contacts the remote stores the config names.
-async fn probe_stores(config: &Config) -> Result<(), String> {
-    if let Some(table) = &config.grants.dynamodb {
-        let store = evs_token_vending::grants::dynamodb::DynamoGrants::connect(table).await;
-        store
-            .probe()
-            .await
-            .map_err(|reason| format!("grants.dynamodb.table: {reason}"))?;
-        println!(
-            "grants.dynamodb.table: {} is reachable and keyed by `subject`",
-            table.table
-        );
-    }
-    Ok(())
-}
-
 async fn serve(config: Config) -> ExitCode {
-    let mut sidecar = match server::start(config).await {
+    let mut sidecar = match evs_token_vending::start(config).await {
         Ok(sidecar) => sidecar,
         Err(e) => return fail(&e),
     };

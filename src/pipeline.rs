@@ -5,9 +5,9 @@
 
 use std::time::Instant;
 
+use crate::clock::unix_now;
 use crate::credential::{ExtractError, Extractor, InboundRequest};
 use crate::grants::{GrantsError, GrantsLookup};
-use crate::identity::oidc::unix_now;
 use crate::identity::{AuthError, Authenticator, Identity};
 use crate::mint::{MintError, MintedToken, Minter};
 

@@ -14,16 +14,17 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use serde::Deserialize;
+
 use crate::authz::AuthzService;
-use crate::config::{Config, GrantsSourceKind};
+use crate::config::Config;
 use crate::credential::Extractor;
-use crate::grants::cache::CachedGrants;
 use crate::grants::dynamodb::DynamoGrants;
-use crate::grants::file::{FileGrants, GrantsFileError, RELOAD_INTERVAL};
-use crate::grants::{GrantSource, GrantsLookup};
+use crate::grants::file::GrantsFileError;
+use crate::grants::{GrantSourceConfig, GrantsLookup};
 use crate::http::{SidePortState, router};
 use crate::identity::Authenticator;
-use crate::identity::oidc::OidcVerifier;
+use crate::identity::oidc::{OidcVerifier, TrustedIssuerConfig};
 use crate::identity::x509::{CaError, X509Verifier};
 use crate::mint::Minter;
 use crate::mint::keyring::{KeyRingReloader, KeySource};
@@ -35,6 +36,25 @@ use crate::telemetry::Metrics;
 const PREFETCH_WAIT: Duration = Duration::from_secs(5);
 /// Timeout of one key fetch from an issuer.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `listen:` — the two sockets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenConfig {
+    /// ext_authz gRPC (and grpc.health.v1); loopback by default because only Envoy calls it.
+    pub authz: SocketAddr,
+    /// JWKS, discovery, health and metrics.
+    pub http: SocketAddr,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            authz: SocketAddr::from(([127, 0, 0, 1], 9001)),
+            http: SocketAddr::from(([0, 0, 0, 0], 9002)),
+        }
+    }
+}
 
 /// Why the sidecar did not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +68,11 @@ pub enum StartError {
     /// A listener could not bind.
     #[error("listen.{which}: cannot bind {addr}: {reason}")]
     Bind {
+        /// `authz` or `http`.
         which: &'static str,
+        /// The configured address.
         addr: SocketAddr,
+        /// What the operating system said.
         reason: std::io::Error,
     },
     /// The client certificates' CA bundle.
@@ -108,10 +131,10 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     let ring = key_source.load().await?;
     tracing::info!(active = %ring.active().kid(), published = ?ring.kids(), "signing keys loaded");
     let metrics = Arc::new(Metrics::default());
-    let minter = Arc::new(Minter::new(&config, ring, metrics.clone()));
+    let minter = Arc::new(Minter::new(&config.token, ring, metrics.clone()));
     let keys = Arc::new(KeyRingReloader::new(
         key_source,
-        config.signing.reload_interval.0,
+        config.signing.reload_interval,
         minter.clone(),
     ));
 
@@ -119,33 +142,11 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     if keys.watches() {
         background.push(tokio::spawn(keys.clone().run()));
     }
-    let source: Arc<dyn GrantSource> = match (config.grants.source, &config.grants.dynamodb) {
-        (GrantsSourceKind::Dynamodb, Some(table)) => {
-            let store = DynamoGrants::connect(table).await;
-            tracing::info!(table = %table.table, "grants from DynamoDB");
-            Arc::new(CachedGrants::new(
-                store,
-                &config.grants.cache,
-                metrics.clone(),
-            ))
-        }
-        _ => {
-            // Validation admits only `file` and a configured `dynamodb`.
-            let path = config.grants.file.clone().unwrap_or_default();
-            let file = Arc::new(FileGrants::load(&path)?);
-            tracing::info!(path = %path.display(), subjects = file.len(), "grants file loaded");
-            background.push(tokio::spawn(file.clone().reload_forever(RELOAD_INTERVAL)));
-            file
-        }
-    };
-    let grants = GrantsLookup::new(
-        source,
-        config.grants.unknown_subject,
-        config.grants.malformed_item,
-    );
+    let grants = GrantsLookup::connect(&config.grants, &metrics).await?;
+    background.extend(grants.background);
 
-    let client = issuer_client(&config)?;
-    let oidc = OidcVerifier::new(&config, client);
+    let client = issuer_client(&config.trust)?;
+    let oidc = OidcVerifier::new(&config.trust, client);
     let x509 = if config.client_certs.enabled {
         Some(X509Verifier::from_config(&config.client_certs)?)
     } else {
@@ -154,7 +155,7 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     let vending = Arc::new(TokenVending::new(
         Extractor::from_config(&config.client_certs),
         Authenticator::new(oidc, x509),
-        grants,
+        grants.lookup,
         minter.clone(),
     ));
 
@@ -178,7 +179,7 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         vending: vending.clone(),
         metrics: metrics.clone(),
         keys: keys.clone(),
-        jwks_max_age: config.signing.jwks_max_age.0,
+        jwks_max_age: config.signing.jwks_max_age,
         authz_serving: Default::default(),
     });
     let mut tasks = vec![tokio::spawn(serve_side_port(
@@ -225,13 +226,13 @@ fn local_addr(
 
 /// The HTTPS client for issuer keys: platform roots plus each issuer's `ca_file`, no
 /// redirects (a JWKS that redirects elsewhere is a misconfiguration, not something to follow).
-fn issuer_client(config: &Config) -> Result<reqwest::Client, StartError> {
+fn issuer_client(trust: &[TrustedIssuerConfig]) -> Result<reqwest::Client, StartError> {
     let mut builder = reqwest::Client::builder()
         .timeout(FETCH_TIMEOUT)
         .connect_timeout(FETCH_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("evs-token-vending/", env!("CARGO_PKG_VERSION")));
-    for (i, issuer) in config.trust.iter().enumerate() {
+    for (i, issuer) in trust.iter().enumerate() {
         if let Some(ca_file) = &issuer.ca_file {
             let pem = std::fs::read(ca_file).map_err(|e| {
                 StartError::HttpClient(format!(
@@ -293,4 +294,24 @@ async fn serve_authz(
     if let Err(e) = result {
         tracing::error!(error = %e, "ext_authz server stopped");
     }
+}
+
+/// Contacts the remote stores the config names (`check-config --probe`): each DynamoDB table
+/// must exist and be keyed by `subject` (S). Returns one line per store that answered.
+pub async fn probe_remote_stores(config: &Config) -> Result<Vec<String>, String> {
+    let mut reached = Vec::new();
+    for source in &config.grants.sources {
+        if let GrantSourceConfig::Dynamodb(table) = source {
+            DynamoGrants::connect(table)
+                .await
+                .probe()
+                .await
+                .map_err(|reason| format!("grants.dynamodb.table: {reason}"))?;
+            reached.push(format!(
+                "grants.dynamodb.table: {} is reachable and keyed by `subject`",
+                table.table
+            ));
+        }
+    }
+    Ok(reached)
 }

@@ -10,8 +10,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use evs_token_vending::demo::{check_request, sign_with};
-use evs_token_vending::mint::keys::SigningKey;
+use evs_testkit::{check_request, sign_with};
+use evs_token_vending::SigningKey;
 use serde_json::json;
 use support::{Harness, Options, denied, join_all, minted, now, segment};
 
@@ -58,7 +58,7 @@ async fn valid_idp_token_is_swapped_for_a_minted_token_with_grants() {
         .json()
         .await
         .unwrap();
-    evs_token_vending::demo::verify_against_jwks(&token, &jwks).expect("minted token verifies");
+    evs_testkit::verify_against_jwks(&token, &jwks).expect("minted token verifies");
     assert_eq!(jwks["keys"][0]["kid"], header["kid"]);
     assert_eq!(jwks["keys"][0]["use"], "sig");
     assert_eq!(jwks["keys"][0]["alg"], "RS256");
@@ -404,7 +404,7 @@ async fn keys_older_than_max_stale_stop_serving_while_the_idp_is_down() {
     // picks the keys up again.
     h.idp.set_up(true);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while evs_token_vending::demo::minted_token(&h.check_bearer(&h.user_token()).await).is_none() {
+    while evs_testkit::minted_token(&h.check_bearer(&h.user_token()).await).is_none() {
         assert!(
             std::time::Instant::now() < deadline,
             "no recovery after the IdP came back"

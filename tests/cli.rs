@@ -139,7 +139,7 @@ fn keygen_writes_a_private_key_readable_only_by_its_owner_and_named_by_kid() {
     assert_eq!(files.len(), 1);
     let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    let key = evs_token_vending::mint::keys::SigningKey::from_pem_file(&files[0]).unwrap();
+    let key = evs_token_vending::SigningKey::from_pem_file(&files[0]).unwrap();
     assert_eq!(files[0].file_stem().unwrap().to_str().unwrap(), key.kid());
     assert!(text(&output).contains(key.kid()));
     assert!(

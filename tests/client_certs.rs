@@ -7,7 +7,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer;
-use evs_token_vending::demo::check_request;
+use evs_testkit::check_request;
 use serde_json::json;
 use support::certs::{LeafSpec, TestCa, url_encode};
 use support::{Harness, Options, denied, minted, now, segment};

@@ -4,7 +4,7 @@
 
 mod support;
 
-use evs_token_vending::mint::keys::SigningKey;
+use evs_token_vending::SigningKey;
 use support::envoy::Stack;
 use support::{Options, TempDir, segment};
 
@@ -154,8 +154,8 @@ async fn the_backend_keeps_verifying_across_a_key_rotation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mtls_caller_reaches_the_backend_with_a_token_for_its_certificate() {
-    use evs_token_vending::echo_proto::WhoAmIRequest;
-    use evs_token_vending::echo_proto::echo_client::EchoClient;
+    use evs_testkit::echo_proto::WhoAmIRequest;
+    use evs_testkit::echo_proto::echo_client::EchoClient;
     use support::certs::TestCa;
     use support::envoy::TlsFiles;
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};

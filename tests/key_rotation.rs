@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use evs_token_vending::mint::keys::{SigningAlgorithm, SigningKey};
+use evs_token_vending::{SigningAlgorithm, SigningKey};
 use support::{Harness, Options, TempDir, get_json, minted, segment};
 
 const WITHIN: Duration = Duration::from_secs(5);
@@ -70,7 +70,7 @@ impl CachingVerifier {
             self.cached = Some((jwks, Instant::now(), max_age));
         }
         let (jwks, _, _) = self.cached.as_ref().unwrap();
-        evs_token_vending::demo::verify_against_jwks(token, jwks)
+        evs_testkit::verify_against_jwks(token, jwks)
     }
 }
 
@@ -288,7 +288,7 @@ async fn every_key_type_mints_tokens_a_backend_verifies_with_the_jwks() {
         assert_eq!(header["alg"], algorithm.name());
         assert_eq!(header["kid"], key.kid());
         let jwks = get_json(&h.http_url("/.well-known/jwks.json")).await;
-        evs_token_vending::demo::verify_against_jwks(&token, &jwks)
+        evs_testkit::verify_against_jwks(&token, &jwks)
             .unwrap_or_else(|e| panic!("{}: {e}", algorithm.name()));
         let discovery = get_json(&h.http_url("/.well-known/openid-configuration")).await;
         assert_eq!(

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use aws_sdk_secretsmanager::Client;
-use evs_token_vending::mint::keys::{SigningAlgorithm, SigningKey};
+use evs_token_vending::{SigningAlgorithm, SigningKey};
 use serde_json::json;
 use support::moto::{Moto, use_test_credentials};
 use support::{Harness, Options, get_json, minted, segment};

@@ -4,7 +4,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use evs_token_vending::mint::keys::SigningKey;
+use evs_token_vending::SigningKey;
 use serde_json::json;
 use support::{Harness, Options, TempDir, denied, get_json, minted, now, segment};
 
@@ -140,7 +140,7 @@ async fn a_credential_about_to_expire_bounds_the_cached_token_and_then_is_refuse
         let answer = h.check_bearer(&idp_token).await;
         if now() >= exp {
             // The credential is dead: no cached token outlives it.
-            if evs_token_vending::demo::minted_token(&answer).is_none() {
+            if evs_testkit::minted_token(&answer).is_none() {
                 assert!(denied(&answer).description().contains("expired"));
                 break;
             }

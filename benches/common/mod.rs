@@ -67,7 +67,7 @@ pub async fn sidecar(extra_token: &str) -> (DemoIdp, RunningSidecar) {
 /// `n` distinct IdP tokens for one user (distinct `jti`), valid for an hour, signed on every
 /// core.
 pub fn tokens(idp: &DemoIdp, n: usize) -> Vec<String> {
-    let now = evs_token_vending::identity::oidc::unix_now();
+    let now = evs_token_vending::unix_now();
     let exp = now + Duration::from_secs(3600).as_secs();
     let sign = |i: usize| {
         idp.sign(&serde_json::json!({

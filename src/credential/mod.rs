@@ -6,13 +6,16 @@
 //! only from the sources `client_certs.from` enables, because only a proxy that sanitizes them
 //! makes them trustworthy. Nothing here knows about gRPC or HTTP.
 
-pub mod xfcc;
+mod config;
+pub(crate) mod xfcc;
 
 use std::fmt;
 
 use percent_encoding::percent_decode_str;
 
-use crate::config::{CertSourceKind, ClientCertsConfig, WhenBoth, XfccElementChoice};
+pub use self::config::{
+    CertSourceKind, CertSubject, ClientCertsConfig, WhenBoth, XfccElementChoice,
+};
 
 /// Longest `authorization` value accepted. IdP tokens are a few KiB; anything far larger is
 /// either a mistake or an attempt to make us work.

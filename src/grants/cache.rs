@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use moka::future::Cache;
 use moka::ops::compute::{CompResult, Op};
 
+use super::GrantsCacheConfig;
 use super::{GrantSource, Grants, GrantsError, LookupFuture};
-use crate::config::GrantsCacheConfig;
 use crate::telemetry::Metrics;
 
 /// One cached answer.
@@ -37,16 +37,16 @@ pub struct CachedGrants<S> {
 impl<S: GrantSource> CachedGrants<S> {
     /// Wraps `store` with the cache `config` describes.
     pub fn new(store: S, config: &GrantsCacheConfig, metrics: Arc<Metrics>) -> Self {
-        let keep = config.ttl.0.max(config.negative_ttl.0) + config.stale_for.0;
+        let keep = config.ttl.max(config.negative_ttl) + config.stale_for;
         Self {
             store,
             cache: Cache::builder()
                 .max_capacity(config.max_entries)
                 .time_to_live(keep)
                 .build(),
-            ttl: config.ttl.0,
-            negative_ttl: config.negative_ttl.0,
-            stale_for: config.stale_for.0,
+            ttl: config.ttl,
+            negative_ttl: config.negative_ttl,
+            stale_for: config.stale_for,
             metrics,
         }
     }
@@ -132,5 +132,82 @@ impl<S: GrantSource> CachedGrants<S> {
 impl<S: GrantSource> GrantSource for CachedGrants<S> {
     fn lookup<'a>(&'a self, key: &'a str, deadline: Instant) -> LookupFuture<'a> {
         Box::pin(self.lookup_cached(key, deadline))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A store that counts its calls, knows one subject, and can be made to fail.
+    #[derive(Default)]
+    struct CountingStore {
+        calls: AtomicUsize,
+        down: AtomicBool,
+    }
+
+    impl GrantSource for Arc<CountingStore> {
+        fn lookup<'a>(&'a self, key: &'a str, _deadline: Instant) -> LookupFuture<'a> {
+            Box::pin(async move {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if self.down.load(Ordering::SeqCst) {
+                    return Err(GrantsError::Unavailable);
+                }
+                Ok((key == "alice").then(|| Arc::new(Grants::default())))
+            })
+        }
+    }
+
+    fn cache(ttl_ms: u64, stale_ms: u64) -> (Arc<CountingStore>, CachedGrants<Arc<CountingStore>>) {
+        let store = Arc::new(CountingStore::default());
+        let config = GrantsCacheConfig {
+            ttl: Duration::from_millis(ttl_ms),
+            negative_ttl: Duration::from_millis(ttl_ms),
+            max_entries: 100,
+            stale_for: Duration::from_millis(stale_ms),
+        };
+        let cached = CachedGrants::new(store.clone(), &config, Arc::default());
+        (store, cached)
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(1)
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_of_one_subject_make_one_store_call() {
+        let (store, cached) = cache(60_000, 60_000);
+        let answers =
+            futures_util::future::join_all((0..16).map(|_| cached.lookup("alice", soon()))).await;
+        assert!(answers.iter().all(|a| matches!(a, Ok(Some(_)))));
+        assert_eq!(store.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_subject_is_remembered_for_the_negative_ttl() {
+        let (store, cached) = cache(60_000, 60_000);
+        assert_eq!(cached.lookup("bob", soon()).await, Ok(None));
+        assert_eq!(cached.lookup("bob", soon()).await, Ok(None));
+        assert_eq!(store.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_is_covered_by_stale_grants_until_the_stale_window_ends() {
+        let (store, cached) = cache(50, 200);
+        assert!(matches!(cached.lookup("alice", soon()).await, Ok(Some(_))));
+        store.down.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(
+            matches!(cached.lookup("alice", soon()).await, Ok(Some(_))),
+            "stale grants serve while the store is down"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(
+            cached.lookup("alice", soon()).await,
+            Err(GrantsError::Unavailable)
+        );
     }
 }

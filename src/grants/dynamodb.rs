@@ -12,8 +12,8 @@ use std::time::Instant;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::{AttributeValue, KeyType, ScalarAttributeType};
 
+use super::DynamoDbConfig;
 use super::{GrantSource, Grants, GrantsError, LookupFuture};
-use crate::config::DynamoDbConfig;
 
 /// The table's partition key.
 pub const KEY_ATTRIBUTE: &str = "subject";
@@ -34,7 +34,7 @@ impl DynamoGrants {
         let sdk_config = crate::aws::sdk_config(
             config.region.as_deref(),
             config.endpoint_url.as_deref(),
-            config.timeout.0,
+            config.timeout,
             config.max_attempts,
         )
         .await;

@@ -59,11 +59,6 @@ impl FileGrants {
         self.snapshot.load().len()
     }
 
-    /// True when no subject is loaded.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Runs forever: reloads the file whenever its modification time or size changes.
     pub async fn reload_forever(self: Arc<Self>, interval: Duration) {
         let mut seen = FileStamp::of(&self.path);

@@ -1,11 +1,13 @@
 //! Stage 3, look up: find the grants of an [`Identity`].
 //!
-//! A [`GrantSource`] answers for one key (subject, e-mail address …); [`GrantsLookup`] applies
-//! the order of SPEC §4 — subject, then e-mail — and the `unknown_subject` policy.
+//! A [`GrantSource`] answers for one key (subject, e-mail address …); [`GrantsLookup`] asks the
+//! configured sources in order, each with the keys of SPEC §4 — subject, then e-mail — and
+//! applies the `unknown_subject` and `malformed_item` policies.
 
-pub mod cache;
-pub mod dynamodb;
-pub mod file;
+pub(crate) mod cache;
+mod config;
+pub(crate) mod dynamodb;
+pub(crate) mod file;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -14,9 +16,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
 
-use crate::config::{MalformedItemPolicy, UnknownSubjectPolicy};
+use self::cache::CachedGrants;
+pub(crate) use self::config::GrantsFile;
+pub use self::config::{
+    DynamoDbConfig, GrantSourceConfig, GrantsCacheConfig, GrantsConfig, MalformedItemPolicy,
+    UnknownSubjectPolicy,
+};
+use self::dynamodb::DynamoGrants;
+use self::file::{FileGrants, GrantsFileError, RELOAD_INTERVAL};
 use crate::identity::Identity;
+use crate::telemetry::Metrics;
 
 /// What a subject may do: `{"global": [...], "databases": {"<db>": [...]}}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,45 +66,87 @@ pub enum GrantsError {
     Malformed,
 }
 
-/// Grants look-up with the fallback order and the unknown-subject policy.
+/// Grants look-up over the ordered sources, with the fallback order and the policies.
 pub struct GrantsLookup {
-    source: Arc<dyn GrantSource>,
+    sources: Vec<Arc<dyn GrantSource>>,
     unknown_subject: UnknownSubjectPolicy,
     malformed_item: MalformedItemPolicy,
     empty: Arc<Grants>,
 }
 
+/// The grants stage, built: the look-up, and the tasks that keep its sources fresh.
+pub(crate) struct ConnectedGrants {
+    pub(crate) lookup: GrantsLookup,
+    pub(crate) background: Vec<JoinHandle<()>>,
+}
+
 impl GrantsLookup {
-    /// Wraps a source with the policies.
+    /// Wraps sources (asked in order) with the policies.
     pub fn new(
-        source: Arc<dyn GrantSource>,
+        sources: Vec<Arc<dyn GrantSource>>,
         unknown_subject: UnknownSubjectPolicy,
         malformed_item: MalformedItemPolicy,
     ) -> Self {
         Self {
-            source,
+            sources,
             unknown_subject,
             malformed_item,
             empty: Arc::new(Grants::default()),
         }
     }
 
-    /// The grants of `identity`: the first key with an entry wins.
+    /// Builds every source `grants:` names: reads files (a start-up error when one is missing
+    /// or invalid), connects clients, and starts the file reloaders.
+    pub(crate) async fn connect(
+        config: &GrantsConfig,
+        metrics: &Arc<Metrics>,
+    ) -> Result<ConnectedGrants, GrantsFileError> {
+        let mut sources: Vec<Arc<dyn GrantSource>> = Vec::new();
+        let mut background = Vec::new();
+        for source in &config.sources {
+            match source {
+                GrantSourceConfig::File(path) => {
+                    let file = Arc::new(FileGrants::load(path)?);
+                    tracing::info!(path = %path.display(), subjects = file.len(), "grants file loaded");
+                    background.push(tokio::spawn(file.clone().reload_forever(RELOAD_INTERVAL)));
+                    sources.push(file);
+                }
+                GrantSourceConfig::Dynamodb(table) => {
+                    let store = DynamoGrants::connect(table).await;
+                    tracing::info!(table = %table.table, "grants from DynamoDB");
+                    sources.push(Arc::new(CachedGrants::new(
+                        store,
+                        &config.cache,
+                        metrics.clone(),
+                    )));
+                }
+            }
+        }
+        Ok(ConnectedGrants {
+            lookup: Self::new(sources, config.unknown_subject, config.malformed_item),
+            background,
+        })
+    }
+
+    /// The grants of `identity`: the first source, and within it the first key, with an
+    /// entry wins.
     pub async fn grants_for(
         &self,
         identity: &Identity,
         deadline: Instant,
     ) -> Result<Arc<Grants>, GrantsError> {
-        for key in identity.grant_keys() {
-            match self.source.lookup(key, deadline).await {
-                Ok(Some(grants)) => return Ok(grants),
-                Ok(None) => {}
-                Err(GrantsError::Malformed)
-                    if self.malformed_item == MalformedItemPolicy::Empty =>
-                {
-                    return Ok(self.empty.clone());
+        for source in &self.sources {
+            for key in identity.grant_keys() {
+                match source.lookup(key, deadline).await {
+                    Ok(Some(grants)) => return Ok(grants),
+                    Ok(None) => {}
+                    Err(GrantsError::Malformed)
+                        if self.malformed_item == MalformedItemPolicy::Empty =>
+                    {
+                        return Ok(self.empty.clone());
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
             }
         }
         match self.unknown_subject {

@@ -4,11 +4,33 @@
 //! carries the credential's own expiry, so later stages can never mint a token that outlives it.
 
 pub mod oidc;
-pub mod x509;
+pub(crate) mod x509;
 
 use std::time::Instant;
 
+use serde::Deserialize;
+
+use crate::config::ConfigCheck;
 use crate::credential::Credential;
+
+/// `aws_iam:` — AWS IAM identities as credentials.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AwsIamConfig {
+    /// Off by default.
+    pub enabled: bool,
+}
+
+impl AwsIamConfig {
+    pub(crate) fn check(&self, path: &str, check: &mut ConfigCheck) {
+        if self.enabled {
+            check.problem(
+                format!("{path}.enabled"),
+                "AWS IAM identities are not supported by this release",
+            );
+        }
+    }
+}
 
 /// Who the caller is, as proven by their credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +108,10 @@ pub enum AuthError {
     /// The client certificate is unusable (malformed, expired, untrusted, no usable name).
     #[error("invalid client certificate: {0}")]
     Certificate(&'static str),
+    /// The issuer answered, but publishes no key this sidecar can verify with (all too short,
+    /// for encryption, or outside the allowed algorithms).
+    #[error("no usable key: the issuer publishes no key that can verify its tokens")]
+    NoUsableKey,
     /// The issuer's keys could not be obtained and none are cached.
     #[error("keys of the token's issuer are unavailable")]
     KeysUnavailable,
@@ -122,7 +148,7 @@ impl Authenticator {
         deadline: Instant,
     ) -> Result<Identity, AuthError> {
         let certificate = |cert| match &self.x509 {
-            Some(x509) => x509.verify(cert, oidc::unix_now()),
+            Some(x509) => x509.verify(cert, crate::clock::unix_now()),
             None => Err(AuthError::Certificate(
                 "client certificates are not enabled",
             )),

@@ -14,8 +14,8 @@ use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use super::{AuthError, CertificateClaims, Identity};
-use crate::config::{CertSubject, ClientCertsConfig};
 use crate::credential::{CertSource, ClientCertificate};
+use crate::credential::{CertSubject, ClientCertsConfig};
 
 /// The `issuer` of certificate identities (they have no token issuer).
 pub const CERTIFICATE_ISSUER: &str = "client-certificate";

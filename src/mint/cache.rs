@@ -19,8 +19,8 @@ use moka::Expiry;
 use moka::future::Cache;
 use moka::ops::compute::{CompResult, Op};
 
+use super::TokenCacheConfig;
 use super::{MintError, MintedToken};
-use crate::config::TokenCacheConfig;
 use crate::telemetry::Metrics;
 
 /// SHA-256 of what a token depends on.
@@ -69,7 +69,7 @@ impl Expiry<TokenKey, Arc<Cached>> for UntilUnservable {
         let token = &value.token;
         let lifetime = token.expires_at.saturating_sub(token.issued_at) as f64;
         let servable_until = token.expires_at as f64 - lifetime * self.min_remaining;
-        let now = crate::identity::oidc::unix_now() as f64;
+        let now = crate::clock::unix_now() as f64;
         Some(Duration::from_secs_f64((servable_until - now).max(0.0)))
     }
 }

@@ -19,7 +19,8 @@ use tokio::sync::Notify;
 use super::Minter;
 use super::keys::{KeyError, SigningKey};
 use super::secrets_manager::SecretKeys;
-use crate::config::SigningConfig;
+use super::{SigningConfig, SigningSource};
+use crate::algorithms::MIN_RSA_BITS;
 use crate::file_stamp::FileStamp;
 
 /// The keys we publish and the one we sign with.
@@ -152,11 +153,13 @@ fn key_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Where the keys come from.
+/// Where the keys come from, with the secret's client connected.
 pub enum KeySource {
-    /// `keys_dir` or `key_file`.
-    Files(SigningConfig),
-    /// `secrets_manager`.
+    /// `keys_dir`.
+    KeysDir(PathBuf),
+    /// `key_file`.
+    KeyFile(PathBuf),
+    /// `secrets_manager`, read again every poll interval.
     Secret(SecretKeys, Duration),
     /// `dev_generate`: one in-memory key, never reloaded.
     Generated,
@@ -165,28 +168,24 @@ pub enum KeySource {
 impl KeySource {
     /// The source `signing:` describes (no key is read yet).
     pub async fn from_config(signing: &SigningConfig) -> Self {
-        if let Some(secret) = &signing.secrets_manager {
-            KeySource::Secret(SecretKeys::connect(secret).await, secret.poll_interval.0)
-        } else if signing.keys_dir.is_some() || signing.key_file.is_some() {
-            KeySource::Files(signing.clone())
-        } else {
-            KeySource::Generated
+        match &signing.source {
+            SigningSource::KeysDir(dir) => KeySource::KeysDir(dir.clone()),
+            SigningSource::KeyFile(file) => KeySource::KeyFile(file.clone()),
+            SigningSource::SecretsManager(secret) => {
+                KeySource::Secret(SecretKeys::connect(secret).await, secret.poll_interval)
+            }
+            SigningSource::DevGenerate => KeySource::Generated,
         }
     }
 
     /// Reads the keys.
     pub async fn load(&self) -> Result<KeyRing, KeyError> {
         match self {
-            KeySource::Files(signing) => {
-                if let Some(dir) = &signing.keys_dir {
-                    let (active, keys) = load_keys_dir(dir)?;
-                    Ok(KeyRing::new(active, keys))
-                } else if let Some(file) = &signing.key_file {
-                    Ok(KeyRing::new(0, vec![SigningKey::from_pem_file(file)?]))
-                } else {
-                    Err(KeyError::NoKeys { dir: String::new() })
-                }
+            KeySource::KeysDir(dir) => {
+                let (active, keys) = load_keys_dir(dir)?;
+                Ok(KeyRing::new(active, keys))
             }
+            KeySource::KeyFile(file) => Ok(KeyRing::new(0, vec![SigningKey::from_pem_file(file)?])),
             KeySource::Secret(secret, _) => {
                 let (active, keys) = secret.load().await?;
                 Ok(KeyRing::new(active, keys))
@@ -196,7 +195,10 @@ impl KeySource {
                     "signing.dev_generate: signing with a key generated in memory; every restart \
                      changes it and replicas disagree. Never use this in production."
                 );
-                Ok(KeyRing::new(0, vec![SigningKey::generate_rsa(2048)?]))
+                Ok(KeyRing::new(
+                    0,
+                    vec![SigningKey::generate_rsa(MIN_RSA_BITS)?],
+                ))
             }
         }
     }
@@ -204,22 +206,22 @@ impl KeySource {
     /// What the source looks like without reading keys: file names, times and sizes plus
     /// `active`; `None` when only reading tells (a secret's version is checked by reading it).
     fn stamp(&self) -> Option<Stamp> {
-        let KeySource::Files(signing) = self else {
-            return None;
-        };
         let describe = |path: &Path| (path.display().to_string(), FileStamp::of(path));
-        Some(if let Some(dir) = &signing.keys_dir {
-            let files = key_files(dir).unwrap_or_default();
-            Stamp {
-                files: files.iter().map(|p| describe(p)).collect(),
+        match self {
+            KeySource::KeysDir(dir) => Some(Stamp {
+                files: key_files(dir)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|p| describe(p))
+                    .collect(),
                 active: std::fs::read_to_string(dir.join("active")).unwrap_or_default(),
-            }
-        } else {
-            Stamp {
-                files: signing.key_file.iter().map(|p| describe(p)).collect(),
+            }),
+            KeySource::KeyFile(file) => Some(Stamp {
+                files: vec![describe(file)],
                 active: String::new(),
-            }
-        })
+            }),
+            KeySource::Secret(..) | KeySource::Generated => None,
+        }
     }
 }
 
@@ -304,5 +306,71 @@ impl KeyRingReloader {
                 self.reload().await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("evs-keyring-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn add_key(dir: &Path) -> String {
+        let key = SigningKey::generate_rsa(MIN_RSA_BITS).unwrap();
+        let path = key.write_into(dir).unwrap();
+        path.file_name().unwrap().to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn a_single_key_signs_without_an_active_file() {
+        let dir = folder("single");
+        add_key(&dir);
+        let (active, keys) = load_keys_dir(&dir).unwrap();
+        assert_eq!((active, keys.len()), (0, 1));
+    }
+
+    #[test]
+    fn two_keys_need_an_active_file_naming_one_of_them() {
+        let dir = folder("two");
+        let first = add_key(&dir);
+        let second = add_key(&dir);
+        assert!(matches!(
+            load_keys_dir(&dir),
+            Err(KeyError::NoActive { count: 2, .. })
+        ));
+        std::fs::write(dir.join("active"), "gone.pem\n").unwrap();
+        assert!(matches!(
+            load_keys_dir(&dir),
+            Err(KeyError::ActiveMissing { name, .. }) if name == "gone.pem"
+        ));
+        std::fs::write(dir.join("active"), format!("{second}\n")).unwrap();
+        let (active, keys) = load_keys_dir(&dir).unwrap();
+        let ring = KeyRing::new(active, keys);
+        assert_eq!(format!("{}.pem", ring.active().kid()), second);
+        assert_eq!(ring.kids().len(), 2, "both keys are published");
+        assert!(ring.kids().iter().any(|kid| format!("{kid}.pem") == first));
+    }
+
+    #[test]
+    fn hidden_files_and_other_extensions_are_not_keys() {
+        let dir = folder("hidden");
+        add_key(&dir);
+        std::fs::write(dir.join(".hidden.pem"), "not a key").unwrap();
+        std::fs::write(dir.join("notes.txt"), "not a key").unwrap();
+        let (_, keys) = load_keys_dir(&dir).unwrap();
+        assert_eq!(keys.len(), 1);
+    }
+
+    #[test]
+    fn an_empty_folder_and_a_garbage_key_are_refused() {
+        let dir = folder("empty");
+        assert!(matches!(load_keys_dir(&dir), Err(KeyError::NoKeys { .. })));
+        std::fs::write(dir.join("bad.pem"), "garbage").unwrap();
+        assert!(matches!(load_keys_dir(&dir), Err(KeyError::NotPem { .. })));
     }
 }

@@ -19,9 +19,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::der;
-
-/// Shortest RSA modulus accepted, in bits.
-pub const MIN_RSA_BITS: usize = 2048;
+use crate::algorithms::MIN_RSA_BITS;
 
 /// The signature algorithms we mint with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -75,7 +73,10 @@ impl fmt::Debug for SigningKey {
 }
 
 /// Why a key could not be used. Never includes key material.
+///
+/// The fields name what failed (a file, a folder, a secret) and why, as displayed.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)]
 pub enum KeyError {
     /// The file could not be read.
     #[error("cannot read key {path}: {reason}")]
@@ -99,8 +100,8 @@ pub enum KeyError {
     /// The key did not parse or is inconsistent.
     #[error("{path}: the private key is invalid")]
     Invalid { path: String },
-    /// Shorter than [`MIN_RSA_BITS`].
-    #[error("{path}: the RSA key is shorter than 2048 bits")]
+    /// Shorter than the minimum of [`crate::algorithms`].
+    #[error("{path}: the RSA key is shorter than {MIN_RSA_BITS} bits")]
     TooShort { path: String },
     /// A folder without any key.
     #[error("keys folder {dir} holds no .pem key")]

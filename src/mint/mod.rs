@@ -4,11 +4,13 @@
 //! rotation ([`keyring::KeyRingReloader`]) swaps it whole. The JWS is assembled here (header precomputed per key,
 //! claims serialized once, one RSA signature) rather than through a generic JWT encoder.
 
-pub mod cache;
-pub mod der;
-pub mod keyring;
-pub mod keys;
-pub mod secrets_manager;
+pub(crate) mod cache;
+mod claims;
+mod config;
+mod der;
+pub(crate) mod keyring;
+pub(crate) mod keys;
+pub(crate) mod secrets_manager;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,11 +18,16 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use self::cache::{Found, TokenCache, TokenKey};
+use self::claims::MintedClaims;
+pub(crate) use self::claims::WRITTEN_CLAIMS;
+pub(crate) use self::config::SigningFile;
+pub use self::config::{
+    SecretsManagerConfig, SigningConfig, SigningSource, TokenCacheConfig, TokenConfig,
+};
 pub use self::keyring::KeyRing;
-use crate::config::Config;
+pub use self::keys::{KeyError, SigningAlgorithm, SigningKey};
 use crate::grants::Grants;
 use crate::identity::Identity;
 use crate::telemetry::Metrics;
@@ -69,14 +76,14 @@ pub struct Minter {
 }
 
 impl Minter {
-    /// A minter for `config.token` signing with `ring`, caching as `token.cache` says.
-    pub fn new(config: &Config, ring: KeyRing, metrics: Arc<Metrics>) -> Self {
-        let cache = &config.token.cache;
+    /// A minter for `token:` signing with `ring`, caching as `token.cache` says.
+    pub fn new(token: &TokenConfig, ring: KeyRing, metrics: Arc<Metrics>) -> Self {
+        let cache = &token.cache;
         Self {
-            issuer: config.token.issuer.clone(),
-            audience: config.token.audience.clone(),
-            lifetime: config.token.lifetime.0,
-            grants_claim: config.token.grants_claim.clone(),
+            issuer: token.issuer.clone(),
+            audience: token.audience.clone(),
+            lifetime: token.lifetime,
+            grants_claim: token.grants_claim.clone(),
             ring: ArcSwap::from_pointee(ring),
             cache: cache.enabled.then(|| TokenCache::new(cache, metrics)),
         }
@@ -136,7 +143,7 @@ impl Minter {
             return;
         };
         let ring = self.ring.load_full();
-        let now = crate::identity::oidc::unix_now();
+        let now = crate::clock::unix_now();
         match self.mint_with(&ring, identity, grants, now) {
             Ok(token) => {
                 let key = self.token_key(identity, grants, credential, ring.active().kid());
@@ -231,60 +238,5 @@ impl Minter {
             expires_at,
             kid: key.kid().to_owned(),
         })
-    }
-}
-
-/// RFC 8705 `cnf`: `{"x5t#S256": <thumbprint>}`.
-struct Confirmation<'a>(&'a str);
-
-impl Serialize for Confirmation<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(1))?;
-        map.serialize_entry("x5t#S256", self.0)?;
-        map.end()
-    }
-}
-
-/// The claims of SPEC §6, serialized in one pass with the configured grants claim name.
-struct MintedClaims<'a> {
-    minter: &'a Minter,
-    identity: &'a Identity,
-    grants: &'a Grants,
-    issued_at: u64,
-    expires_at: u64,
-    jti: &'a str,
-}
-
-impl Serialize for MintedClaims<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("iss", &self.minter.issuer)?;
-        map.serialize_entry("sub", &self.identity.subject)?;
-        match self.minter.audience.as_slice() {
-            [] => {}
-            [one] => map.serialize_entry("aud", one)?,
-            many => map.serialize_entry("aud", many)?,
-        }
-        map.serialize_entry("iat", &self.issued_at)?;
-        map.serialize_entry("nbf", &self.issued_at)?;
-        map.serialize_entry("exp", &self.expires_at)?;
-        map.serialize_entry("jti", self.jti)?;
-        map.serialize_entry(&self.minter.grants_claim, self.grants)?;
-        if let Some(email) = &self.identity.email {
-            map.serialize_entry("email", email)?;
-        }
-        if let Some(name) = &self.identity.name {
-            map.serialize_entry("name", name)?;
-        }
-        if let Some(cert) = &self.identity.certificate {
-            if let Some(cn) = &cert.cn {
-                map.serialize_entry("cert:cn", cn)?;
-            }
-            if let Some(org) = &cert.org {
-                map.serialize_entry("cert:org", org)?;
-            }
-            map.serialize_entry("cnf", &Confirmation(&cert.thumbprint_s256))?;
-        }
-        map.end()
     }
 }

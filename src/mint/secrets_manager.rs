@@ -17,8 +17,8 @@ use std::time::Duration;
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use serde::Deserialize;
 
+use super::SecretsManagerConfig;
 use super::keys::{KeyError, SigningKey};
-use crate::config::SecretsManagerConfig;
 
 /// Upper bound of one GetSecretValue call, retries included.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use std::net::SocketAddr;
 
-use evs_token_vending::echo_backend::EchoBackend;
-use evs_token_vending::echo_proto::echo_client::EchoClient;
-use evs_token_vending::echo_proto::{WhoAmIReply, WhoAmIRequest};
+use evs_testkit::EchoBackend;
+use evs_testkit::echo_proto::echo_client::EchoClient;
+use evs_testkit::echo_proto::{WhoAmIReply, WhoAmIRequest};
 use tonic::transport::Channel;
 
 use super::python::python_tool;

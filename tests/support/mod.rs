@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse, check_response};
-use evs_token_vending::demo::{DemoIdp, SAMPLE_GRANTS, check_request};
+use evs_testkit::check_request;
+use evs_token_vending::demo::{DemoIdp, SAMPLE_GRANTS};
 use evs_token_vending::{Config, RunningSidecar};
 use serde_json::Value;
 use tonic::transport::Channel;
@@ -207,17 +208,13 @@ grants:
 }
 
 pub fn now() -> u64 {
-    evs_token_vending::identity::oidc::unix_now()
+    evs_token_vending::unix_now()
 }
 
 /// The minted token of an OK answer, or a panic describing the denial.
 pub fn minted(answer: &CheckResponse) -> String {
-    evs_token_vending::demo::minted_token(answer).unwrap_or_else(|| {
-        panic!(
-            "expected OK, got {}",
-            evs_token_vending::demo::denial_summary(answer)
-        )
-    })
+    evs_testkit::minted_token(answer)
+        .unwrap_or_else(|| panic!("expected OK, got {}", evs_testkit::denial_summary(answer)))
 }
 
 /// Decodes a JWT segment (0 header, 1 claims) without verifying.

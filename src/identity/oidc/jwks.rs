@@ -17,15 +17,15 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
-use crate::config::{TrustedIssuerConfig, check_fetch_url};
+use super::TrustedIssuerConfig;
+use crate::algorithms::{MIN_RSA_BITS, RSA_FAMILY};
+use crate::urls::check_fetch_url;
 
 /// Largest JWKS or discovery document read; real ones are a few KiB.
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 /// Unknown-`kid` refetches of one issuer happen at most this often, so a stream of forged
 /// kids cannot turn us into a load generator against the IdP.
 const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
-/// Inbound RSA keys shorter than this are ignored.
-const MIN_RSA_BITS: usize = 2048;
 
 /// A public key of the issuer and the algorithms it may verify.
 pub struct VerifyKey {
@@ -46,6 +46,13 @@ pub struct KeySet {
     pub fetched_at: Instant,
 }
 
+impl KeySet {
+    /// True when the issuer published no key this sidecar can verify with.
+    pub fn is_empty(&self) -> bool {
+        self.by_kid.is_empty() && self.without_kid.is_empty()
+    }
+}
+
 /// Why keys could not be fetched; shown in logs and `/readyz`, never to callers.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FetchError {
@@ -58,9 +65,6 @@ pub enum FetchError {
     /// The document was not what it should be.
     #[error("{url}: {reason}")]
     Document { url: String, reason: String },
-    /// The fetch was skipped (rate limit) or ran out of time.
-    #[error("{0}")]
-    Skipped(&'static str),
 }
 
 /// The keys of one trusted issuer.
@@ -82,18 +86,14 @@ pub struct IssuerKeys {
 
 impl IssuerKeys {
     /// Sets up (without fetching) the keys of one configured issuer.
-    pub fn new(
-        config: &TrustedIssuerConfig,
-        allowed: Vec<Algorithm>,
-        client: reqwest::Client,
-    ) -> Self {
+    pub fn new(config: &TrustedIssuerConfig, client: reqwest::Client) -> Self {
         Self {
             issuer: config.issuer.clone(),
             configured_jwks_uri: config.jwks_uri.clone(),
             discovered_jwks_uri: ArcSwapOption::empty(),
             bearer_token_file: config.bearer_token_file.clone(),
-            allowed,
-            max_stale: config.max_stale.0,
+            allowed: config.algorithms.clone(),
+            max_stale: config.max_stale,
             client,
             current: ArcSwapOption::empty(),
             last_error: ArcSwapOption::empty(),
@@ -225,11 +225,11 @@ impl IssuerKeys {
                 None => set.without_kid.push(Arc::new(key)),
             }
         }
-        if set.by_kid.is_empty() && set.without_kid.is_empty() {
-            return Err(FetchError::Document {
-                url: jwks_uri,
-                reason: "no usable signing key".into(),
-            });
+        if set.is_empty() {
+            // The issuer answered; its keys are just none we can use (too short, `use: enc`,
+            // an algorithm outside the allow-list). Holding the empty set makes its tokens
+            // 401 "no usable key" rather than 503 as if the issuer were down.
+            tracing::warn!(issuer = %self.issuer, url = %jwks_uri, "the issuer's JWKS holds no usable signing key");
         }
         Ok(set)
     }
@@ -247,17 +247,10 @@ impl IssuerKeys {
                     .map(|n| n.len() * 8)
                     .unwrap_or(0);
                 if bits < MIN_RSA_BITS {
-                    tracing::warn!(issuer = %self.issuer, bits, "ignoring an RSA key shorter than 2048 bits");
+                    tracing::warn!(issuer = %self.issuer, bits, min_bits = MIN_RSA_BITS, "ignoring a short RSA key");
                     return None;
                 }
-                &[
-                    Algorithm::RS256,
-                    Algorithm::RS384,
-                    Algorithm::RS512,
-                    Algorithm::PS256,
-                    Algorithm::PS384,
-                    Algorithm::PS512,
-                ]
+                RSA_FAMILY
             }
             AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
                 EllipticCurve::P256 => &[Algorithm::ES256],

@@ -5,11 +5,12 @@
 //! signature → time claims → audience. The unverified `iss` is only used to choose among the
 //! configured issuers; nothing is fetched from a URL that a token carries.
 
-pub mod jwks;
+mod config;
+pub(crate) mod jwks;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -17,9 +18,12 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 
+pub use self::config::TrustedIssuerConfig;
+pub(crate) use self::config::TrustedIssuerFile;
 use self::jwks::{IssuerKeys, KeySet, VerifyKey};
 use super::{AuthError, Identity};
-use crate::config::Config;
+use crate::algorithms::is_shared_secret;
+use crate::clock::unix_now;
 
 /// Verifies bearer tokens against the configured issuers.
 pub struct OidcVerifier {
@@ -67,26 +71,27 @@ struct TrustedIssuer {
 pub struct IssuerStatus {
     /// The issuer.
     pub issuer: String,
-    /// Whether usable keys are held.
+    /// Whether the issuer's keys were fetched (and are not older than `max_stale`).
     pub keys_loaded: bool,
+    /// How many of the fetched keys can verify tokens; 0 with `keys_loaded` means every token
+    /// of this issuer is refused with "no usable key".
+    pub usable_keys: usize,
     /// Why the last fetch failed, when it did.
     pub last_error: Option<String>,
 }
 
 impl OidcVerifier {
     /// Sets up one key cache per configured issuer; nothing is fetched yet.
-    pub fn new(config: &Config, client: reqwest::Client) -> Self {
-        let issuers = config
-            .trust
+    pub fn new(trust: &[TrustedIssuerConfig], client: reqwest::Client) -> Self {
+        let issuers = trust
             .iter()
-            .enumerate()
-            .map(|(i, trusted)| {
-                let keys = IssuerKeys::new(trusted, config.issuer_algorithms(i), client.clone());
+            .map(|trusted| {
+                let keys = IssuerKeys::new(trusted, client.clone());
                 let issuer = TrustedIssuer {
                     keys: Arc::new(keys),
                     audiences: trusted.audiences.clone(),
-                    leeway: trusted.leeway.0,
-                    refresh_interval: trusted.refresh_interval.0,
+                    leeway: trusted.leeway,
+                    refresh_interval: trusted.refresh_interval,
                 };
                 (trusted.issuer.clone(), issuer)
             })
@@ -115,7 +120,7 @@ impl OidcVerifier {
                 }
             }
         });
-        futures_join_all(fetches).await;
+        futures_util::future::join_all(fetches).await;
     }
 
     /// Starts one background refresh task per issuer.
@@ -133,6 +138,10 @@ impl OidcVerifier {
             .map(|issuer| IssuerStatus {
                 issuer: issuer.keys.issuer().to_owned(),
                 keys_loaded: issuer.keys.current().is_some(),
+                usable_keys: issuer
+                    .keys
+                    .current()
+                    .map_or(0, |set| set.by_kid.len() + set.without_kid.len()),
                 last_error: issuer.keys.last_error().map(|e| e.as_ref().clone()),
             })
             .collect();
@@ -258,6 +267,7 @@ async fn find_key(
     let refetched = keys.refetch_after_miss(current.as_ref(), deadline).await;
     match refetched {
         None => Err(AuthError::KeysUnavailable),
+        Some(set) if set.is_empty() => Err(AuthError::NoUsableKey),
         Some(set) => lookup(&set, kid).ok_or(AuthError::UnknownKid),
     }
 }
@@ -357,10 +367,7 @@ impl UnverifiedJwt {
         let algorithm: Algorithm = alg
             .parse()
             .map_err(|_| AuthError::AlgorithmNotAllowed("unknown algorithm"))?;
-        if matches!(
-            algorithm,
-            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
-        ) {
+        if is_shared_secret(algorithm) {
             return Err(AuthError::AlgorithmNotAllowed(
                 "shared-secret (HS*) tokens are never accepted",
             ));
@@ -414,20 +421,5 @@ impl NumericDate {
     }
 }
 
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Awaits every future (a tiny join_all, so the crate needs no `futures` dependency).
-async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
-    futures: impl Iterator<Item = F>,
-) {
-    let handles: Vec<_> = futures.map(tokio::spawn).collect();
-    for handle in handles {
-        let _ = handle.await;
-    }
-}
+#[cfg(test)]
+mod tests;

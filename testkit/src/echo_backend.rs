@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 
 use tokio::net::TcpListener;
 
-use crate::demo::verify_against_jwks;
 use crate::echo_proto::echo_server::{Echo, EchoServer};
 use crate::echo_proto::{WhoAmIReply, WhoAmIRequest};
+use crate::verify_against_jwks;
 
 /// The echo service; fetches the JWKS at `jwks_uri` for every call (tests rotate keys, and a
 /// stand-in need not be fast).

@@ -1,0 +1,211 @@
+//! `grants:` — the ordered grant sources, their cache, and the policies for unknown subjects
+//! and malformed entries.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::ConfigCheck;
+
+/// `grants:`, typed.
+#[derive(Debug, Clone)]
+pub struct GrantsConfig {
+    /// The sources, in the order they are asked; the first that knows the identity answers.
+    pub sources: Vec<GrantSourceConfig>,
+    /// Cache settings (used by remote stores).
+    pub cache: GrantsCacheConfig,
+    /// What a subject without an entry gets.
+    pub unknown_subject: UnknownSubjectPolicy,
+    /// What a subject whose store entry is not valid grants gets.
+    pub malformed_item: MalformedItemPolicy,
+}
+
+/// One grant source with its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GrantSourceConfig {
+    /// A YAML file, hot-reloaded.
+    File(PathBuf),
+    /// A DynamoDB table keyed by `subject`.
+    Dynamodb(DynamoDbConfig),
+}
+
+/// The names `grants.source` / `grants.sources` take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum GrantSourceKind {
+    File,
+    Dynamodb,
+    IamRoleTags,
+}
+
+/// `grants:` as written: the source names, and each source's settings beside them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GrantsFile {
+    #[serde(default)]
+    source: Option<GrantSourceKind>,
+    #[serde(default)]
+    sources: Option<Vec<GrantSourceKind>>,
+    #[serde(default)]
+    file: Option<PathBuf>,
+    #[serde(default)]
+    dynamodb: Option<DynamoDbConfig>,
+    #[serde(default)]
+    cache: GrantsCacheConfig,
+    #[serde(default)]
+    unknown_subject: UnknownSubjectPolicy,
+    #[serde(default)]
+    malformed_item: MalformedItemPolicy,
+}
+
+impl GrantsConfig {
+    /// Types `grants:`; `None` when a named source lacks its settings (recorded in `check`).
+    pub(crate) fn from_file(file: GrantsFile, path: &str, check: &mut ConfigCheck) -> Option<Self> {
+        let kinds = match (file.source, file.sources) {
+            (Some(_), Some(_)) => {
+                check.problem(
+                    format!("{path}.sources"),
+                    "`source` and `sources` are two spellings of one setting: use one",
+                );
+                return None;
+            }
+            (Some(one), None) => vec![one],
+            (None, Some(list)) if list.is_empty() => {
+                check.problem(format!("{path}.sources"), "name at least one source");
+                return None;
+            }
+            (None, Some(list)) => list,
+            (None, None) => vec![GrantSourceKind::File],
+        };
+        let mut sources = Vec::new();
+        for (i, kind) in kinds.iter().enumerate() {
+            if kinds[..i].contains(kind) {
+                check.problem(format!("{path}.sources[{i}]"), "listed twice");
+                continue;
+            }
+            match kind {
+                GrantSourceKind::File => match &file.file {
+                    Some(grants_file) => {
+                        let mut grants_file = grants_file.clone();
+                        check.resolve(&mut grants_file);
+                        sources.push(GrantSourceConfig::File(grants_file));
+                    }
+                    None => check.problem(
+                        format!("{path}.file"),
+                        "required when grants.source is file",
+                    ),
+                },
+                GrantSourceKind::Dynamodb => match &file.dynamodb {
+                    Some(table) => {
+                        table.check(&format!("{path}.dynamodb"), check);
+                        sources.push(GrantSourceConfig::Dynamodb(table.clone()));
+                    }
+                    None => check.problem(
+                        format!("{path}.dynamodb"),
+                        "required when grants.source is dynamodb",
+                    ),
+                },
+                GrantSourceKind::IamRoleTags => check.problem(
+                    format!("{path}.source"),
+                    "`iam_role_tags` is not supported by this release (file, dynamodb)",
+                ),
+            }
+        }
+        (sources.len() == kinds.len()).then_some(Self {
+            sources,
+            cache: file.cache,
+            unknown_subject: file.unknown_subject,
+            malformed_item: file.malformed_item,
+        })
+    }
+}
+
+/// `grants.dynamodb`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DynamoDbConfig {
+    /// The table, keyed by the string attribute `subject`.
+    pub table: String,
+    /// AWS region; default from the standard chain.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Endpoint override; `AWS_ENDPOINT_URL_DYNAMODB` works as well.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// Upper bound of one GetItem, retries included (the Check's deadline bounds it too).
+    #[serde(default = "DynamoDbConfig::default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts per GetItem, the first included.
+    #[serde(default = "DynamoDbConfig::default_max_attempts")]
+    pub max_attempts: u32,
+}
+
+impl DynamoDbConfig {
+    fn default_timeout() -> Duration {
+        Duration::from_millis(250)
+    }
+
+    fn default_max_attempts() -> u32 {
+        2
+    }
+
+    fn check(&self, path: &str, check: &mut ConfigCheck) {
+        if self.table.is_empty() {
+            check.problem(format!("{path}.table"), "must not be empty");
+        }
+        if self.max_attempts == 0 || self.max_attempts > 5 {
+            check.problem(format!("{path}.max_attempts"), "must be 1 to 5");
+        }
+    }
+}
+
+/// `grants.cache`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrantsCacheConfig {
+    /// How long found grants are reused.
+    #[serde(with = "humantime_serde")]
+    pub ttl: Duration,
+    /// How long "no such subject" is reused.
+    #[serde(with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    /// Upper bound of cached subjects.
+    pub max_entries: u64,
+    /// How long past its freshness a cached answer keeps serving while the store fails.
+    #[serde(with = "humantime_serde")]
+    pub stale_for: Duration,
+}
+
+impl Default for GrantsCacheConfig {
+    fn default() -> Self {
+        Self {
+            ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(10),
+            max_entries: 100_000,
+            stale_for: Duration::from_secs(300),
+        }
+    }
+}
+
+/// `grants.unknown_subject`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownSubjectPolicy {
+    /// Mint with empty grants (the reference behaviour).
+    #[default]
+    Empty,
+    /// Refuse with 403.
+    Deny,
+}
+
+/// `grants.malformed_item`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MalformedItemPolicy {
+    /// 503, logged with the subject: the operator must fix the item (default).
+    #[default]
+    Unavailable,
+    /// Mint with empty grants, logged with the subject.
+    Empty,
+}

@@ -1,0 +1,107 @@
+//! `trust:` — the identity providers whose tokens are accepted, and how each is checked.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+
+use crate::algorithms::parse_inbound;
+use crate::config::ConfigCheck;
+use crate::urls::check_fetch_url;
+
+/// One trusted issuer, typed.
+#[derive(Debug, Clone)]
+pub struct TrustedIssuerConfig {
+    /// Must equal the token's `iss` exactly.
+    pub issuer: String,
+    /// Where the issuer's keys are; when absent, OIDC discovery on `issuer` finds it.
+    pub jwks_uri: Option<String>,
+    /// When non-empty, the token's `aud` must contain one of these.
+    pub audiences: Vec<String>,
+    /// Allowed signature algorithms, parsed; never `none`, never HMAC.
+    pub algorithms: Vec<Algorithm>,
+    /// Extra CA bundle (PEM) for the issuer's HTTPS endpoints, e.g. the Kubernetes API server.
+    pub ca_file: Option<PathBuf>,
+    /// A file whose content is sent as `Authorization: Bearer` when fetching keys.
+    pub bearer_token_file: Option<PathBuf>,
+    /// Clock skew tolerated on `nbf` and `iat`.
+    pub leeway: Duration,
+    /// How often the keys are refreshed in the background.
+    pub refresh_interval: Duration,
+    /// How long the last keys keep serving while the issuer cannot be reached.
+    pub max_stale: Duration,
+}
+
+/// One `trust:` entry as written (algorithms still names).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TrustedIssuerFile {
+    issuer: String,
+    #[serde(default)]
+    jwks_uri: Option<String>,
+    #[serde(default)]
+    audiences: Vec<String>,
+    #[serde(default)]
+    algorithms: Vec<String>,
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    bearer_token_file: Option<PathBuf>,
+    #[serde(default = "default_leeway", with = "humantime_serde")]
+    leeway: Duration,
+    #[serde(default = "default_refresh_interval", with = "humantime_serde")]
+    refresh_interval: Duration,
+    #[serde(default = "default_max_stale", with = "humantime_serde")]
+    max_stale: Duration,
+}
+
+fn default_leeway() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_refresh_interval() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_max_stale() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+impl TrustedIssuerConfig {
+    /// Types `trust[index]`; `None` when its algorithms do not parse (recorded in `check`).
+    pub(crate) fn from_file(
+        mut file: TrustedIssuerFile,
+        index: usize,
+        check: &mut ConfigCheck,
+    ) -> Option<Self> {
+        let path = format!("trust[{index}]");
+        check.check(format!("{path}.issuer"), check_fetch_url(&file.issuer));
+        if let Some(uri) = &file.jwks_uri {
+            check.check(format!("{path}.jwks_uri"), check_fetch_url(uri));
+        }
+        let algorithms = parse_inbound(&file.algorithms)
+            .map_err(|reason| check.problem(format!("{path}.algorithms"), reason))
+            .ok();
+        if let Some(ca_file) = &mut file.ca_file {
+            check.readable(format!("{path}.ca_file"), ca_file);
+        }
+        if let Some(token_file) = &mut file.bearer_token_file {
+            check.readable(format!("{path}.bearer_token_file"), token_file);
+        }
+        if file.refresh_interval < Duration::from_secs(1) {
+            check.problem(format!("{path}.refresh_interval"), "must be at least 1s");
+        }
+        Some(Self {
+            issuer: file.issuer,
+            jwks_uri: file.jwks_uri,
+            audiences: file.audiences,
+            algorithms: algorithms?,
+            ca_file: file.ca_file,
+            bearer_token_file: file.bearer_token_file,
+            leeway: file.leeway,
+            refresh_interval: file.refresh_interval,
+            max_stale: file.max_stale,
+        })
+    }
+}

@@ -1,0 +1,79 @@
+//! Which URLs the sidecar may name or fetch: one rule for every outbound fetch (IdP discovery,
+//! JWKS) and for URLs that only name something (the minted issuer).
+//!
+//! Fetches go to `https://` hosts, or to plain `http://` on loopback (tests, a local IdP).
+//! URLs carrying credentials (`user@host`) are refused everywhere.
+
+use std::net::IpAddr;
+
+/// A URL that names something (the minted issuer): any absolute http(s) URL.
+pub(crate) fn check_url(text: &str) -> Result<(), String> {
+    let (scheme, _) = split_url(text)?;
+    if scheme != "https" && scheme != "http" {
+        return Err("must be an http(s) URL".into());
+    }
+    Ok(())
+}
+
+/// A URL that is fetched: https, or plain http to a loopback host only.
+pub(crate) fn check_fetch_url(text: &str) -> Result<(), String> {
+    let (scheme, host) = split_url(text)?;
+    match scheme.as_str() {
+        "https" => Ok(()),
+        "http" if is_loopback_host(&host) => Ok(()),
+        "http" => Err("must use https:// (plain http:// only for loopback hosts)".into()),
+        _ => Err("must be an https:// URL".into()),
+    }
+}
+
+/// Splits `scheme://host[:port]/…` into the lowercase scheme and the host.
+fn split_url(text: &str) -> Result<(String, String), String> {
+    let (scheme, rest) = text
+        .split_once("://")
+        .ok_or_else(|| "must be an absolute URL".to_owned())?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Err("must not carry credentials".into());
+    }
+    let host = if let Some(bracketed) = authority.strip_prefix('[') {
+        bracketed.split(']').next().unwrap_or("").to_owned()
+    } else {
+        authority.split(':').next().unwrap_or("").to_owned()
+    };
+    if host.is_empty() {
+        return Err("has no host".into());
+    }
+    Ok((scheme.to_ascii_lowercase(), host.to_ascii_lowercase()))
+}
+
+/// `localhost`, 127.0.0.0/8 or ::1.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_http_is_allowed_for_fetching_and_nothing_else_is() {
+        assert!(check_fetch_url("http://127.0.0.1:8080/jwks").is_ok());
+        assert!(check_fetch_url("http://localhost/jwks").is_ok());
+        assert!(check_fetch_url("http://[::1]:80/jwks").is_ok());
+        assert!(check_fetch_url("https://idp.example.com/jwks").is_ok());
+        assert!(check_fetch_url("http://127.0.0.1.evil.com/jwks").is_err());
+        assert!(check_fetch_url("http://idp.example.com/jwks").is_err());
+        assert!(check_fetch_url("https://user:pw@idp.example.com").is_err());
+        assert!(check_fetch_url("ftp://idp.example.com").is_err());
+        assert!(check_fetch_url("idp.example.com").is_err());
+    }
+
+    #[test]
+    fn a_named_url_may_be_plain_http_but_must_be_absolute() {
+        assert!(check_url("http://tv.example.com").is_ok());
+        assert!(check_url("tv.example.com").is_err());
+        assert!(check_url("https://").is_err());
+    }
+}
