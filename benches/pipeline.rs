@@ -51,6 +51,7 @@ fn benchmarks(c: &mut Criterion) {
         name: Some("Demo User".into()),
         expires_at: u64::MAX / 2,
         certificate: None,
+        aws: None,
     };
     let grants: Grants = serde_norway::from_str(
         "global: [database_creator]\ndatabases: { production: [reader, writer], staging: [reader] }",

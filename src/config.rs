@@ -37,6 +37,8 @@ pub struct Config {
     pub grants: GrantsConfig,
     /// How the OK answer shapes the request that goes on to the backend.
     pub response: ResponseConfig,
+    /// What is allowed but probably not meant (`check-config` prints these; `serve` logs them).
+    pub warnings: Vec<ConfigProblem>,
 }
 
 /// The file as written; sections with one-of choices are typed in a second step so that
@@ -91,6 +93,7 @@ pub struct ConfigError {
 pub(crate) struct ConfigCheck {
     base_dir: PathBuf,
     problems: Vec<ConfigProblem>,
+    warnings: Vec<ConfigProblem>,
 }
 
 impl ConfigCheck {
@@ -98,7 +101,16 @@ impl ConfigCheck {
         Self {
             base_dir: base_dir.to_owned(),
             problems: Vec::new(),
+            warnings: Vec::new(),
         }
+    }
+
+    /// Records a warning at `path`: allowed, but probably not what was meant.
+    pub(crate) fn warning(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+        self.warnings.push(ConfigProblem {
+            path: path.into(),
+            reason: reason.into(),
+        });
     }
 
     /// Records a problem at `path`.
@@ -167,7 +179,10 @@ impl Config {
         let mut check = ConfigCheck::new(base_dir);
         let config = file.into_config(&mut check);
         match config {
-            Some(config) if check.problems.is_empty() => Ok(config),
+            Some(mut config) if check.problems.is_empty() => {
+                config.warnings = check.warnings;
+                Ok(config)
+            }
             _ => Err(ConfigError {
                 problems: check.problems,
             }),
@@ -206,6 +221,16 @@ impl ConfigFile {
             );
         }
         let grants = GrantsConfig::from_file(self.grants, "grants", check);
+        if let Some(grants) = &grants
+            && self.aws_iam.enabled
+            && !grants.sources.iter().any(|s| s.answers_for_iam())
+        {
+            check.warning(
+                "grants.sources",
+                "aws_iam is enabled but no source is keyed by role ARN (iam_role_tags, \
+                 dynamodb): IAM callers get grants only where the grants file lists their ARN",
+            );
+        }
         self.response.check("response", check);
         Some(Config {
             listen: self.listen,
@@ -216,6 +241,7 @@ impl ConfigFile {
             aws_iam: self.aws_iam,
             grants: grants?,
             response: self.response,
+            warnings: Vec::new(),
         })
     }
 }

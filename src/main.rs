@@ -42,6 +42,15 @@ enum Command {
         #[arg(long, default_value_t = 2048, value_parser = parse_rsa_bits)]
         bits: usize,
     },
+    /// Print an AWS IAM token (`k8s-aws-v1.…`) from the standard AWS credential chain.
+    IamToken {
+        /// The sidecar's `aws_iam.server_id` (signed as `x-k8s-aws-id`).
+        #[arg(long)]
+        server_id: String,
+        /// AWS region of the STS endpoint; default from the chain (`AWS_REGION`, profile).
+        #[arg(long)]
+        region: Option<String>,
+    },
     /// Validate a config and print every problem with its key path; exit 1 on error.
     CheckConfig {
         /// The YAML config file.
@@ -118,8 +127,20 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
+        Command::IamToken { server_id, region } => {
+            match runtime().block_on(evs_token_vending::iam_token(&server_id, region.as_deref())) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
         Command::CheckConfig { config, probe } => match Config::load(&config) {
             Ok(parsed) => {
+                for warning in &parsed.warnings {
+                    println!("warning: {warning}");
+                }
                 if probe {
                     match runtime().block_on(evs_token_vending::probe_remote_stores(&parsed)) {
                         Ok(reached) => reached.iter().for_each(|line| println!("{line}")),
@@ -143,6 +164,9 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> ExitCode {
+    for warning in &config.warnings {
+        tracing::warn!(%warning, "configuration");
+    }
     let mut sidecar = match evs_token_vending::start(config).await {
         Ok(sidecar) => sidecar,
         Err(e) => return fail(&e),

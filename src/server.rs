@@ -24,6 +24,7 @@ use crate::grants::file::GrantsFileError;
 use crate::grants::{GrantSourceConfig, GrantsLookup};
 use crate::http::{SidePortState, router};
 use crate::identity::Authenticator;
+use crate::identity::aws_iam::AwsIamVerifier;
 use crate::identity::oidc::{OidcVerifier, TrustedIssuerConfig};
 use crate::identity::x509::{CaError, X509Verifier};
 use crate::mint::Minter;
@@ -78,8 +79,8 @@ pub enum StartError {
     /// The client certificates' CA bundle.
     #[error(transparent)]
     ClientCa(#[from] CaError),
-    /// The HTTPS client for issuers could not be built (e.g. a bad `ca_file`).
-    #[error("trust: {0}")]
+    /// An HTTPS client (for issuers or STS) could not be built (e.g. a bad `ca_file`).
+    #[error("{0}")]
     HttpClient(String),
 }
 
@@ -152,9 +153,14 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     } else {
         None
     };
+    let aws_iam = if config.aws_iam.enabled {
+        Some(AwsIamVerifier::new(&config.aws_iam).map_err(StartError::HttpClient)?)
+    } else {
+        None
+    };
     let vending = Arc::new(TokenVending::new(
         Extractor::from_config(&config.client_certs),
-        Authenticator::new(oidc, x509),
+        Authenticator::new(oidc, x509, aws_iam),
         grants.lookup,
         minter.clone(),
     ));
@@ -236,14 +242,14 @@ fn issuer_client(trust: &[TrustedIssuerConfig]) -> Result<reqwest::Client, Start
         if let Some(ca_file) = &issuer.ca_file {
             let pem = std::fs::read(ca_file).map_err(|e| {
                 StartError::HttpClient(format!(
-                    "trust[{i}].ca_file: cannot read {}: {}",
+                    "trust: trust[{i}].ca_file: cannot read {}: {}",
                     ca_file.display(),
                     e.kind()
                 ))
             })?;
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
                 StartError::HttpClient(format!(
-                    "trust[{i}].ca_file: {} is not a PEM certificate bundle",
+                    "trust: trust[{i}].ca_file: {} is not a PEM certificate bundle",
                     ca_file.display()
                 ))
             })?;
@@ -254,7 +260,7 @@ fn issuer_client(trust: &[TrustedIssuerConfig]) -> Result<reqwest::Client, Start
     }
     builder
         .build()
-        .map_err(|e| StartError::HttpClient(format!("cannot build the HTTPS client: {e}")))
+        .map_err(|e| StartError::HttpClient(format!("trust: cannot build the HTTPS client: {e}")))
 }
 
 async fn serve_side_port(

@@ -28,6 +28,15 @@ pub enum GrantSourceConfig {
     File(PathBuf),
     /// A DynamoDB table keyed by `subject`.
     Dynamodb(DynamoDbConfig),
+    /// The tags of an IAM caller's role.
+    IamRoleTags(IamRoleTagsConfig),
+}
+
+impl GrantSourceConfig {
+    /// Whether this source can hold grants for AWS IAM identities (keyed by role ARN).
+    pub(crate) fn answers_for_iam(&self) -> bool {
+        matches!(self, Self::Dynamodb(_) | Self::IamRoleTags(_))
+    }
 }
 
 /// The names `grants.source` / `grants.sources` take.
@@ -51,6 +60,8 @@ pub(crate) struct GrantsFile {
     file: Option<PathBuf>,
     #[serde(default)]
     dynamodb: Option<DynamoDbConfig>,
+    #[serde(default)]
+    iam_role_tags: IamRoleTagsConfig,
     #[serde(default)]
     cache: GrantsCacheConfig,
     #[serde(default)]
@@ -106,10 +117,11 @@ impl GrantsConfig {
                         "required when grants.source is dynamodb",
                     ),
                 },
-                GrantSourceKind::IamRoleTags => check.problem(
-                    format!("{path}.source"),
-                    "`iam_role_tags` is not supported by this release (file, dynamodb)",
-                ),
+                GrantSourceKind::IamRoleTags => {
+                    file.iam_role_tags
+                        .check(&format!("{path}.iam_role_tags"), check);
+                    sources.push(GrantSourceConfig::IamRoleTags(file.iam_role_tags.clone()));
+                }
             }
         }
         (sources.len() == kinds.len()).then_some(Self {
@@ -154,6 +166,40 @@ impl DynamoDbConfig {
         if self.table.is_empty() {
             check.problem(format!("{path}.table"), "must not be empty");
         }
+        if self.max_attempts == 0 || self.max_attempts > 5 {
+            check.problem(format!("{path}.max_attempts"), "must be 1 to 5");
+        }
+    }
+}
+
+/// `grants.iam_role_tags` — IAM, asked for a role's tags.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IamRoleTagsConfig {
+    /// Signing region of IAM calls (IAM is global; default `us-east-1`).
+    pub region: Option<String>,
+    /// Endpoint override; `AWS_ENDPOINT_URL_IAM` works as well.
+    pub endpoint_url: Option<String>,
+    /// Upper bound of one ListRoleTags, retries included (the Check's deadline bounds it too).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts per call, the first included.
+    pub max_attempts: u32,
+}
+
+impl Default for IamRoleTagsConfig {
+    fn default() -> Self {
+        Self {
+            region: None,
+            endpoint_url: None,
+            timeout: Duration::from_millis(500),
+            max_attempts: 2,
+        }
+    }
+}
+
+impl IamRoleTagsConfig {
+    fn check(&self, path: &str, check: &mut ConfigCheck) {
         if self.max_attempts == 0 || self.max_attempts > 5 {
             check.problem(format!("{path}.max_attempts"), "must be 1 to 5");
         }

@@ -8,6 +8,7 @@ pub(crate) mod cache;
 mod config;
 pub(crate) mod dynamodb;
 pub(crate) mod file;
+pub(crate) mod iam_tags;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -21,11 +22,12 @@ use tokio::task::JoinHandle;
 use self::cache::CachedGrants;
 pub(crate) use self::config::GrantsFile;
 pub use self::config::{
-    DynamoDbConfig, GrantSourceConfig, GrantsCacheConfig, GrantsConfig, MalformedItemPolicy,
-    UnknownSubjectPolicy,
+    DynamoDbConfig, GrantSourceConfig, GrantsCacheConfig, GrantsConfig, IamRoleTagsConfig,
+    MalformedItemPolicy, UnknownSubjectPolicy,
 };
 use self::dynamodb::DynamoGrants;
 use self::file::{FileGrants, GrantsFileError, RELOAD_INTERVAL};
+use self::iam_tags::IamRoleTags;
 use crate::identity::Identity;
 use crate::telemetry::Metrics;
 
@@ -116,6 +118,14 @@ impl GrantsLookup {
                     tracing::info!(table = %table.table, "grants from DynamoDB");
                     sources.push(Arc::new(CachedGrants::new(
                         store,
+                        &config.cache,
+                        metrics.clone(),
+                    )));
+                }
+                GrantSourceConfig::IamRoleTags(iam) => {
+                    tracing::info!("grants from IAM role tags");
+                    sources.push(Arc::new(CachedGrants::new(
+                        IamRoleTags::connect(iam).await,
                         &config.cache,
                         metrics.clone(),
                     )));

@@ -3,34 +3,17 @@
 //! Bearer tokens are verified by [`oidc`] against the configured issuers only. The identity
 //! carries the credential's own expiry, so later stages can never mint a token that outlives it.
 
+pub(crate) mod aws_iam;
 pub mod oidc;
 pub(crate) mod x509;
 
 use std::time::Instant;
 
-use serde::Deserialize;
-
-use crate::config::ConfigCheck;
 use crate::credential::Credential;
 
-/// `aws_iam:` — AWS IAM identities as credentials.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AwsIamConfig {
-    /// Off by default.
-    pub enabled: bool,
-}
-
-impl AwsIamConfig {
-    pub(crate) fn check(&self, path: &str, check: &mut ConfigCheck) {
-        if self.enabled {
-            check.problem(
-                format!("{path}.enabled"),
-                "AWS IAM identities are not supported by this release",
-            );
-        }
-    }
-}
+pub use self::aws_iam::AwsIamConfig;
+use self::aws_iam::AwsIamVerifier;
+use self::aws_iam::presigned::TOKEN_PREFIX;
 
 /// Who the caller is, as proven by their credential.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +30,21 @@ pub struct Identity {
     pub expires_at: u64,
     /// Set when a client certificate proved (or was bound to) the identity.
     pub certificate: Option<CertificateClaims>,
+    /// Set when an AWS IAM principal proved the identity.
+    pub aws: Option<AwsClaims>,
+}
+
+/// What an AWS IAM identity adds to the minted token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsClaims {
+    /// The 12-digit account (`aws:account`).
+    pub account: String,
+    /// STS's unique id of the caller (`aws:user_id`).
+    pub user_id: String,
+    /// The session name of an assumed role (`aws:session`).
+    pub session: Option<String>,
+    /// The role's name when the caller is a role (for grants from its tags; not minted).
+    pub role_name: Option<String>,
 }
 
 /// What a client certificate adds to the minted token.
@@ -112,6 +110,16 @@ pub enum AuthError {
     /// for encryption, or outside the allowed algorithms).
     #[error("no usable key: the issuer publishes no key that can verify its tokens")]
     NoUsableKey,
+    /// An AWS IAM token broke a rule checked before any STS call.
+    #[error("invalid AWS IAM token: {0}")]
+    AwsToken(&'static str),
+    /// STS refused the presigned request: a bad or expired signature, or a token made for
+    /// another server id.
+    #[error("invalid AWS IAM token: STS refused its signature")]
+    StsRefused,
+    /// STS could not be reached, was throttled, or answered with something unusable.
+    #[error("AWS STS is unavailable")]
+    StsUnavailable,
     /// The issuer's keys could not be obtained and none are cached.
     #[error("keys of the token's issuer are unavailable")]
     KeysUnavailable,
@@ -120,7 +128,7 @@ pub enum AuthError {
 impl AuthError {
     /// True when the caller is not at fault and a retry may succeed (answered 503, not 401).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, AuthError::KeysUnavailable)
+        matches!(self, AuthError::KeysUnavailable | AuthError::StsUnavailable)
     }
 }
 
@@ -128,12 +136,32 @@ impl AuthError {
 pub struct Authenticator {
     oidc: oidc::OidcVerifier,
     x509: Option<x509::X509Verifier>,
+    aws_iam: Option<AwsIamVerifier>,
 }
 
 impl Authenticator {
-    /// Wraps the verifiers; `x509` is `None` when client certificates are off.
-    pub fn new(oidc: oidc::OidcVerifier, x509: Option<x509::X509Verifier>) -> Self {
-        Self { oidc, x509 }
+    /// Wraps the verifiers; `x509` and `aws_iam` are `None` when their credentials are off.
+    pub fn new(
+        oidc: oidc::OidcVerifier,
+        x509: Option<x509::X509Verifier>,
+        aws_iam: Option<AwsIamVerifier>,
+    ) -> Self {
+        Self {
+            oidc,
+            x509,
+            aws_iam,
+        }
+    }
+
+    /// A bearer value: an AWS IAM token by its prefix, else a JWT of a trusted issuer.
+    async fn verify_bearer(&self, token: &str, deadline: Instant) -> Result<Identity, AuthError> {
+        if !token.starts_with(TOKEN_PREFIX) {
+            return self.oidc.verify(token, deadline).await;
+        }
+        match &self.aws_iam {
+            Some(aws_iam) => aws_iam.verify(token, deadline).await,
+            None => Err(AuthError::AwsToken("AWS IAM identities are not enabled")),
+        }
     }
 
     /// The bearer-token verifier (for readiness reports and start-up prefetch).
@@ -154,11 +182,11 @@ impl Authenticator {
             )),
         };
         match credential {
-            Credential::Bearer(token) => self.oidc.verify(token.expose(), deadline).await,
+            Credential::Bearer(token) => self.verify_bearer(token.expose(), deadline).await,
             Credential::Certificate(cert) => certificate(cert),
             Credential::Both(token, cert) => {
                 // The bearer token says who; the certificate binds the minted token to the key.
-                let mut identity = self.oidc.verify(token.expose(), deadline).await?;
+                let mut identity = self.verify_bearer(token.expose(), deadline).await?;
                 let proof = certificate(cert)?;
                 identity.expires_at = identity.expires_at.min(proof.expires_at);
                 identity.certificate = proof.certificate;

@@ -123,6 +123,7 @@ impl X509Verifier {
                 org,
                 thumbprint_s256: URL_SAFE_NO_PAD.encode(digest.as_ref()),
             }),
+            aws: None,
         })
     }
 

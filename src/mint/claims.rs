@@ -9,7 +9,21 @@ use crate::identity::Identity;
 
 /// Every claim name the minter may write besides the grants claim.
 pub(crate) const WRITTEN_CLAIMS: &[&str] = &[
-    "iss", "sub", "aud", "iat", "nbf", "exp", "jti", "email", "name", "cert:cn", "cert:org", "cnf",
+    "iss",
+    "sub",
+    "aud",
+    "iat",
+    "nbf",
+    "exp",
+    "jti",
+    "email",
+    "name",
+    "cert:cn",
+    "cert:org",
+    "cnf",
+    "aws:account",
+    "aws:user_id",
+    "aws:session",
 ];
 
 /// RFC 8705 `cnf`: `{"x5t#S256": <thumbprint>}`.
@@ -63,6 +77,71 @@ impl Serialize for MintedClaims<'_> {
             }
             map.serialize_entry("cnf", &Confirmation(&cert.thumbprint_s256))?;
         }
+        if let Some(aws) = &self.identity.aws {
+            map.serialize_entry("aws:account", &aws.account)?;
+            map.serialize_entry("aws:user_id", &aws.user_id)?;
+            if let Some(session) = &aws.session {
+                map.serialize_entry("aws:session", session)?;
+            }
+        }
         map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::identity::{AwsClaims, CertificateClaims};
+    use crate::mint::{KeyRing, SigningKey, TokenConfig};
+
+    /// Mints for an identity with every optional part set and reads the claim names back:
+    /// each must be the grants claim or in [`WRITTEN_CLAIMS`], so validation refusing those
+    /// names as `grants_claim` covers everything the minter writes.
+    #[test]
+    fn every_claim_the_minter_writes_is_listed() {
+        let token: TokenConfig = serde_norway::from_str(
+            "{ issuer: https://tv.example.com, audience: [a, b], grants_claim: 'evs:grants' }",
+        )
+        .unwrap();
+        let ring = KeyRing::new(0, vec![SigningKey::generate_rsa(2048).unwrap()]);
+        let minter = Minter::new(&token, ring, Arc::default());
+        let identity = Identity {
+            subject: "s".into(),
+            issuer: "i".into(),
+            email: Some("e".into()),
+            name: Some("n".into()),
+            expires_at: u64::MAX / 2,
+            certificate: Some(CertificateClaims {
+                cn: Some("cn".into()),
+                org: Some("o".into()),
+                thumbprint_s256: "t".into(),
+            }),
+            aws: Some(AwsClaims {
+                account: "123456789012".into(),
+                user_id: "AROA:s".into(),
+                session: Some("s".into()),
+                role_name: Some("r".into()),
+            }),
+        };
+        let minted = minter.mint(&identity, &Grants::default(), 1_000).unwrap();
+        let payload = minted.token.split('.').nth(1).unwrap();
+        let claims: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(
+            &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+                .unwrap(),
+        )
+        .unwrap();
+        for name in claims.keys() {
+            assert!(
+                name == "evs:grants" || WRITTEN_CLAIMS.contains(&name.as_str()),
+                "{name} is written but not listed"
+            );
+        }
+        assert_eq!(
+            claims.len(),
+            WRITTEN_CLAIMS.len() + 1,
+            "every listed claim is written"
+        );
     }
 }

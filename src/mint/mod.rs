@@ -178,6 +178,11 @@ impl Minter {
             part(cert.org.as_deref().unwrap_or_default().as_bytes());
             part(cert.thumbprint_s256.as_bytes());
         }
+        if let Some(aws) = &identity.aws {
+            part(aws.account.as_bytes());
+            part(aws.user_id.as_bytes());
+            part(aws.session.as_deref().unwrap_or_default().as_bytes());
+        }
         part(credential);
         part(&serde_json::to_vec(grants).unwrap_or_default());
         for audience in &self.audience {

@@ -249,6 +249,7 @@ impl OidcVerifier {
             name: claims.name,
             expires_at,
             certificate: None,
+            aws: None,
         };
         Ok((identity, parts.kid))
     }
