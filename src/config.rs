@@ -348,4 +348,52 @@ response: { remove_headers: [Authorization] }
         let certs_only = format!("{no_trust}client_certs: {{ enabled: true }}\n");
         assert!(Config::from_yaml(&certs_only, Path::new(".")).is_ok());
     }
+
+    #[test]
+    fn aws_iam_needs_a_server_id_and_warns_without_a_source_keyed_by_role_arn() {
+        let iam = format!("{MINIMAL}aws_iam: {{ enabled: true }}\n");
+        let err = Config::from_yaml(&iam, Path::new(".")).unwrap_err();
+        assert_eq!(paths(err), vec!["aws_iam.server_id"]);
+        let iam = format!("{MINIMAL}aws_iam: {{ enabled: true, server_id: evs-prod }}\n");
+        let config = Config::from_yaml(&iam, Path::new(".")).unwrap();
+        assert_eq!(config.warnings[0].path, "grants.sources");
+        let with_tags = iam.replace(
+            "grants: { file: grants.yaml }",
+            "grants: { sources: [iam_role_tags, file], file: grants.yaml }",
+        );
+        assert!(
+            Config::from_yaml(&with_tags, Path::new("."))
+                .unwrap()
+                .warnings
+                .is_empty()
+        );
+        let far_sts = iam.replace(
+            "server_id: evs-prod",
+            "server_id: evs-prod, sts_endpoint: 'http://10.0.0.1:4566'",
+        );
+        assert_eq!(
+            paths(Config::from_yaml(&far_sts, Path::new(".")).unwrap_err()),
+            vec!["aws_iam.sts_endpoint"]
+        );
+    }
+
+    #[test]
+    fn source_and_sources_are_one_setting() {
+        let both = MINIMAL.replace(
+            "grants: { file: grants.yaml }",
+            "grants: { source: file, sources: [file], file: grants.yaml }",
+        );
+        assert_eq!(
+            paths(Config::from_yaml(&both, Path::new(".")).unwrap_err()),
+            vec!["grants.sources"]
+        );
+        let twice = MINIMAL.replace(
+            "grants: { file: grants.yaml }",
+            "grants: { sources: [file, file], file: grants.yaml }",
+        );
+        assert_eq!(
+            paths(Config::from_yaml(&twice, Path::new(".")).unwrap_err()),
+            vec!["grants.sources[1]"]
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! plus sidecar ([`Harness`]), and readers for CheckResponses.
 #![allow(dead_code)]
 
+pub mod aws_iam;
 pub mod certs;
 pub mod envoy;
 pub mod moto;

@@ -14,13 +14,24 @@ pub fn deps_dir() -> PathBuf {
     manifest.join(target).join("test-deps")
 }
 
-/// Finds a tool in the venv with `find`, installing `requirement` first when it is missing.
+/// Finds a tool in the shared venv with `find`, installing `requirement` first when it is
+/// missing.
 pub fn python_tool(requirement: &str, find: impl Fn(&Path) -> Option<PathBuf>) -> PathBuf {
+    python_tool_in("venv", requirement, find)
+}
+
+/// The same in a venv of its own, `target/test-deps/<venv_name>`: for tools whose pinned
+/// dependencies clash with the shared venv's (the AWS CLI pins its own botocore).
+pub fn python_tool_in(
+    venv_name: &str,
+    requirement: &str,
+    find: impl Fn(&Path) -> Option<PathBuf>,
+) -> PathBuf {
     let deps = deps_dir();
     std::fs::create_dir_all(&deps).expect("create target/test-deps");
     let lock = std::fs::File::create(deps.join(".install.lock")).expect("create install lock");
     lock.lock().expect("take install lock");
-    let venv = deps.join("venv");
+    let venv = deps.join(venv_name);
     if let Some(found) = find(&venv) {
         return found;
     }
