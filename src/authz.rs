@@ -22,7 +22,7 @@ use serde::Deserialize;
 
 use crate::config::ConfigCheck;
 use crate::credential::{ExtractError, InboundRequest};
-use crate::pipeline::{SwapError, Swapped, TokenVending};
+use crate::pipeline::{Passage, SwapError, Swapped, TokenVending};
 use crate::telemetry::{Metrics, Outcome};
 
 /// Used when a Check carries no `grpc-timeout` (Envoy always sends one).
@@ -116,12 +116,17 @@ impl AuthzService {
             xfcc: header("x-forwarded-client-cert"),
             alb_certificate: header("x-amzn-mtls-clientcert"),
         };
-        let outcome = self.vending.swap(&inbound, deadline).await;
+        let outcome = self.vending.check(&inbound, deadline).await;
         match outcome {
-            Ok(swapped) => {
+            Ok(Passage::Swapped(swapped)) => {
                 self.metrics.count(Outcome::Ok);
                 tracing::debug!(request_id, subject = %swapped.identity.subject, kid = %swapped.minted.kid, "credential swapped");
                 self.ok_response(&swapped)
+            }
+            Ok(Passage::OwnToken(own)) => {
+                self.metrics.count(Outcome::Ok);
+                tracing::debug!(request_id, subject = %own.subject, "our own token passes unchanged");
+                self.pass_response(&own.subject)
             }
             Err(error) => {
                 let denial = Denial::from(&error);
@@ -129,6 +134,26 @@ impl AuthzService {
                 tracing::info!(request_id, status = denial.http_status as i32, reason = %error, "request denied");
                 denial.into_response()
             }
+        }
+    }
+
+    /// OK without touching `authorization`: the request carries a valid token of ours.
+    fn pass_response(&self, subject: &str) -> CheckResponse {
+        let metadata = Struct {
+            fields: [("subject".to_owned(), string_value(subject))]
+                .into_iter()
+                .collect(),
+        };
+        CheckResponse {
+            status: Some(RpcStatus {
+                code: tonic::Code::Ok as i32,
+                ..Default::default()
+            }),
+            http_response: Some(check_response::HttpResponse::OkResponse(OkHttpResponse {
+                headers_to_remove: self.remove_headers.clone(),
+                ..Default::default()
+            })),
+            dynamic_metadata: Some(metadata),
         }
     }
 

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::authz::ResponseConfig;
 use crate::credential::ClientCertsConfig;
+use crate::exchange::ExchangeConfig;
 use crate::grants::{GrantsConfig, GrantsFile};
 use crate::identity::AwsIamConfig;
 use crate::identity::oidc::{TrustedIssuerConfig, TrustedIssuerFile};
@@ -37,6 +38,8 @@ pub struct Config {
     pub grants: GrantsConfig,
     /// How the OK answer shapes the request that goes on to the backend.
     pub response: ResponseConfig,
+    /// `POST /exchange` on the side port.
+    pub exchange: ExchangeConfig,
     /// What is allowed but probably not meant (`check-config` prints these; `serve` logs them).
     pub warnings: Vec<ConfigProblem>,
 }
@@ -59,6 +62,8 @@ struct ConfigFile {
     grants: GrantsFile,
     #[serde(default)]
     response: ResponseConfig,
+    #[serde(default)]
+    exchange: ExchangeConfig,
 }
 
 /// One problem found in a config, with where it was found.
@@ -232,6 +237,8 @@ impl ConfigFile {
             );
         }
         self.response.check("response", check);
+        self.exchange.check("exchange", check);
+        self.listen.check("listen", &self.client_certs, check);
         Some(Config {
             listen: self.listen,
             token: self.token,
@@ -241,6 +248,7 @@ impl ConfigFile {
             aws_iam: self.aws_iam,
             grants: grants?,
             response: self.response,
+            exchange: self.exchange,
             warnings: Vec::new(),
         })
     }

@@ -9,11 +9,16 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 
+use crate::exchange::{
+    AWS_IAM_TOKEN_TYPE, CLIENT_CREDENTIALS, ExchangeService, JWT_BEARER, JWT_TOKEN_TYPES,
+    TOKEN_EXCHANGE, TlsClientCertificate,
+};
 use crate::mint::keyring::KeyRingReloader;
 use crate::mint::{Minter, WRITTEN_CLAIMS};
 use crate::pipeline::TokenVending;
+use crate::side_tls::SideTls;
 use crate::telemetry::Metrics;
 
 /// What the side port reads.
@@ -30,11 +35,19 @@ pub struct SidePortState {
     pub jwks_max_age: Duration,
     /// Set once the ext_authz listener is serving.
     pub authz_serving: AtomicBool,
+    /// `/exchange`, unless `exchange.enabled: false`.
+    pub(crate) exchange: Option<Arc<ExchangeService>>,
+    /// The side port's TLS, when configured (for refused reloads in `/readyz`).
+    pub(crate) tls: Option<Arc<SideTls>>,
 }
 
 /// The side port's routes.
 pub fn router(state: Arc<SidePortState>) -> Router {
-    Router::new()
+    let router = match state.exchange {
+        Some(_) => Router::new().route("/exchange", any(exchange)),
+        None => Router::new(),
+    };
+    router
         .route("/.well-known/jwks.json", get(jwks))
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -73,9 +86,28 @@ async fn jwks(State(state): State<Arc<SidePortState>>, request_headers: HeaderMa
     (headers, ring.jwks_json().to_owned()).into_response()
 }
 
+async fn exchange(
+    State(state): State<Arc<SidePortState>>,
+    client_certificate: Option<axum::Extension<TlsClientCertificate>>,
+    request: axum::extract::Request,
+) -> Response {
+    let Some(exchange) = &state.exchange else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let (parts, body) = request.into_parts();
+    exchange
+        .answer(
+            &parts.method,
+            &parts.headers,
+            body,
+            client_certificate.as_ref().map(|c| &c.0),
+        )
+        .await
+}
+
 async fn discovery(State(state): State<Arc<SidePortState>>) -> Response {
     let issuer = state.minter.issuer().trim_end_matches('/');
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "issuer": state.minter.issuer(),
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
         "id_token_signing_alg_values_supported": state.minter.ring().algorithms(),
@@ -83,6 +115,16 @@ async fn discovery(State(state): State<Arc<SidePortState>>) -> Response {
         "response_types_supported": ["id_token"],
         "claims_supported": WRITTEN_CLAIMS,
     });
+    if state.exchange.is_some() {
+        body["token_endpoint"] = format!("{issuer}/exchange").into();
+        body["grant_types_supported"] =
+            serde_json::json!([TOKEN_EXCHANGE, JWT_BEARER, CLIENT_CREDENTIALS]);
+        let mut token_types = JWT_TOKEN_TYPES.to_vec();
+        token_types.push(AWS_IAM_TOKEN_TYPE);
+        body["subject_token_types_supported"] = serde_json::json!(token_types);
+        body["token_endpoint_auth_methods_supported"] =
+            serde_json::json!(["none", "tls_client_auth"]);
+    }
     axum::Json(body).into_response()
 }
 
@@ -102,6 +144,9 @@ async fn readyz(State(state): State<Arc<SidePortState>>) -> Response {
         .map(|e| format!("signing key change refused: {e}"))
         .into_iter()
         .collect();
+    if let Some(e) = state.tls.as_ref().and_then(|tls| tls.last_error()) {
+        warnings.push(format!("side-port TLS change refused: {e}"));
+    }
     warnings.extend(
         issuers
             .iter()

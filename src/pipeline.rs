@@ -1,15 +1,16 @@
 //! The token swap as one call: extract → authenticate → grants → mint.
 //!
-//! Both front doors (ext_authz today, `/exchange` later) call [`TokenVending::swap`] and turn
-//! its [`SwapError`] into their own kind of answer; no stage below knows about either.
+//! Both front doors call in here — ext_authz through [`TokenVending::check`], `/exchange`
+//! through [`TokenVending::swap`] — and turn a [`SwapError`] into their own kind of answer; no
+//! stage below knows about either.
 
 use std::time::Instant;
 
 use crate::clock::unix_now;
-use crate::credential::{ExtractError, Extractor, InboundRequest};
+use crate::credential::{Credential, ExtractError, Extractor, InboundRequest};
 use crate::grants::{GrantsError, GrantsLookup};
 use crate::identity::{AuthError, Authenticator, Identity};
-use crate::mint::{MintError, MintedToken, Minter};
+use crate::mint::{MintError, MintedToken, Minter, OwnToken};
 
 /// The stages, wired once at start-up.
 pub struct TokenVending {
@@ -17,6 +18,16 @@ pub struct TokenVending {
     authenticator: Authenticator,
     grants: GrantsLookup,
     minter: std::sync::Arc<Minter>,
+    accept_own: bool,
+}
+
+/// What a Check lets through.
+#[derive(Debug)]
+pub enum Passage {
+    /// The credential was swapped for a minted token.
+    Swapped(Box<Swapped>),
+    /// The request already carries a valid token of ours: it goes on unchanged.
+    OwnToken(OwnToken),
 }
 
 /// A successful swap.
@@ -55,18 +66,39 @@ impl TokenVending {
         authenticator: Authenticator,
         grants: GrantsLookup,
         minter: std::sync::Arc<Minter>,
+        accept_own: bool,
     ) -> Self {
         Self {
             extractor,
             authenticator,
             grants,
             minter,
+            accept_own,
         }
     }
 
     /// The authenticator (for readiness and prefetch).
     pub fn authenticator(&self) -> &Authenticator {
         &self.authenticator
+    }
+
+    /// A Check: our own valid token passes unchanged (when `token.accept_own`); any other
+    /// credential is swapped.
+    pub async fn check(
+        &self,
+        request: &InboundRequest<'_>,
+        deadline: Instant,
+    ) -> Result<Passage, SwapError> {
+        let credential = self.extractor.extract(request)?;
+        if self.accept_own
+            && let Credential::Bearer(token) = &credential
+            && let Some(verdict) = self.minter.verify_own(token.expose())
+        {
+            return Ok(Passage::OwnToken(verdict?));
+        }
+        self.swap_credential(credential, deadline)
+            .await
+            .map(|swapped| Passage::Swapped(Box::new(swapped)))
     }
 
     /// Swaps the credential in `request` for a minted token, answering by `deadline`.
@@ -76,20 +108,55 @@ impl TokenVending {
         deadline: Instant,
     ) -> Result<Swapped, SwapError> {
         let credential = self.extractor.extract(request)?;
+        self.swap_credential(credential, deadline).await
+    }
+
+    /// The credential's identity, then its grants, then the minted token.
+    pub async fn swap_credential(
+        &self,
+        credential: Credential,
+        deadline: Instant,
+    ) -> Result<Swapped, SwapError> {
         let stages = async {
             let identity = self
                 .authenticator
                 .authenticate(&credential, deadline)
                 .await?;
-            let grants = self.grants.grants_for(&identity, deadline).await?;
-            let minted = self
-                .minter
-                .mint_cached(&identity, &grants, credential.as_bytes(), unix_now())
-                .await?;
-            Ok(Swapped { identity, minted })
+            self.grant_and_mint(identity, credential.as_bytes(), deadline)
+                .await
         };
         tokio::time::timeout_at(deadline.into(), stages)
             .await
             .unwrap_or(Err(SwapError::DeadlineExceeded))
+    }
+
+    /// Grants and a minted token for an identity a front door verified itself (an RFC 7523
+    /// assertion); `credential` keys the token cache.
+    pub(crate) async fn swap_identity(
+        &self,
+        identity: Identity,
+        credential: &[u8],
+        deadline: Instant,
+    ) -> Result<Swapped, SwapError> {
+        tokio::time::timeout_at(
+            deadline.into(),
+            self.grant_and_mint(identity, credential, deadline),
+        )
+        .await
+        .unwrap_or(Err(SwapError::DeadlineExceeded))
+    }
+
+    async fn grant_and_mint(
+        &self,
+        identity: Identity,
+        credential: &[u8],
+        deadline: Instant,
+    ) -> Result<Swapped, SwapError> {
+        let grants = self.grants.grants_for(&identity, deadline).await?;
+        let minted = self
+            .minter
+            .mint_cached(&identity, &grants, credential, unix_now())
+            .await?;
+        Ok(Swapped { identity, minted })
     }
 }

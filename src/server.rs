@@ -14,11 +14,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use serde::Deserialize;
-
 use crate::authz::AuthzService;
 use crate::config::Config;
 use crate::credential::Extractor;
+use crate::exchange::ExchangeService;
 use crate::grants::dynamodb::DynamoGrants;
 use crate::grants::file::GrantsFileError;
 use crate::grants::{GrantSourceConfig, GrantsLookup};
@@ -27,35 +26,18 @@ use crate::identity::Authenticator;
 use crate::identity::aws_iam::AwsIamVerifier;
 use crate::identity::oidc::{OidcVerifier, TrustedIssuerConfig};
 use crate::identity::x509::{CaError, X509Verifier};
+pub use crate::listen::ListenConfig;
 use crate::mint::Minter;
 use crate::mint::keyring::{KeyRingReloader, KeySource};
 use crate::mint::keys::KeyError;
 use crate::pipeline::TokenVending;
+use crate::side_tls::SideTls;
 use crate::telemetry::Metrics;
 
 /// How long start-up waits for the issuers' keys before serving anyway.
 const PREFETCH_WAIT: Duration = Duration::from_secs(5);
 /// Timeout of one key fetch from an issuer.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// `listen:` — the two sockets.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ListenConfig {
-    /// ext_authz gRPC (and grpc.health.v1); loopback by default because only Envoy calls it.
-    pub authz: SocketAddr,
-    /// JWKS, discovery, health and metrics.
-    pub http: SocketAddr,
-}
-
-impl Default for ListenConfig {
-    fn default() -> Self {
-        Self {
-            authz: SocketAddr::from(([127, 0, 0, 1], 9001)),
-            http: SocketAddr::from(([0, 0, 0, 0], 9002)),
-        }
-    }
-}
 
 /// Why the sidecar did not start.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +61,8 @@ pub enum StartError {
     /// The client certificates' CA bundle.
     #[error(transparent)]
     ClientCa(#[from] CaError),
-    /// An HTTPS client (for issuers or STS) could not be built (e.g. a bad `ca_file`).
+    /// A TLS setting could not be used: an HTTPS client (issuers, STS) or the side port's
+    /// certificate.
     #[error("{0}")]
     HttpClient(String),
 }
@@ -163,6 +146,7 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         Authenticator::new(oidc, x509, aws_iam),
         grants.lookup,
         minter.clone(),
+        config.token.accept_own,
     ));
 
     let bind = |which, addr| async move {
@@ -179,6 +163,14 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     let authz_addr = local_addr(&authz_listener, "authz", config.listen.authz)?;
     let http_addr = local_addr(&http_listener, "http", config.listen.http)?;
 
+    let side_tls = match &config.listen.http_tls {
+        Some(files) => {
+            let tls = Arc::new(SideTls::load(files).map_err(StartError::HttpClient)?);
+            background.push(tokio::spawn(tls.clone().reload_forever()));
+            Some(tls)
+        }
+        None => None,
+    };
     let (stop, stopped) = watch::channel(false);
     let side_state = Arc::new(SidePortState {
         minter: minter.clone(),
@@ -187,12 +179,30 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         keys: keys.clone(),
         jwks_max_age: config.signing.jwks_max_age,
         authz_serving: Default::default(),
+        exchange: config.exchange.enabled.then(|| {
+            Arc::new(ExchangeService::new(
+                &config.exchange,
+                &config.token.issuer,
+                &config.token.audience,
+                vending.clone(),
+                metrics.clone(),
+            ))
+        }),
+        tls: side_tls.clone(),
     });
-    let mut tasks = vec![tokio::spawn(serve_side_port(
-        http_listener,
-        side_state.clone(),
-        stopped.clone(),
-    ))];
+    let mut tasks = vec![match side_tls {
+        Some(tls) => tokio::spawn(crate::side_tls::serve(
+            http_listener,
+            router(side_state.clone()),
+            tls,
+            stopped.clone(),
+        )),
+        None => tokio::spawn(serve_side_port(
+            http_listener,
+            side_state.clone(),
+            stopped.clone(),
+        )),
+    }];
 
     vending.authenticator().oidc().prefetch(PREFETCH_WAIT).await;
     vending.authenticator().oidc().spawn_refreshers();

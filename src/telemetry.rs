@@ -54,6 +54,8 @@ pub struct Metrics {
     token_cache_misses: AtomicU64,
     token_cache_refreshes: AtomicU64,
     token_cache_evictions: AtomicU64,
+    /// `/exchange` answers by (grant type, outcome); both labels are fixed texts of ours.
+    exchanges: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 impl Metrics {
@@ -64,6 +66,13 @@ impl Metrics {
             .position(|(o, _)| *o == outcome)
             .unwrap_or(0);
         self.checks[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one `/exchange` answer: `outcome` is `ok`, `busy` or the OAuth error code.
+    pub fn count_exchange(&self, grant_type: &'static str, outcome: &'static str) {
+        if let Ok(mut exchanges) = self.exchanges.lock() {
+            *exchanges.entry((grant_type, outcome)).or_default() += 1;
+        }
     }
 
     /// How many Checks ended with `outcome`.
@@ -174,6 +183,17 @@ impl Metrics {
             "Look-ups answered with stale grants because the store failed.",
             &[("", &self.grants_stale_served)],
         );
+        text.push_str(
+            "# HELP evs_tv_exchanges_total /exchange answers, by grant type and outcome (ok, busy, or the OAuth error).\n\
+             # TYPE evs_tv_exchanges_total counter\n",
+        );
+        if let Ok(exchanges) = self.exchanges.lock() {
+            for ((grant_type, outcome), count) in exchanges.iter() {
+                text.push_str(&format!(
+                    "evs_tv_exchanges_total{{grant_type=\"{grant_type}\",outcome=\"{outcome}\"}} {count}\n"
+                ));
+            }
+        }
         text
     }
 }

@@ -22,6 +22,8 @@ use crate::mint::SigningKey;
 pub struct DemoIdp {
     issuer: String,
     key: SigningKey,
+    // Read only by the test hooks; the demo never changes a running provider.
+    #[cfg_attr(not(any(test, feature = "test-util")), allow(dead_code))]
     state: Arc<IdpState>,
     stop: watch::Sender<bool>,
 }

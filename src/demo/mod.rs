@@ -188,6 +188,7 @@ async fn verify_as_backend(minted: &str, sidecar: &crate::RunningSidecar) -> Res
         leeway: Duration::from_secs(5),
         refresh_interval: Duration::from_secs(300),
         max_stale: Duration::from_secs(300),
+        assertion: false,
     };
     let verifier = OidcVerifier::new(&[ours], reqwest::Client::new());
     let deadline = Instant::now() + Duration::from_secs(5);

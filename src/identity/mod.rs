@@ -110,6 +110,12 @@ pub enum AuthError {
     /// for encryption, or outside the allowed algorithms).
     #[error("no usable key: the issuer publishes no key that can verify its tokens")]
     NoUsableKey,
+    /// An assertion from an issuer not allowed for JWT bearer grants (`trust[].assertion`).
+    #[error("the assertion's issuer is not allowed for JWT bearer grants")]
+    AssertionNotAllowed,
+    /// An assertion's `jti` was used before, within its lifetime.
+    #[error("the assertion was already used (jti replayed)")]
+    Replayed,
     /// An AWS IAM token broke a rule checked before any STS call.
     #[error("invalid AWS IAM token: {0}")]
     AwsToken(&'static str),

@@ -27,11 +27,19 @@ pub struct TokenConfig {
     /// Reuse of minted tokens for repeated credentials.
     #[serde(default)]
     pub cache: TokenCacheConfig,
+    /// A Check carrying a valid token of our own issuer passes unchanged (tokens from
+    /// `/exchange` crossing an Envoy with this sidecar); default true.
+    #[serde(default = "TokenConfig::default_accept_own")]
+    pub accept_own: bool,
 }
 
 impl TokenConfig {
     fn default_lifetime() -> Duration {
         Duration::from_secs(3600)
+    }
+
+    fn default_accept_own() -> bool {
+        true
     }
 
     fn default_grants_claim() -> String {

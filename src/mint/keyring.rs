@@ -56,6 +56,11 @@ impl KeyRing {
         }
     }
 
+    /// Every published key.
+    pub fn keys(&self) -> impl Iterator<Item = &SigningKey> {
+        self.keys.iter()
+    }
+
     /// This ring's generation.
     pub fn generation(&self) -> u64 {
         self.generation

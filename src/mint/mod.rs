@@ -10,6 +10,7 @@ mod config;
 mod der;
 pub(crate) mod keyring;
 pub(crate) mod keys;
+mod own;
 pub(crate) mod secrets_manager;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub use self::config::{
 };
 pub use self::keyring::KeyRing;
 pub use self::keys::{KeyError, SigningAlgorithm, SigningKey};
+pub use self::own::OwnToken;
 use crate::grants::Grants;
 use crate::identity::Identity;
 use crate::telemetry::Metrics;

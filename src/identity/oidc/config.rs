@@ -31,6 +31,8 @@ pub struct TrustedIssuerConfig {
     pub refresh_interval: Duration,
     /// How long the last keys keep serving while the issuer cannot be reached.
     pub max_stale: Duration,
+    /// Whether its tokens may be used as RFC 7523 assertions at `/exchange`.
+    pub assertion: bool,
 }
 
 /// One `trust:` entry as written (algorithms still names).
@@ -54,6 +56,8 @@ pub(crate) struct TrustedIssuerFile {
     refresh_interval: Duration,
     #[serde(default = "default_max_stale", with = "humantime_serde")]
     max_stale: Duration,
+    #[serde(default)]
+    assertion: bool,
 }
 
 fn default_leeway() -> Duration {
@@ -102,6 +106,7 @@ impl TrustedIssuerConfig {
             leeway: file.leeway,
             refresh_interval: file.refresh_interval,
             max_stale: file.max_stale,
+            assertion: file.assertion,
         })
     }
 }

@@ -19,6 +19,7 @@ use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 
 pub use self::config::TrustedIssuerConfig;
+
 pub(crate) use self::config::TrustedIssuerFile;
 use self::jwks::{IssuerKeys, KeySet, VerifyKey};
 use super::{AuthError, Identity};
@@ -64,6 +65,25 @@ struct TrustedIssuer {
     audiences: Vec<String>,
     leeway: Duration,
     refresh_interval: Duration,
+    assertion: bool,
+}
+
+/// Which audiences a token must name.
+#[derive(Clone, Copy)]
+enum Audience<'a> {
+    /// The issuer's `audiences` (none configured: not checked).
+    OfIssuer,
+    /// One of these, always (an assertion names the token endpoint).
+    OneOf(&'a [String]),
+}
+
+/// A verified RFC 7523 assertion.
+#[derive(Debug, Clone)]
+pub struct Assertion {
+    /// Who it asserts.
+    pub identity: Identity,
+    /// Its `jti`, for replay protection until `identity.expires_at`.
+    pub jti: String,
 }
 
 /// What a trusted issuer's keys look like right now (for `/readyz` and logs).
@@ -92,6 +112,7 @@ impl OidcVerifier {
                     audiences: trusted.audiences.clone(),
                     leeway: trusted.leeway,
                     refresh_interval: trusted.refresh_interval,
+                    assertion: trusted.assertion,
                 };
                 (trusted.issuer.clone(), issuer)
             })
@@ -164,7 +185,9 @@ impl OidcVerifier {
         {
             return Ok(known.identity.clone());
         }
-        let (identity, kid) = self.verify_signature_and_claims(token, deadline).await?;
+        let (identity, kid, _) = self
+            .verify_signature_and_claims(token, Audience::OfIssuer, deadline)
+            .await?;
         self.verified.insert(
             fingerprint,
             Arc::new(Verified {
@@ -183,12 +206,40 @@ impl OidcVerifier {
             .is_some_and(|set| lookup(&set, known.kid.as_deref()).is_some())
     }
 
-    /// The full check; returns the identity and the `kid` of the key that verified it.
+    /// Verifies an RFC 7523 assertion: from an issuer with `assertion: true`, naming one of
+    /// `audiences` (our token endpoint) in `aud`, with `exp` and a `jti`. Never remembered:
+    /// each assertion is used once.
+    pub async fn verify_assertion(
+        &self,
+        token: &str,
+        audiences: &[String],
+        deadline: Instant,
+    ) -> Result<Assertion, AuthError> {
+        let parts = UnverifiedJwt::parse(token)?;
+        let issuer = self
+            .issuers
+            .get(parts.issuer.as_str())
+            .ok_or(AuthError::UnknownIssuer)?;
+        if !issuer.assertion {
+            return Err(AuthError::AssertionNotAllowed);
+        }
+        let (identity, _, jti) = self
+            .verify_signature_and_claims(token, Audience::OneOf(audiences), deadline)
+            .await?;
+        let jti = jti
+            .filter(|jti| !jti.is_empty())
+            .ok_or(AuthError::InvalidClaim("jti is required in an assertion"))?;
+        Ok(Assertion { identity, jti })
+    }
+
+    /// The full check; returns the identity, the `kid` of the key that verified it, and the
+    /// token's `jti`.
     async fn verify_signature_and_claims(
         &self,
         token: &str,
+        audience: Audience<'_>,
         deadline: Instant,
-    ) -> Result<(Identity, Option<String>), AuthError> {
+    ) -> Result<(Identity, Option<String>, Option<String>), AuthError> {
         let parts = UnverifiedJwt::parse(token)?;
         let issuer = self
             .issuers
@@ -210,13 +261,17 @@ impl OidcVerifier {
         validation.leeway = issuer.leeway.as_secs();
         validation.validate_nbf = true;
         validation.set_issuer(&[parts.issuer.as_str()]);
-        if issuer.audiences.is_empty() {
+        let audiences = match audience {
+            Audience::OfIssuer => issuer.audiences.as_slice(),
+            Audience::OneOf(audiences) => audiences,
+        };
+        if audiences.is_empty() {
             validation.set_required_spec_claims(&["exp", "iss", "sub"]);
             validation.validate_aud = false;
         } else {
             // Without "aud" among the required claims, a token with no `aud` would pass.
             validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
-            validation.set_audience(&issuer.audiences);
+            validation.set_audience(audiences);
         }
         let claims = jsonwebtoken::decode::<IdpClaims>(token, &key.decoding, &validation)
             .map_err(|e| map_jwt_error(e.kind()))?
@@ -251,7 +306,7 @@ impl OidcVerifier {
             certificate: None,
             aws: None,
         };
-        Ok((identity, parts.kid))
+        Ok((identity, parts.kid, claims.jti))
     }
 }
 
@@ -409,6 +464,8 @@ struct IdpClaims {
     email: Option<String>,
     #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    jti: Option<String>,
 }
 
 /// RFC 7519 NumericDate: seconds, possibly fractional.

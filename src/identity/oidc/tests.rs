@@ -21,6 +21,7 @@ fn trusting(issuer: &str, jwks_uri: Option<String>, algorithms: &[Algorithm]) ->
         leeway: Duration::from_secs(5),
         refresh_interval: Duration::from_secs(300),
         max_stale: Duration::from_secs(300),
+        assertion: false,
     };
     OidcVerifier::new(&[config], reqwest::Client::new())
 }

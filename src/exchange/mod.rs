@@ -1,0 +1,397 @@
+//! Front door 5b: `POST /exchange` on the side port — the token swap for callers outside the
+//! mesh, as an OAuth token endpoint (RFC 6749 §5 answers).
+//!
+//! It runs the very same stages as a Check ([`TokenVending`]) and maps their errors once,
+//! here, into OAuth errors: 400 `invalid_request` / `invalid_grant` / `unsupported_grant_type`
+//! / `invalid_target`, 401 `invalid_client`, 503 `temporarily_unavailable`. Its concurrent work
+//! is bounded so that a flood of exchanges cannot starve Envoy's Checks.
+
+mod request;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use tokio::sync::Semaphore;
+
+pub(crate) use self::request::{
+    AWS_IAM_TOKEN_TYPE, CLIENT_CREDENTIALS, JWT_BEARER, JWT_TOKEN_TYPES, TOKEN_EXCHANGE,
+};
+use self::request::{Grant, ISSUED_TOKEN_TYPE};
+use crate::clock::unix_now;
+use crate::config::ConfigCheck;
+use crate::credential::{CertSource, ClientCertificate, Credential, ExtractError, InboundRequest};
+use crate::grants::GrantsError;
+use crate::identity::AuthError;
+use crate::mint::MintError;
+use crate::pipeline::{SwapError, Swapped, TokenVending};
+use crate::telemetry::Metrics;
+
+/// Largest request body read.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// `exchange:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExchangeConfig {
+    /// `POST /exchange` on the side port (default true).
+    pub enabled: bool,
+    /// Exchanges worked on at once; more are answered 503 at once (default 4 per core).
+    pub max_concurrent: usize,
+    /// Upper bound of one exchange, every stage included.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for ExchangeConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_concurrent: 4 * std::thread::available_parallelism().map_or(2, |n| n.get()),
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl ExchangeConfig {
+    pub(crate) fn check(&self, path: &str, check: &mut ConfigCheck) {
+        if self.max_concurrent == 0 {
+            check.problem(format!("{path}.max_concurrent"), "must be at least 1");
+        }
+        if self.timeout < Duration::from_millis(10) {
+            check.problem(format!("{path}.timeout"), "must be at least 10ms");
+        }
+    }
+}
+
+/// An OAuth error answer (RFC 6749 §5.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OAuthError {
+    pub(crate) status: u16,
+    pub(crate) error: &'static str,
+    pub(crate) description: String,
+}
+
+impl OAuthError {
+    pub(crate) fn invalid_request(description: &str) -> Self {
+        Self {
+            status: 400,
+            error: "invalid_request",
+            description: description.to_owned(),
+        }
+    }
+
+    fn with(status: u16, error: &'static str, description: impl ToString) -> Self {
+        Self {
+            status,
+            error,
+            description: description.to_string(),
+        }
+    }
+
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
+        let body = serde_json::json!({"error": self.error, "error_description": self.description});
+        let mut response = (status, no_store(), axum::Json(body)).into_response();
+        if self.status == 401 {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"exchange\""),
+            );
+        }
+        if self.status == 503 {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// The stage errors, mapped once into OAuth's terms.
+impl From<SwapError> for OAuthError {
+    fn from(error: SwapError) -> Self {
+        let unavailable =
+            |e: &dyn ToString| Self::with(503, "temporarily_unavailable", e.to_string());
+        match &error {
+            SwapError::Extract(ExtractError::Missing) => {
+                Self::invalid_request("no credential to exchange")
+            }
+            SwapError::Extract(e) => Self::invalid_request(&e.to_string()),
+            SwapError::Auth(e) if e.is_unavailable() => unavailable(e),
+            SwapError::Auth(e) => Self::with(400, "invalid_grant", e),
+            SwapError::Grants(GrantsError::UnknownSubject) => {
+                Self::with(400, "invalid_grant", &error)
+            }
+            SwapError::Mint(MintError::CredentialExpired) => {
+                Self::with(400, "invalid_grant", &error)
+            }
+            SwapError::Grants(_) | SwapError::Mint(_) | SwapError::DeadlineExceeded => {
+                unavailable(&error)
+            }
+        }
+    }
+}
+
+/// `Cache-Control: no-store` and `Pragma: no-cache`, on every answer (RFC 6749 §5.1).
+fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
+    [
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (header::PRAGMA, HeaderValue::from_static("no-cache")),
+    ]
+}
+
+/// The client certificate of a TLS connection to the side port, as DER.
+#[derive(Debug, Clone)]
+pub(crate) struct TlsClientCertificate(pub(crate) Vec<u8>);
+
+/// The token endpoint.
+pub(crate) struct ExchangeService {
+    vending: Arc<TokenVending>,
+    metrics: Arc<Metrics>,
+    /// What a JWT bearer assertion's `aud` must name: the endpoint URL or our issuer.
+    endpoint_audiences: Vec<String>,
+    /// What `audience` / `resource` may ask for: the minted `aud` values.
+    mintable_audiences: Vec<String>,
+    replays: moka::sync::Cache<(String, String), ()>,
+    permits: Semaphore,
+    timeout: Duration,
+}
+
+/// Used assertions are remembered until their `exp`.
+struct UntilAssertionExpiry;
+
+impl moka::Expiry<(String, String), ()> for UntilAssertionExpiry {
+    fn expire_after_create(
+        &self,
+        key: &(String, String),
+        _value: &(),
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        // The key's first part carries the expiry: "<exp>|<issuer>".
+        let exp: u64 = key
+            .0
+            .split('|')
+            .next()
+            .and_then(|e| e.parse().ok())
+            .unwrap_or(0);
+        Some(Duration::from_secs(exp.saturating_sub(unix_now()).max(1)))
+    }
+}
+
+impl ExchangeService {
+    /// The endpoint for `issuer` (the minted `iss`) minting for `audiences`.
+    pub(crate) fn new(
+        config: &ExchangeConfig,
+        issuer: &str,
+        audiences: &[String],
+        vending: Arc<TokenVending>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            vending,
+            metrics,
+            endpoint_audiences: vec![
+                issuer.to_owned(),
+                format!("{}/exchange", issuer.trim_end_matches('/')),
+            ],
+            mintable_audiences: audiences.to_vec(),
+            replays: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .expire_after(UntilAssertionExpiry)
+                .build(),
+            permits: Semaphore::new(config.max_concurrent),
+            timeout: config.timeout,
+        }
+    }
+
+    /// Answers one request to `/exchange`.
+    pub(crate) async fn answer(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        body: Body,
+        client_certificate: Option<&TlsClientCertificate>,
+    ) -> Response {
+        if method != Method::POST {
+            let mut response =
+                OAuthError::invalid_request("the token endpoint takes POST").into_response();
+            *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+        let Ok(_permit) = self.permits.try_acquire() else {
+            self.metrics.count_exchange("any", "busy");
+            return OAuthError::with(503, "temporarily_unavailable", "too many exchanges at once")
+                .into_response();
+        };
+        let (grant_type, result) = match self.read(headers, body).await {
+            Ok(exchange) => {
+                let grant_type = exchange.grant_type();
+                (grant_type, self.run(exchange, client_certificate).await)
+            }
+            Err(error) => ("unparsed", Err(error)),
+        };
+        match result {
+            Ok(answer) => {
+                self.metrics.count_exchange(grant_type, "ok");
+                (StatusCode::OK, no_store(), axum::Json(answer)).into_response()
+            }
+            Err(error) => {
+                self.metrics.count_exchange(grant_type, error.error);
+                tracing::info!(grant_type, status = error.status, error = error.error, reason = %error.description, "exchange refused");
+                error.into_response()
+            }
+        }
+    }
+
+    async fn read(&self, headers: &HeaderMap, body: Body) -> Result<Grant, OAuthError> {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        let parse = match content_type.as_str() {
+            "application/json" => Grant::from_json,
+            "application/x-www-form-urlencoded" => Grant::from_form,
+            _ => {
+                return Err(OAuthError::with(
+                    415,
+                    "invalid_request",
+                    "Content-Type must be application/x-www-form-urlencoded or application/json",
+                ));
+            }
+        };
+        let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
+            .await
+            .map_err(|_| {
+                OAuthError::with(413, "invalid_request", "the body is larger than 64 KiB")
+            })?;
+        if bytes.is_empty() {
+            return Err(OAuthError::invalid_request("the body is empty"));
+        }
+        parse(&bytes)
+    }
+
+    async fn run(
+        &self,
+        exchange: Grant,
+        client_certificate: Option<&TlsClientCertificate>,
+    ) -> Result<serde_json::Value, OAuthError> {
+        let deadline = Instant::now() + self.timeout;
+        let certificate = || {
+            client_certificate
+                .map(|cert| {
+                    Credential::Certificate(ClientCertificate {
+                        source: CertSource::Peer,
+                        der: cert.0.clone(),
+                        chain: Vec::new(),
+                    })
+                })
+                .ok_or_else(|| {
+                    OAuthError::with(
+                        401,
+                        "invalid_client",
+                        "no TLS client certificate was presented",
+                    )
+                })
+        };
+        match exchange {
+            Grant::Reference { token } => {
+                let swapped = self.swap_bearer(&token, deadline).await?;
+                Ok(answer(&swapped, None))
+            }
+            Grant::TokenExchange {
+                subject_token,
+                audiences,
+                requested_token_type,
+            } => {
+                if let Some(unknown) = audiences
+                    .iter()
+                    .find(|a| !self.mintable_audiences.contains(a))
+                {
+                    let _ = unknown;
+                    return Err(OAuthError::with(
+                        400,
+                        "invalid_target",
+                        "the requested audience is not one this endpoint mints for",
+                    ));
+                }
+                let swapped = match subject_token {
+                    Some(token) => self.swap_bearer(&token, deadline).await?,
+                    None => {
+                        self.vending
+                            .swap_credential(certificate()?, deadline)
+                            .await?
+                    }
+                };
+                let issued = requested_token_type.unwrap_or_else(|| ISSUED_TOKEN_TYPE.to_owned());
+                Ok(answer(&swapped, Some(&issued)))
+            }
+            Grant::JwtBearer { assertion } => {
+                let verified = self
+                    .vending
+                    .authenticator()
+                    .oidc()
+                    .verify_assertion(&assertion, &self.endpoint_audiences, deadline)
+                    .await
+                    .map_err(SwapError::Auth)?;
+                let key = (
+                    format!(
+                        "{}|{}",
+                        verified.identity.expires_at, verified.identity.issuer
+                    ),
+                    verified.jti.clone(),
+                );
+                if !self.replays.entry(key).or_insert(()).is_fresh() {
+                    return Err(SwapError::Auth(AuthError::Replayed).into());
+                }
+                let swapped = self
+                    .vending
+                    .swap_identity(verified.identity, assertion.as_bytes(), deadline)
+                    .await?;
+                Ok(answer(&swapped, None))
+            }
+            Grant::ClientCredentials => {
+                let swapped = self
+                    .vending
+                    .swap_credential(certificate()?, deadline)
+                    .await?;
+                Ok(answer(&swapped, None))
+            }
+        }
+    }
+
+    async fn swap_bearer(&self, token: &str, deadline: Instant) -> Result<Swapped, OAuthError> {
+        let authorization = format!("Bearer {token}");
+        let request = InboundRequest {
+            authorization: vec![authorization.as_bytes()],
+            ..Default::default()
+        };
+        Ok(self.vending.swap(&request, deadline).await?)
+    }
+}
+
+/// RFC 6749 §5.1 (and RFC 8693 §2.2.1 with `issued_token_type`).
+fn answer(swapped: &Swapped, issued_token_type: Option<&str>) -> serde_json::Value {
+    let mut body = serde_json::json!({
+        "access_token": swapped.minted.token,
+        "token_type": "Bearer",
+        "expires_in": swapped.minted.expires_at.saturating_sub(unix_now()),
+    });
+    if let Some(issued) = issued_token_type {
+        body["issued_token_type"] = issued.into();
+    }
+    body
+}

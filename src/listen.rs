@@ -1,0 +1,69 @@
+//! `listen:` — where the two servers bind, and the side port's optional TLS.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::config::ConfigCheck;
+use crate::credential::ClientCertsConfig;
+
+/// `listen:`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenConfig {
+    /// ext_authz gRPC (and grpc.health.v1); loopback by default because only Envoy calls it.
+    pub authz: SocketAddr,
+    /// JWKS, discovery, health, metrics and `/exchange`.
+    pub http: SocketAddr,
+    /// TLS on the side port (plain HTTP without it).
+    pub http_tls: Option<HttpTlsConfig>,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            authz: SocketAddr::from(([127, 0, 0, 1], 9001)),
+            http: SocketAddr::from(([0, 0, 0, 0], 9002)),
+            http_tls: None,
+        }
+    }
+}
+
+/// `listen.http_tls` — files re-read when they change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpTlsConfig {
+    /// The server's certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Its private key (PEM).
+    pub key_file: PathBuf,
+    /// CAs that client certificates must chain to (PEM); with it, a client may present a
+    /// certificate and exchange it for a token. Clients without one are still served.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl ListenConfig {
+    pub(crate) fn check(
+        &mut self,
+        path: &str,
+        client_certs: &ClientCertsConfig,
+        check: &mut ConfigCheck,
+    ) {
+        let Some(tls) = &mut self.http_tls else {
+            return;
+        };
+        check.readable(format!("{path}.http_tls.cert_file"), &mut tls.cert_file);
+        check.readable(format!("{path}.http_tls.key_file"), &mut tls.key_file);
+        if let Some(ca) = &mut tls.client_ca_file {
+            check.readable(format!("{path}.http_tls.client_ca_file"), ca);
+            if !client_certs.enabled {
+                check.problem(
+                    format!("{path}.http_tls.client_ca_file"),
+                    "client certificates are exchanged only with client_certs.enabled: true",
+                );
+            }
+        }
+    }
+}
