@@ -65,11 +65,9 @@ impl Grant {
             ));
         }
         match object.get("token") {
-            Some(serde_json::Value::String(token)) if !token.is_empty() => {
-                Ok(Grant::Reference {
-                    token: token.clone(),
-                })
-            }
+            Some(serde_json::Value::String(token)) if !token.is_empty() => Ok(Grant::Reference {
+                token: token.clone(),
+            }),
             Some(serde_json::Value::String(_)) => {
                 Err(OAuthError::invalid_request("`token` is empty"))
             }

@@ -67,6 +67,8 @@ pub struct Options {
     pub grants_source: String,
     /// Top-level YAML appended to the config (e.g. a `client_certs:` block).
     pub extra_config: String,
+    /// The `listen:` value.
+    pub listen: String,
 }
 
 impl Options {
@@ -88,6 +90,7 @@ impl Default for Options {
             signing: "{ dev_generate: true }".to_owned(),
             grants_source: "file".to_owned(),
             extra_config: String::new(),
+            listen: "{ authz: 127.0.0.1:0, http: 127.0.0.1:0 }".to_owned(),
         }
     }
 }
@@ -110,7 +113,7 @@ impl Harness {
         let dir = TempDir::new("harness");
         dir.write("grants.yaml", &options.grants_file);
         let yaml = format!(
-            "listen: {{ authz: 127.0.0.1:0, http: 127.0.0.1:0 }}
+            "listen: {listen}
 token:
   issuer: https://token-vending.example.com
   audience: [evidentsource]
@@ -134,6 +137,7 @@ grants:
             signing = options.signing,
             grants_source = options.grants_source,
             extra_config = options.extra_config,
+            listen = options.listen,
         );
         let config = Config::from_yaml(&yaml, dir.path()).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
         let sidecar = evs_token_vending::start(config)
