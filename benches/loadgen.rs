@@ -165,6 +165,88 @@ async fn run(knobs: Knobs, sign_rate: f64, cores: usize) {
             sidecar.rss_mib()
         );
     }
+
+    println!("\n6. Checks at 1,000/s (cached) while /exchange is flooded with fresh IdP tokens:\n");
+    println!(
+        "| run | Checks/s achieved | p50 | p90 | p99 | p99.9 | exchanges OK/s | exchanges refused busy/s |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let quiet = fixed_rate(&clients, &repeated, 1_000, duration).await;
+    println!(
+        "| quiet | {:.0} | {} | - | - |",
+        quiet.throughput(),
+        quiet.percentiles()
+    );
+    let flood_tokens = Arc::new(
+        (0..expected)
+            .map(|i| {
+                idp.token_for(
+                    &format!("flood-{i}@example.com"),
+                    None,
+                    Duration::from_secs(3600),
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let counts = Arc::new([
+        std::sync::atomic::AtomicU64::new(0),
+        std::sync::atomic::AtomicU64::new(0),
+    ]);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/exchange", sidecar.http_addr);
+    let flooders: Vec<_> = (0..knobs.concurrency * 2)
+        .map(|_| {
+            let (stop, counts, next, tokens) = (
+                stop.clone(),
+                counts.clone(),
+                next.clone(),
+                flood_tokens.clone(),
+            );
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move {
+                use std::sync::atomic::Ordering::Relaxed;
+                while !stop.load(Relaxed) {
+                    let token = &tokens[next.fetch_add(1, Relaxed) % tokens.len()];
+                    let body = format!(r#"{{"token":"{token}"}}"#);
+                    let answer = http
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await;
+                    match answer.map(|a| a.status().as_u16()) {
+                        Ok(200) => counts[0].fetch_add(1, Relaxed),
+                        Ok(503) => counts[1].fetch_add(1, Relaxed),
+                        _ => 0,
+                    };
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = [
+        counts[0].load(std::sync::atomic::Ordering::Relaxed),
+        counts[1].load(std::sync::atomic::Ordering::Relaxed),
+    ];
+    let flooded = fixed_rate(&clients, &repeated, 1_000, duration).await;
+    let after = [
+        counts[0].load(std::sync::atomic::Ordering::Relaxed),
+        counts[1].load(std::sync::atomic::Ordering::Relaxed),
+    ];
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for flooder in flooders {
+        let _ = flooder.await;
+    }
+    let seconds = flooded.elapsed.as_secs_f64();
+    println!(
+        "| during the flood | {:.0} | {} | {:.0} | {:.0} |",
+        flooded.throughput(),
+        flooded.percentiles(),
+        (after[0] - before[0]) as f64 / seconds,
+        (after[1] - before[1]) as f64 / seconds,
+    );
     println!();
 }
 
@@ -350,6 +432,8 @@ async fn fixed_rate(
 struct Server {
     child: std::process::Child,
     addr: SocketAddr,
+    /// The side port (the sidecar's; unused for the no-op server).
+    http_addr: SocketAddr,
     _dir: Option<std::path::PathBuf>,
 }
 
@@ -368,7 +452,9 @@ impl Server {
     fn spawn_sidecar(idp: &DemoIdp) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("evs-tv-loadgen-{}", std::process::id()));
-        let yaml = common::config_yaml(idp, &dir, &format!("127.0.0.1:{port}"), "");
+        let http_port = free_port();
+        let yaml = common::config_yaml(idp, &dir, &format!("127.0.0.1:{port}"), "")
+            .replace("http: 127.0.0.1:0", &format!("http: 127.0.0.1:{http_port}"));
         std::fs::write(dir.join("config.yaml"), yaml).expect("config");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_evs-token-vending"))
             .args(["serve", "--config"])
@@ -376,7 +462,9 @@ impl Server {
             .env("RUST_LOG", "warn")
             .spawn()
             .expect("sidecar");
-        Self::ready(child, port, Some(dir))
+        let mut server = Self::ready(child, port, Some(dir));
+        server.http_addr = SocketAddr::from(([127, 0, 0, 1], http_port));
+        server
     }
 
     fn ready(child: std::process::Child, port: u16, dir: Option<std::path::PathBuf>) -> Self {
@@ -388,6 +476,7 @@ impl Server {
         Self {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             _dir: dir,
         }
     }

@@ -18,6 +18,9 @@ const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
 const AUTHLIB: &str = "authlib==1.6.5";
 
+/// A form, and the status, OAuth error and description words it must get.
+type FormCase = (Vec<(&'static str, String)>, u16, &'static str, &'static str);
+
 /// Python from the tests' venv, with `requests` (a moto dependency) and Authlib.
 fn python() -> std::path::PathBuf {
     python_tool("moto[server]==5.2.5", |venv| {
@@ -252,7 +255,7 @@ async fn every_malformed_request_gets_its_oauth_error_and_no_credential_is_echoe
         form.extend_from_slice(extra);
         form
     };
-    let form_cases: Vec<(Vec<(&str, String)>, u16, &str, &str)> = vec![
+    let form_cases: Vec<FormCase> = vec![
         (vec![("grant_type", "password".into())], 400, "unsupported_grant_type", "not one"),
         (te(&[("subject_token", token.clone()), ("subject_token_type", "urn:x".into())]), 400, "invalid_request", "not supported"),
         (te(&[("subject_token", token.clone()), ("subject_token_type", ID_TOKEN.into()), ("audience", "elsewhere".into())]), 400, "invalid_target", "audience"),
