@@ -97,10 +97,10 @@ async fn exchange(
     let (parts, body) = request.into_parts();
     exchange
         .answer(
-            &parts.method,
-            &parts.headers,
+            parts.method,
+            parts.headers,
             body,
-            client_certificate.as_ref().map(|c| &c.0),
+            client_certificate.map(|c| c.0),
         )
         .await
 }

@@ -4,7 +4,9 @@
 //! It runs the very same stages as a Check ([`TokenVending`]) and maps their errors once,
 //! here, into OAuth errors: 400 `invalid_request` / `invalid_grant` / `unsupported_grant_type`
 //! / `invalid_target`, 401 `invalid_client`, 503 `temporarily_unavailable`. Its concurrent work
-//! is bounded so that a flood of exchanges cannot starve Envoy's Checks.
+//! runs on a runtime of its own (one thread) and is bounded in count, so that a flood of
+//! exchanges — each an RSA verification and signature — can never occupy the workers that
+//! answer Envoy's Checks.
 
 mod request;
 
@@ -148,8 +150,33 @@ fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
 #[derive(Debug, Clone)]
 pub(crate) struct TlsClientCertificate(pub(crate) Vec<u8>);
 
+/// The one-thread runtime exchanges run on, shut down without blocking when dropped.
+struct ExchangeRuntime(Option<tokio::runtime::Runtime>);
+
+impl ExchangeRuntime {
+    fn start() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("evs-exchange")
+            .enable_all()
+            .build()
+            .map_err(|e| tracing::error!(error = %e, "cannot start the exchange runtime; exchanges share the main one"))
+            .ok();
+        Self(runtime)
+    }
+}
+
+impl Drop for ExchangeRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 /// The token endpoint.
 pub(crate) struct ExchangeService {
+    runtime: ExchangeRuntime,
     vending: Arc<TokenVending>,
     metrics: Arc<Metrics>,
     /// What a JWT bearer assertion's `aud` must name: the endpoint URL or our issuer.
@@ -192,6 +219,7 @@ impl ExchangeService {
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
+            runtime: ExchangeRuntime::start(),
             vending,
             metrics,
             endpoint_audiences: vec![
@@ -208,8 +236,36 @@ impl ExchangeService {
         }
     }
 
-    /// Answers one request to `/exchange`.
+    /// Answers one request to `/exchange`, on the exchange runtime.
     pub(crate) async fn answer(
+        self: &Arc<Self>,
+        method: Method,
+        headers: HeaderMap,
+        body: Body,
+        client_certificate: Option<TlsClientCertificate>,
+    ) -> Response {
+        let Some(runtime) = &self.runtime.0 else {
+            return self
+                .answer_here(&method, &headers, body, client_certificate.as_ref())
+                .await;
+        };
+        let service = self.clone();
+        let work = runtime.spawn(async move {
+            service
+                .answer_here(&method, &headers, body, client_certificate.as_ref())
+                .await
+        });
+        work.await.unwrap_or_else(|_| {
+            OAuthError::with(
+                503,
+                "temporarily_unavailable",
+                "the exchange was interrupted",
+            )
+            .into_response()
+        })
+    }
+
+    async fn answer_here(
         &self,
         method: &Method,
         headers: &HeaderMap,
