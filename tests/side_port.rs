@@ -70,3 +70,27 @@ async fn health_readiness_and_metrics_answer() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn an_issuer_without_a_usable_key_gets_401_and_a_readiness_warning() {
+    let h = Harness::start().await;
+    // The IdP is up but now publishes nothing this sidecar can verify with; a token under a
+    // new kid makes the sidecar fetch that empty set.
+    h.idp.publish(&[]);
+    let rotated = evs_token_vending::SigningKey::generate_rsa(2048).unwrap();
+    let token = evs_testkit::sign_with(&rotated, &h.claims(serde_json::json!({})));
+    let answer = support::denied(&h.check_bearer(&token).await);
+    assert_eq!(answer.http_status, 401, "{}", answer.description());
+    assert!(
+        answer.description().contains("no usable key"),
+        "{}",
+        answer.description()
+    );
+    let ready = support::get_json(&h.http_url("/readyz")).await;
+    assert_eq!(ready["ready"], true, "an IdP's keys never fail readiness");
+    let warnings = ready["warnings"].to_string();
+    assert!(
+        warnings.contains("publishes no usable signing key"),
+        "{ready}"
+    );
+}

@@ -188,3 +188,56 @@ impl TokenCache {
         token.expires_at.saturating_sub(now) as f64 / lifetime as f64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(issued_at: u64, expires_at: u64) -> MintedToken {
+        MintedToken {
+            token: format!("t-{issued_at}"),
+            issued_at,
+            expires_at,
+            kid: "k".into(),
+        }
+    }
+
+    fn cache() -> TokenCache {
+        TokenCache::new(&TokenCacheConfig::default(), Arc::default())
+    }
+
+    #[tokio::test]
+    async fn a_token_serves_while_more_than_half_its_life_is_left_and_refreshes_before() {
+        // Entries also expire by the wall clock, so the token lives around now.
+        let now = crate::clock::unix_now();
+        let cache = cache();
+        let key = [7u8; 32];
+        cache.store(key, token(now, now + 1_000), 1).await;
+        assert!(matches!(
+            cache.find(&key, now + 100, 1).await,
+            Found::Fresh(_)
+        ));
+        // 55 % of the life spent: past the refresh point (60 % left), still servable.
+        assert!(matches!(
+            cache.find(&key, now + 450, 1).await,
+            Found::RefreshDue(_)
+        ));
+        // Half or less left: never served.
+        assert!(matches!(cache.find(&key, now + 500, 1).await, Found::Miss));
+    }
+
+    #[tokio::test]
+    async fn a_token_of_another_key_ring_or_after_clear_is_never_served() {
+        let now = crate::clock::unix_now();
+        let cache = cache();
+        let key = [9u8; 32];
+        cache.store(key, token(now, now + 1_000), 1).await;
+        assert!(matches!(
+            cache.find(&key, now + 10, 1).await,
+            Found::Fresh(_)
+        ));
+        assert!(matches!(cache.find(&key, now + 10, 2).await, Found::Miss));
+        cache.clear();
+        assert!(matches!(cache.find(&key, now + 10, 1).await, Found::Miss));
+    }
+}
