@@ -144,6 +144,7 @@ async fn readyz(State(state): State<Arc<SidePortState>>) -> Response {
         .map(|e| format!("signing key change refused: {e}"))
         .into_iter()
         .collect();
+    warnings.extend(state.vending.grants().warnings());
     if let Some(e) = state.tls.as_ref().and_then(|tls| tls.last_error()) {
         warnings.push(format!("side-port TLS change refused: {e}"));
     }

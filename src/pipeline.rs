@@ -77,6 +77,11 @@ impl TokenVending {
         }
     }
 
+    /// The grants look-up (for readiness warnings).
+    pub fn grants(&self) -> &GrantsLookup {
+        &self.grants
+    }
+
     /// The authenticator (for readiness and prefetch).
     pub fn authenticator(&self) -> &Authenticator {
         &self.authenticator

@@ -54,6 +54,7 @@ pub struct Metrics {
     token_cache_misses: AtomicU64,
     token_cache_refreshes: AtomicU64,
     token_cache_evictions: AtomicU64,
+    grants_file_reloads_refused: AtomicU64,
     /// `/exchange` answers by (grant type, outcome); both labels are fixed texts of ours.
     exchanges: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
 }
@@ -66,6 +67,12 @@ impl Metrics {
             .position(|(o, _)| *o == outcome)
             .unwrap_or(0);
         self.checks[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one refused change of the grants file.
+    pub fn grants_file_reload_refused(&self) {
+        self.grants_file_reloads_refused
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one `/exchange` answer: `outcome` is `ok`, `busy` or the OAuth error code.
@@ -182,6 +189,12 @@ impl Metrics {
             "evs_tv_grants_stale_served_total",
             "Look-ups answered with stale grants because the store failed.",
             &[("", &self.grants_stale_served)],
+        );
+        counter(
+            &mut text,
+            "evs_tv_grants_file_reloads_refused_total",
+            "Changes of the grants file refused (unparsable, empty, vanished); the last good grants serve.",
+            &[("", &self.grants_file_reloads_refused)],
         );
         text.push_str(
             "# HELP evs_tv_exchanges_total /exchange answers, by grant type and outcome (ok, busy, or the OAuth error).\n\

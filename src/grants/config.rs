@@ -19,6 +19,8 @@ pub struct GrantsConfig {
     pub unknown_subject: UnknownSubjectPolicy,
     /// What a subject whose store entry is not valid grants gets.
     pub malformed_item: MalformedItemPolicy,
+    /// Accept a grants file with no subjects (refused by default, like a broken edit).
+    pub allow_empty: bool,
 }
 
 /// One grant source with its settings.
@@ -68,6 +70,8 @@ pub(crate) struct GrantsFile {
     unknown_subject: UnknownSubjectPolicy,
     #[serde(default)]
     malformed_item: MalformedItemPolicy,
+    #[serde(default)]
+    allow_empty: bool,
 }
 
 impl GrantsConfig {
@@ -129,6 +133,7 @@ impl GrantsConfig {
             cache: file.cache,
             unknown_subject: file.unknown_subject,
             malformed_item: file.malformed_item,
+            allow_empty: file.allow_empty,
         })
     }
 }

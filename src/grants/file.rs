@@ -1,18 +1,22 @@
 //! Grants from a YAML file (`grants.source: file`), reloaded when the file changes.
 //!
 //! The file is polled ([`FileStamp`]), which also sees Kubernetes' ConfigMap updates. A broken
-//! edit keeps the last good grants.
+//! edit keeps the last good grants, and so does an edit that would empty them — an empty or
+//! `null` file, or one with no subjects where the last had some — unless
+//! `grants.allow_empty: true`; a file that vanishes keeps them too. Every refused reload is
+//! kept as a warning for `/readyz` and counted.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Deserialize;
 
 use super::{GrantSource, Grants, LookupFuture};
 use crate::file_stamp::FileStamp;
+use crate::telemetry::Metrics;
 
 /// How often the file's metadata is checked for a change.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
@@ -21,6 +25,9 @@ pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 pub struct FileGrants {
     path: PathBuf,
     snapshot: ArcSwap<HashMap<String, Arc<Grants>>>,
+    allow_empty: bool,
+    last_refusal: ArcSwapOption<String>,
+    metrics: Arc<Metrics>,
 }
 
 /// Why a grants file could not be used.
@@ -35,9 +42,14 @@ pub enum GrantsFileError {
     /// The file is not valid grants YAML.
     #[error("invalid grants file {path}: {reason}")]
     Parse { path: String, reason: String },
+    /// The file holds no grants at all (and `grants.allow_empty` is off).
+    #[error(
+        "grants file {path} holds no subjects ({reason}); set grants.allow_empty: true if that is meant"
+    )]
+    Empty { path: String, reason: &'static str },
 }
 
-#[derive(Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct GrantsFile {
     #[serde(default)]
@@ -45,13 +57,26 @@ struct GrantsFile {
 }
 
 impl FileGrants {
-    /// Reads the file; a start-up error if it is missing or invalid.
-    pub fn load(path: &Path) -> Result<Self, GrantsFileError> {
-        let grants = read_grants(path)?;
+    /// Reads the file; a start-up error if it is missing, invalid, or (unless `allow_empty`)
+    /// empty.
+    pub fn load(
+        path: &Path,
+        allow_empty: bool,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, GrantsFileError> {
+        let grants = read_grants(path, allow_empty)?;
         Ok(Self {
             path: path.to_owned(),
             snapshot: ArcSwap::from_pointee(grants),
+            allow_empty,
+            last_refusal: ArcSwapOption::empty(),
+            metrics,
         })
+    }
+
+    /// Why the last change of the file was refused, while the last good grants serve.
+    pub fn last_refusal(&self) -> Option<Arc<String>> {
+        self.last_refusal.load_full()
     }
 
     /// Number of subjects currently loaded.
@@ -69,13 +94,16 @@ impl FileGrants {
                 continue;
             }
             seen = now;
-            match read_grants(&self.path) {
+            match read_grants(&self.path, self.allow_empty) {
                 Ok(grants) => {
                     tracing::info!(path = %self.path.display(), subjects = grants.len(), "grants file reloaded");
                     self.snapshot.store(Arc::new(grants));
+                    self.last_refusal.store(None);
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "grants file change rejected; keeping the last good grants");
+                    tracing::error!(error = %e, subjects = self.len(), "grants file change refused; keeping the last good grants");
+                    self.metrics.grants_file_reload_refused();
+                    self.last_refusal.store(Some(Arc::new(e.to_string())));
                 }
             }
         }
@@ -87,20 +115,47 @@ impl GrantSource for FileGrants {
         let found = self.snapshot.load().get(key).cloned();
         Box::pin(async move { Ok(found) })
     }
+
+    fn warning(&self) -> Option<String> {
+        self.last_refusal()
+            .map(|reason| format!("grants file change refused: {reason}"))
+    }
 }
 
-fn read_grants(path: &Path) -> Result<HashMap<String, Arc<Grants>>, GrantsFileError> {
+fn read_grants(
+    path: &Path,
+    allow_empty: bool,
+) -> Result<HashMap<String, Arc<Grants>>, GrantsFileError> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| GrantsFileError::Read {
         path: shown.clone(),
         reason: e.kind(),
     })?;
+    let empty = |reason| GrantsFileError::Empty {
+        path: shown.clone(),
+        reason,
+    };
+    let meaningful = text
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or("").trim())
+        .filter(|line| !line.is_empty() && *line != "---")
+        .collect::<Vec<_>>();
+    if meaningful.is_empty() && !allow_empty {
+        return Err(empty("the file is empty"));
+    }
+    if matches!(meaningful.as_slice(), ["null" | "~"]) && !allow_empty {
+        return Err(empty("the file is null"));
+    }
     let deserializer = serde_norway::Deserializer::from_str(&text);
-    let file: GrantsFile =
+    let file: Option<GrantsFile> =
         serde_path_to_error::deserialize(deserializer).map_err(|e| GrantsFileError::Parse {
-            path: shown,
+            path: shown.clone(),
             reason: format!("{}: {}", e.path(), e.inner()),
         })?;
+    let file = file.unwrap_or_default();
+    if file.subjects.is_empty() && !allow_empty {
+        return Err(empty("no subjects"));
+    }
     Ok(file
         .subjects
         .into_iter()
@@ -118,8 +173,32 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("grants.yaml");
         std::fs::write(&path, "subjects:\n  alice:\n    globl: [x]\n").unwrap();
-        let err = FileGrants::load(&path).err().unwrap().to_string();
+        let err = FileGrants::load(&path, false, Arc::default())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("subjects.alice"), "{err}");
         assert!(err.contains("globl"), "{err}");
+    }
+
+    #[test]
+    fn empty_null_and_subjectless_files_are_refused_unless_allowed() {
+        let dir = std::env::temp_dir().join(format!("evs-grants-empty-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("grants.yaml");
+        for (text, reason) in [
+            ("", "empty"),
+            ("# nothing\n---\n", "empty"),
+            ("null\n", "null"),
+            ("subjects: {}\n", "no subjects"),
+        ] {
+            std::fs::write(&path, text).unwrap();
+            let refused = read_grants(&path, false).unwrap_err().to_string();
+            assert!(refused.contains(reason), "{text:?}: {refused}");
+            assert!(
+                read_grants(&path, true).unwrap().is_empty(),
+                "{text:?} allowed"
+            );
+        }
     }
 }

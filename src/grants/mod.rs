@@ -52,6 +52,11 @@ pub trait GrantSource: Send + Sync {
     /// The grants stored under `key`, or `None` when the store has no entry for it; remote
     /// stores give up at `deadline`.
     fn lookup<'a>(&'a self, key: &'a str, deadline: Instant) -> LookupFuture<'a>;
+
+    /// Something an operator should see in `/readyz` (a refused reload), if any.
+    fn warning(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Why no grants were produced.
@@ -108,7 +113,8 @@ impl GrantsLookup {
         for source in &config.sources {
             match source {
                 GrantSourceConfig::File(path) => {
-                    let file = Arc::new(FileGrants::load(path)?);
+                    let file =
+                        Arc::new(FileGrants::load(path, config.allow_empty, metrics.clone())?);
                     tracing::info!(path = %path.display(), subjects = file.len(), "grants file loaded");
                     background.push(tokio::spawn(file.clone().reload_forever(RELOAD_INTERVAL)));
                     sources.push(file);
@@ -136,6 +142,11 @@ impl GrantsLookup {
             lookup: Self::new(sources, config.unknown_subject, config.malformed_item),
             background,
         })
+    }
+
+    /// What the sources want an operator to see (refused reloads), for `/readyz`.
+    pub fn warnings(&self) -> Vec<String> {
+        self.sources.iter().filter_map(|s| s.warning()).collect()
     }
 
     /// The grants of `identity`: the first source, and within it the first key, with an
