@@ -26,6 +26,8 @@ const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 /// Unknown-`kid` refetches of one issuer happen at most this often, so a stream of forged
 /// kids cannot turn us into a load generator against the IdP.
 const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest an unknown-`kid` refetch may hold a Check (within its deadline too).
+const REFETCH_WAIT: Duration = Duration::from_millis(500);
 
 /// A public key of the issuer and the algorithms it may verify.
 pub struct VerifyKey {
@@ -82,7 +84,15 @@ pub struct IssuerKeys {
     /// started; scheduled refreshes do not count, so a key the IdP adds right after one is
     /// still picked up at once.
     fetch_gate: tokio::sync::Mutex<Option<Instant>>,
+    /// Set when an unknown-`kid` refetch starts, cleared when one succeeds: while set, the
+    /// issuer is taken to be down and later misses answer at once instead of waiting again.
+    refetch_failing: std::sync::atomic::AtomicBool,
 }
+
+/// An unknown-`kid` refetch could not reach the issuer: the sidecar cannot tell whether the
+/// key exists (answered 503, not 401).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IssuerUnreachable;
 
 impl IssuerKeys {
     /// Sets up (without fetching) the keys of one configured issuer.
@@ -98,6 +108,7 @@ impl IssuerKeys {
             current: ArcSwapOption::empty(),
             last_error: ArcSwapOption::empty(),
             fetch_gate: tokio::sync::Mutex::new(None),
+            refetch_failing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -131,12 +142,16 @@ impl IssuerKeys {
 
     /// Called when a token names a `kid` that `seen` lacks (or no keys were ever fetched):
     /// refetches once, shared by every caller waiting at the same time, at most every
-    /// [`MIN_REFETCH_INTERVAL`], and gives up at `deadline`.
+    /// [`MIN_REFETCH_INTERVAL`], waiting at most [`REFETCH_WAIT`] and never past `deadline`.
+    /// `Err` when the issuer could not be reached — then, until a refetch succeeds, later
+    /// misses get `Err` at once instead of waiting again.
     pub async fn refetch_after_miss(
         &self,
         seen: Option<&Arc<KeySet>>,
         deadline: Instant,
-    ) -> Option<Arc<KeySet>> {
+    ) -> Result<Option<Arc<KeySet>>, IssuerUnreachable> {
+        use std::sync::atomic::Ordering;
+        let wait_until = deadline.min(Instant::now() + REFETCH_WAIT);
         let attempt = async {
             let mut gate = self.fetch_gate.lock().await;
             let latest = self.current();
@@ -146,20 +161,35 @@ impl IssuerKeys {
                 _ => false,
             };
             if changed {
-                return latest;
+                return Ok(latest);
             }
             if gate.is_some_and(|last| last.elapsed() < MIN_REFETCH_INTERVAL) {
-                return latest;
+                return if self.refetch_failing.load(Ordering::Acquire) {
+                    Err(IssuerUnreachable)
+                } else {
+                    Ok(latest)
+                };
             }
             *gate = Some(Instant::now());
-            if let Err(e) = self.fetch_and_store().await {
-                tracing::warn!(issuer = %self.issuer, error = %e, "refetching issuer keys failed");
+            // Pessimistic until it succeeds: a refetch cut off by the wait counts as failed.
+            self.refetch_failing.store(true, Ordering::Release);
+            match self.fetch_and_store().await {
+                Ok(()) => {
+                    self.refetch_failing.store(false, Ordering::Release);
+                    Ok(self.current())
+                }
+                Err(e) => {
+                    tracing::warn!(issuer = %self.issuer, error = %e, "refetching issuer keys failed");
+                    Err(IssuerUnreachable)
+                }
             }
-            self.current()
         };
-        match tokio::time::timeout_at(deadline.into(), attempt).await {
-            Ok(keys) => keys,
-            Err(_) => self.current(),
+        match tokio::time::timeout_at(wait_until.into(), attempt).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(issuer = %self.issuer, "refetching issuer keys timed out");
+                Err(IssuerUnreachable)
+            }
         }
     }
 
@@ -185,6 +215,8 @@ impl IssuerKeys {
                 tracing::info!(issuer = %self.issuer, keys = set.by_kid.len() + set.without_kid.len(), "issuer keys fetched");
                 self.current.store(Some(Arc::new(set)));
                 self.last_error.store(None);
+                self.refetch_failing
+                    .store(false, std::sync::atomic::Ordering::Release);
                 Ok(())
             }
             Err(e) => {

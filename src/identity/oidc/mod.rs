@@ -320,7 +320,10 @@ async fn find_key(
     if let Some(found) = current.as_ref().and_then(|set| lookup(set, kid)) {
         return Ok(found);
     }
-    let refetched = keys.refetch_after_miss(current.as_ref(), deadline).await;
+    let refetched = keys
+        .refetch_after_miss(current.as_ref(), deadline)
+        .await
+        .map_err(|_| AuthError::KeysUnavailable)?;
     match refetched {
         None => Err(AuthError::KeysUnavailable),
         Some(set) if set.is_empty() => Err(AuthError::NoUsableKey),
