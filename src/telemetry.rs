@@ -1,7 +1,9 @@
 //! Logs and metrics.
 //!
 //! Logs go to stderr through `tracing` (level from `RUST_LOG`, default `info`); nothing logged
-//! anywhere in the crate carries a token, a key or a certificate. Metrics are plain atomic
+//! anywhere in the crate carries a token, a key or a certificate. Dependencies are held to
+//! `info` whatever `RUST_LOG` says: at `debug` and `trace` the AWS SDK writes canonical
+//! requests with session tokens, and HTTP stacks dump headers. Metrics are plain atomic
 //! counters rendered in the Prometheus text format on `/metrics`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,16 +11,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Installs the stderr log subscriber at `default_level` unless `RUST_LOG` says otherwise.
 /// `json` switches to one JSON object per line.
 pub fn init_logging(json: bool, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let requested = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
+    let output = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let output = if json {
+        output.json().boxed()
     } else {
-        builder.try_init()
+        output.boxed()
     };
+    let _ = tracing_subscriber::registry()
+        .with(requested)
+        .with(output.with_filter(tracing_subscriber::filter::filter_fn(safe_to_log)))
+        .try_init();
+}
+
+/// Our own events at any level; a dependency's only up to `info`.
+fn safe_to_log(event: &tracing::Metadata<'_>) -> bool {
+    event.target().starts_with(env!("CARGO_CRATE_NAME")) || *event.level() <= tracing::Level::INFO
 }
 
 /// How a Check ended.

@@ -1,0 +1,123 @@
+//! No secret reaches the log at any level: the real binary at `RUST_LOG=trace`, signing with a
+//! key from Secrets Manager and reading grants from DynamoDB (both moto), swaps a token; its
+//! whole stderr must hold none of the AWS credentials, the signing key, or either token.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType,
+};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use evs_token_vending::SigningKey;
+use evs_token_vending::demo::DemoIdp;
+use support::moto::{Moto, use_test_credentials};
+use support::{TempDir, free_port};
+
+const SECRET_ACCESS_KEY: &str = "logScanSecretAccessKey0123456789abcdefXYZ";
+const SESSION_TOKEN: &str = "logScanSessionToken/FwoGZXIvYXdzEXAMPLE+session0123456789";
+
+#[test]
+fn at_trace_level_the_log_holds_no_credential_key_or_token() {
+    // SAFETY: first statement of the test; no other thread exists yet.
+    unsafe { use_test_credentials() };
+    let moto = Moto::start();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .endpoint_url(&moto.endpoint)
+            .load()
+            .await;
+        let key = SigningKey::generate_rsa(2048).unwrap();
+        let pem = key.to_pkcs8_pem().unwrap();
+        aws_sdk_secretsmanager::Client::new(&aws)
+            .create_secret()
+            .name("evs-signing-keys")
+            .secret_string(serde_json::json!({"active": "k1", "keys": {"k1": pem}}).to_string())
+            .send()
+            .await
+            .expect("CreateSecret");
+        let db = aws_sdk_dynamodb::Client::new(&aws);
+        db.create_table()
+            .table_name("evs-grants")
+            .key_schema(KeySchemaElement::builder().attribute_name("subject").key_type(KeyType::Hash).build().unwrap())
+            .attribute_definitions(AttributeDefinition::builder().attribute_name("subject").attribute_type(ScalarAttributeType::S).build().unwrap())
+            .billing_mode(BillingMode::PayPerRequest)
+            .send()
+            .await
+            .expect("CreateTable");
+        db.put_item()
+            .table_name("evs-grants")
+            .item("subject", AttributeValue::S("user@example.com".into()))
+            .item("grants", AttributeValue::M([("global".to_owned(), AttributeValue::L(vec![AttributeValue::S("reader".into())]))].into()))
+            .send()
+            .await
+            .expect("PutItem");
+
+        let idp = DemoIdp::start().await.unwrap();
+        let dir = TempDir::new("log-secrets");
+        let (authz, http) = (free_port(), free_port());
+        let config = dir.write(
+            "config.yaml",
+            &format!(
+                "listen: {{ authz: '127.0.0.1:{authz}', http: '127.0.0.1:{http}' }}
+token: {{ issuer: https://tv.example.com }}
+signing: {{ secrets_manager: {{ secret_id: evs-signing-keys, endpoint_url: '{moto}', region: us-east-1 }} }}
+trust: [ {{ issuer: '{issuer}' }} ]
+grants: {{ source: dynamodb, dynamodb: {{ table: evs-grants, endpoint_url: '{moto}', region: us-east-1 }} }}
+",
+                moto = moto.endpoint,
+                issuer = idp.issuer()
+            ),
+        );
+        let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_evs-token-vending"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "trace")
+            .env("AWS_ACCESS_KEY_ID", "AKIALOGSCANEXAMPLE01")
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+            .env("AWS_SESSION_TOKEN", SESSION_TOKEN)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("serve");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", authz)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(20), "serve did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let idp_token = idp.token_for("user@example.com", None, Duration::from_secs(600));
+        let mut client = AuthorizationClient::connect(format!("http://127.0.0.1:{authz}")).await.unwrap();
+        let answer = client
+            .check(evs_testkit::check_request(&[("authorization", &format!("Bearer {idp_token}"))]))
+            .await
+            .unwrap()
+            .into_inner();
+        let minted = evs_testkit::minted_token(&answer).expect("a token was minted");
+        assert_eq!(support::segment(&minted, 1)["evs:grants"]["global"], serde_json::json!(["reader"]));
+        let _ = child.kill();
+        let _ = child.wait();
+
+        let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+        assert!(log.contains("TRACE") || log.contains("DEBUG"), "the log ran at trace level");
+        let key_body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let secrets = [
+            ("the AWS secret access key", SECRET_ACCESS_KEY.to_owned()),
+            ("the AWS session token", SESSION_TOKEN.to_owned()),
+            ("the signing key", key_body[40..80].to_owned()),
+            ("the IdP token's signature", idp_token.rsplit('.').next().unwrap().to_owned()),
+            ("the minted token's signature", minted.rsplit('.').next().unwrap().to_owned()),
+        ];
+        for (what, secret) in secrets {
+            assert!(!log.contains(&secret), "{what} appears in the trace log");
+        }
+    });
+}
