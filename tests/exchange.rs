@@ -479,3 +479,67 @@ async fn a_client_certificate_over_tls_is_exchanged_and_a_foreign_one_is_refused
         "the JWKS stays public over TLS"
     );
 }
+
+#[tokio::test]
+async fn the_side_ports_certificate_is_replaced_without_a_restart() {
+    let first_ca = TestCa::new("First CA");
+    let second_ca = TestCa::new("Second CA");
+    let dir = support::TempDir::new("exchange-tls-reload");
+    let (cert, key) = first_ca.issue_with_key("localhost", &["localhost"]);
+    dir.write("server.pem", &cert);
+    dir.write("server.key", &key);
+    let h = Harness::start_with(Options {
+        listen: format!(
+            "{{ authz: 127.0.0.1:0, http: 127.0.0.1:0, http_tls: {{ cert_file: '{0}/server.pem', key_file: '{0}/server.key' }} }}",
+            dir.path().display()
+        ),
+        ..Default::default()
+    })
+    .await;
+    let url = format!("https://localhost:{}/healthz", h.sidecar().http_addr.port());
+    let trusting = |ca: &TestCa| {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.pem.as_bytes()).unwrap())
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+    };
+    assert!(trusting(&first_ca).get(&url).send().await.is_ok());
+    assert!(trusting(&second_ca).get(&url).send().await.is_err());
+
+    let (cert, key) = second_ca.issue_with_key("localhost", &["localhost"]);
+    dir.write("server.key", &key);
+    dir.write("server.pem", &cert);
+    let client = trusting(&second_ca);
+    support::eventually(
+        "the new certificate is served",
+        Duration::from_secs(10),
+        async || client.get(&url).send().await.is_ok(),
+    )
+    .await;
+
+    // A broken edit keeps the last good certificate and says so in /readyz.
+    dir.write("server.pem", "not a certificate");
+    support::eventually(
+        "the broken edit is refused",
+        Duration::from_secs(10),
+        async || {
+            let ready: Value = client
+                .get(url.replace("/healthz", "/readyz"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            ready["warnings"]
+                .to_string()
+                .contains("side-port TLS change refused")
+        },
+    )
+    .await;
+    assert!(
+        client.get(&url).send().await.is_ok(),
+        "still serving the last good certificate"
+    );
+}
