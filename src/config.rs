@@ -16,6 +16,7 @@ use crate::exchange::ExchangeConfig;
 use crate::grants::{GrantsConfig, GrantsFile};
 use crate::identity::AwsIamConfig;
 use crate::identity::oidc::{TrustedIssuerConfig, TrustedIssuerFile};
+use crate::listen::ShutdownConfig;
 use crate::mint::{SigningConfig, SigningFile, TokenConfig};
 use crate::server::ListenConfig;
 
@@ -40,6 +41,8 @@ pub struct Config {
     pub response: ResponseConfig,
     /// `POST /exchange` on the side port.
     pub exchange: ExchangeConfig,
+    /// How SIGTERM ends the process.
+    pub shutdown: ShutdownConfig,
     /// What is allowed but probably not meant (`check-config` prints these; `serve` logs them).
     pub warnings: Vec<ConfigProblem>,
 }
@@ -64,6 +67,8 @@ struct ConfigFile {
     response: ResponseConfig,
     #[serde(default)]
     exchange: ExchangeConfig,
+    #[serde(default)]
+    shutdown: ShutdownConfig,
 }
 
 /// One problem found in a config, with where it was found.
@@ -249,6 +254,7 @@ impl ConfigFile {
             grants: grants?,
             response: self.response,
             exchange: self.exchange,
+            shutdown: self.shutdown,
             warnings: Vec::new(),
         })
     }

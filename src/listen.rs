@@ -30,6 +30,24 @@ impl Default for ListenConfig {
     }
 }
 
+/// `shutdown:` — how SIGTERM ends the process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ShutdownConfig {
+    /// After SIGTERM, in-flight work may take this long; then every connection left (an idle
+    /// client, a half-sent request) is closed and the process exits.
+    #[serde(with = "humantime_serde")]
+    pub grace: std::time::Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            grace: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
 /// `listen.http_tls` — files re-read when they change.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

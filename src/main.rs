@@ -188,7 +188,12 @@ async fn serve(config: Config) -> ExitCode {
         tracing::info!("shutting down");
         let _ = stop.send(true);
     });
-    sidecar.wait().await;
+    // The servers end only after a stop; then in-flight work gets the grace period.
+    let mut stopped = sidecar.stopper().subscribe();
+    let _ = stopped.wait_for(|stop| *stop).await;
+    if !sidecar.wait_within_grace().await {
+        tracing::warn!(grace = ?sidecar.grace, "shutdown grace over: closing the connections left");
+    }
     ExitCode::SUCCESS
 }
 

@@ -79,6 +79,8 @@ pub struct RunningSidecar {
     pub metrics: Arc<Metrics>,
     /// The signing keys' reloader.
     pub keys: Arc<KeyRingReloader>,
+    /// How long in-flight work may take after a stop before connections are cut.
+    pub grace: Duration,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -101,6 +103,17 @@ impl RunningSidecar {
         for task in &mut self.tasks {
             let _ = task.await;
         }
+    }
+
+    /// After a stop: waits for the servers to finish in-flight work, at most `grace`; then
+    /// cuts what is left (idle or half-sent connections would otherwise hold the process
+    /// forever). True when everything finished in time.
+    pub async fn wait_within_grace(&mut self) -> bool {
+        let finished = tokio::time::timeout(self.grace, self.wait()).await.is_ok();
+        for task in self.tasks.iter().chain(&self.background) {
+            task.abort();
+        }
+        finished
     }
 
     /// A handle that stops the sidecar when sent `true`.
@@ -222,6 +235,7 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         vending,
         metrics,
         keys,
+        grace: config.shutdown.grace,
         stop,
         tasks,
         background,
