@@ -1,37 +1,89 @@
 //! The cache in front of a remote grants store.
 //!
-//! Found grants are reused for `ttl`, "no such subject" for `negative_ttl`. Concurrent look-ups
-//! of one subject share one store call (moka's per-key compute: the first caller fetches, the
-//! others find its fresh entry). When the store fails, the last known answer keeps serving for
-//! up to `stale_for` past its freshness, counted in a metric; beyond that the look-up fails
-//! (503), never quietly empty. The file source needs none of this: it is already in memory.
+//! Found grants are reused for `ttl`, "no such subject" for `negative_ttl`. Each subject has a
+//! slot with at most one store call in flight: concurrent look-ups of one subject share it, and
+//! while it runs, whoever can be answered from the last known grants is answered at once. When
+//! the store fails, the slot backs off (200 ms, doubling to 5 s) instead of calling again per
+//! request, and the last known answer keeps serving for up to `stale_for` past its freshness,
+//! counted in a metric and logged once per interval; beyond that the look-up fails (503),
+//! never quietly empty. The file source needs none of this: it is already in memory.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use moka::future::Cache;
-use moka::ops::compute::{CompResult, Op};
 
 use super::GrantsCacheConfig;
 use super::{GrantSource, Grants, GrantsError, LookupFuture};
 use crate::telemetry::Metrics;
 
-/// One cached answer.
-#[derive(Clone)]
-struct Cached {
+/// First wait after a failed store call; doubles per failure up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// Longest wait between store calls for one subject while the store fails.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// At most one "serving stale grants" warning per this interval.
+const WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The last answer the store gave for a subject.
+struct Known {
     /// `None`: the store has no entry for the subject.
     grants: Option<Arc<Grants>>,
     fetched_at: Instant,
 }
 
+/// One subject's cache state.
+#[derive(Default)]
+struct Slot {
+    known: ArcSwapOption<Known>,
+    /// Held while a store call for this subject runs.
+    flight: tokio::sync::Mutex<()>,
+    /// No store call before this instant (after failures).
+    retry_at: std::sync::Mutex<Option<Instant>>,
+    failures: AtomicU32,
+}
+
+impl Slot {
+    fn backing_off(&self) -> bool {
+        self.retry_at
+            .lock()
+            .map(|at| at.is_some_and(|at| Instant::now() < at))
+            .unwrap_or(false)
+    }
+
+    fn failed(&self) {
+        let failures = self.failures.fetch_add(1, Ordering::AcqRel).min(16);
+        let wait = FIRST_BACKOFF.saturating_mul(1 << failures).min(MAX_BACKOFF);
+        if let Ok(mut at) = self.retry_at.lock() {
+            *at = Some(Instant::now() + wait);
+        }
+    }
+
+    fn succeeded(&self, grants: Option<Arc<Grants>>) {
+        self.known.store(Some(Arc::new(Known {
+            grants,
+            fetched_at: Instant::now(),
+        })));
+        self.failures.store(0, Ordering::Release);
+        if let Ok(mut at) = self.retry_at.lock() {
+            *at = None;
+        }
+    }
+}
+
 /// A caching [`GrantSource`] wrapping another.
 pub struct CachedGrants<S> {
     store: S,
-    cache: Cache<String, Cached>,
+    slots: Cache<String, Arc<Slot>>,
     ttl: Duration,
     negative_ttl: Duration,
     stale_for: Duration,
     metrics: Arc<Metrics>,
+    started: Instant,
+    /// Milliseconds after `started` of the last stale warning, and how many were held back.
+    last_warned_ms: AtomicU64,
+    unwarned: AtomicU64,
 }
 
 impl<S: GrantSource> CachedGrants<S> {
@@ -40,31 +92,34 @@ impl<S: GrantSource> CachedGrants<S> {
         let keep = config.ttl.max(config.negative_ttl) + config.stale_for;
         Self {
             store,
-            cache: Cache::builder()
+            slots: Cache::builder()
                 .max_capacity(config.max_entries)
-                .time_to_live(keep)
+                .time_to_idle(keep)
                 .build(),
             ttl: config.ttl,
             negative_ttl: config.negative_ttl,
             stale_for: config.stale_for,
             metrics,
+            started: Instant::now(),
+            last_warned_ms: AtomicU64::new(0),
+            unwarned: AtomicU64::new(0),
         }
     }
 
-    fn fresh_for(&self, cached: &Cached) -> Duration {
-        if cached.grants.is_some() {
+    fn fresh_for(&self, known: &Known) -> Duration {
+        if known.grants.is_some() {
             self.ttl
         } else {
             self.negative_ttl
         }
     }
 
-    fn is_fresh(&self, cached: &Cached) -> bool {
-        cached.fetched_at.elapsed() < self.fresh_for(cached)
+    fn is_fresh(&self, known: &Known) -> bool {
+        known.fetched_at.elapsed() < self.fresh_for(known)
     }
 
-    fn is_servable_stale(&self, cached: &Cached) -> bool {
-        cached.fetched_at.elapsed() < self.fresh_for(cached) + self.stale_for
+    fn is_servable_stale(&self, known: &Known) -> bool {
+        known.fetched_at.elapsed() < self.fresh_for(known) + self.stale_for
     }
 
     async fn lookup_cached(
@@ -72,60 +127,80 @@ impl<S: GrantSource> CachedGrants<S> {
         key: &str,
         deadline: Instant,
     ) -> Result<Option<Arc<Grants>>, GrantsError> {
-        if let Some(cached) = self.cache.get(key).await
-            && self.is_fresh(&cached)
-        {
-            self.metrics.grants_cache_hit();
-            return Ok(cached.grants);
-        }
-        let mut stale = None;
-        let outcome = self
-            .cache
-            .entry(key.to_owned())
-            .and_try_compute_with(|existing| {
-                // Whoever held the key's lock before us may have refreshed it already.
-                let existing = existing.map(|e| e.into_value());
-                let fresh = existing.as_ref().filter(|c| self.is_fresh(c)).cloned();
-                stale = existing;
-                async move {
-                    if fresh.is_some() {
-                        return Ok(Op::Nop);
-                    }
-                    let grants = self.store.lookup(key, deadline).await?;
-                    self.metrics.grants_store_answer(grants.is_some());
-                    Ok(Op::Put(Cached {
-                        grants,
-                        fetched_at: Instant::now(),
-                    }))
-                }
-            })
+        let slot = self
+            .slots
+            .get_with_by_ref(key, async { Arc::new(Slot::default()) })
             .await;
-        match outcome {
-            Ok(CompResult::Inserted(entry) | CompResult::ReplacedWith(entry)) => {
-                Ok(entry.into_value().grants)
+        let known = slot.known.load_full();
+        if let Some(known) = known.as_ref().filter(|k| self.is_fresh(k)) {
+            self.metrics.grants_cache_hit();
+            return Ok(known.grants.clone());
+        }
+        let stale = known.filter(|k| self.is_servable_stale(k));
+        // Someone is already asking the store, or it failed a moment ago: the last known
+        // answer serves now, without queueing behind the call.
+        if let Some(stale) = &stale
+            && (slot.backing_off() || slot.flight.try_lock().is_err())
+        {
+            return Ok(self.serve_stale(key, stale));
+        }
+        let flight = tokio::time::timeout_at(deadline.into(), slot.flight.lock())
+            .await
+            .map_err(|_| GrantsError::Unavailable)?;
+        // Whoever held the flight before us may have answered already.
+        if let Some(known) = slot.known.load_full().filter(|k| self.is_fresh(k)) {
+            self.metrics.grants_cache_hit();
+            return Ok(known.grants.clone());
+        }
+        if slot.backing_off() {
+            drop(flight);
+            return match &stale {
+                Some(stale) => Ok(self.serve_stale(key, stale)),
+                None => Err(GrantsError::Unavailable),
+            };
+        }
+        let answer = self.store.lookup(key, deadline).await;
+        match answer {
+            Ok(grants) => {
+                self.metrics.grants_store_answer(grants.is_some());
+                slot.succeeded(grants.clone());
+                Ok(grants)
             }
-            Ok(CompResult::Unchanged(entry)) => {
-                self.metrics.grants_cache_hit();
-                Ok(entry.into_value().grants)
-            }
-            Ok(CompResult::StillNone(_) | CompResult::Removed(_)) => Err(GrantsError::Unavailable),
             Err(GrantsError::Unavailable) => {
                 self.metrics.grants_store_error();
-                match stale.filter(|c| self.is_servable_stale(c)) {
-                    Some(cached) => {
-                        self.metrics.grants_stale_served();
-                        tracing::warn!(
-                            subject = key,
-                            age_s = cached.fetched_at.elapsed().as_secs(),
-                            "grants store unavailable; serving the last known grants"
-                        );
-                        Ok(cached.grants)
-                    }
+                slot.failed();
+                match &stale {
+                    Some(stale) => Ok(self.serve_stale(key, stale)),
                     None => Err(GrantsError::Unavailable),
                 }
             }
             Err(other) => Err(other),
         }
+    }
+
+    /// Answers from the last known grants, counted, warned about at most once an interval.
+    fn serve_stale(&self, key: &str, stale: &Known) -> Option<Arc<Grants>> {
+        self.metrics.grants_stale_served();
+        let now_ms = self.started.elapsed().as_millis() as u64;
+        let last = self.last_warned_ms.load(Ordering::Relaxed);
+        let due = last == 0 || now_ms.saturating_sub(last) >= WARN_INTERVAL.as_millis() as u64;
+        if due
+            && self
+                .last_warned_ms
+                .compare_exchange(last, now_ms.max(1), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            let held_back = self.unwarned.swap(0, Ordering::AcqRel);
+            tracing::warn!(
+                subject = key,
+                age_s = stale.fetched_at.elapsed().as_secs(),
+                held_back,
+                "grants store unavailable; serving the last known grants"
+            );
+        } else {
+            self.unwarned.fetch_add(1, Ordering::Relaxed);
+        }
+        stale.grants.clone()
     }
 }
 
@@ -137,21 +212,27 @@ impl<S: GrantSource> GrantSource for CachedGrants<S> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
 
     use super::*;
 
-    /// A store that counts its calls, knows one subject, and can be made to fail.
+    /// A store that counts its calls, knows one subject, and can be made to fail at once
+    /// (`down`) or to hang until the caller's deadline (`hanging`).
     #[derive(Default)]
     struct CountingStore {
         calls: AtomicUsize,
         down: AtomicBool,
+        hanging: AtomicBool,
     }
 
     impl GrantSource for Arc<CountingStore> {
-        fn lookup<'a>(&'a self, key: &'a str, _deadline: Instant) -> LookupFuture<'a> {
+        fn lookup<'a>(&'a self, key: &'a str, deadline: Instant) -> LookupFuture<'a> {
             Box::pin(async move {
                 self.calls.fetch_add(1, Ordering::SeqCst);
+                if self.hanging.load(Ordering::SeqCst) {
+                    tokio::time::sleep_until(deadline.into()).await;
+                    return Err(GrantsError::Unavailable);
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 if self.down.load(Ordering::SeqCst) {
                     return Err(GrantsError::Unavailable);
@@ -209,5 +290,43 @@ mod tests {
             cached.lookup("alice", soon()).await,
             Err(GrantsError::Unavailable)
         );
+    }
+
+    #[tokio::test]
+    async fn a_busy_cached_subject_gets_stale_grants_at_once_while_the_store_hangs() {
+        let (store, cached) = cache(50, 60_000);
+        assert!(matches!(cached.lookup("alice", soon()).await, Ok(Some(_))));
+        store.hanging.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let answers = futures_util::future::join_all(
+            (0..32).map(|_| cached.lookup("alice", Instant::now() + Duration::from_millis(300))),
+        )
+        .await;
+        assert!(
+            answers.iter().all(|a| matches!(a, Ok(Some(_)))),
+            "no 503 within the stale window"
+        );
+        assert_eq!(
+            store.calls.load(Ordering::SeqCst),
+            2,
+            "one call for the 32 look-ups"
+        );
+        // Right after the failure the store is left alone (backoff), and stale grants serve.
+        assert!(matches!(cached.lookup("alice", soon()).await, Ok(Some(_))));
+        assert_eq!(
+            store.calls.load(Ordering::SeqCst),
+            2,
+            "no call during the backoff"
+        );
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_during_an_outage_make_one_store_call() {
+        let (store, cached) = cache(60_000, 60_000);
+        store.down.store(true, Ordering::SeqCst);
+        let answers =
+            futures_util::future::join_all((0..16).map(|_| cached.lookup("alice", soon()))).await;
+        assert!(answers.iter().all(|a| *a == Err(GrantsError::Unavailable)));
+        assert_eq!(store.calls.load(Ordering::SeqCst), 1);
     }
 }
