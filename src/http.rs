@@ -18,7 +18,7 @@ use crate::exchange::{
 use crate::mint::keyring::KeyRingReloader;
 use crate::mint::{Minter, WRITTEN_CLAIMS};
 use crate::pipeline::TokenVending;
-use crate::side_tls::SideTls;
+use crate::side_port::SideTls;
 use crate::telemetry::Metrics;
 
 /// What the side port reads.

@@ -27,7 +27,7 @@ mod listen;
 mod mint;
 mod pipeline;
 mod server;
-mod side_tls;
+mod side_port;
 mod telemetry;
 mod urls;
 

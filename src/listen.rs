@@ -18,6 +18,9 @@ pub struct ListenConfig {
     pub http: SocketAddr,
     /// TLS on the side port (plain HTTP without it).
     pub http_tls: Option<HttpTlsConfig>,
+    /// A side-port request's headers must arrive within this, or the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: std::time::Duration,
 }
 
 impl Default for ListenConfig {
@@ -26,6 +29,7 @@ impl Default for ListenConfig {
             authz: SocketAddr::from(([127, 0, 0, 1], 9001)),
             http: SocketAddr::from(([0, 0, 0, 0], 9002)),
             http_tls: None,
+            header_timeout: std::time::Duration::from_secs(10),
         }
     }
 }

@@ -31,7 +31,7 @@ use crate::mint::Minter;
 use crate::mint::keyring::{KeyRingReloader, KeySource};
 use crate::mint::keys::KeyError;
 use crate::pipeline::TokenVending;
-use crate::side_tls::SideTls;
+use crate::side_port::SideTls;
 use crate::telemetry::Metrics;
 
 /// How long start-up waits for the issuers' keys before serving anyway.
@@ -203,19 +203,13 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         }),
         tls: side_tls.clone(),
     });
-    let mut tasks = vec![match side_tls {
-        Some(tls) => tokio::spawn(crate::side_tls::serve(
-            http_listener,
-            router(side_state.clone()),
-            tls,
-            stopped.clone(),
-        )),
-        None => tokio::spawn(serve_side_port(
-            http_listener,
-            side_state.clone(),
-            stopped.clone(),
-        )),
-    }];
+    let mut tasks = vec![tokio::spawn(crate::side_port::serve(
+        http_listener,
+        router(side_state.clone()),
+        side_tls,
+        config.listen.header_timeout,
+        stopped.clone(),
+    ))];
 
     vending.authenticator().oidc().prefetch(PREFETCH_WAIT).await;
     vending.authenticator().oidc().spawn_refreshers();
@@ -287,22 +281,6 @@ fn issuer_client(trust: &[TrustedIssuerConfig]) -> Result<reqwest::Client, Start
         .map_err(|e| StartError::HttpClient(format!("trust: cannot build the HTTPS client: {e}")))
 }
 
-async fn serve_side_port(
-    listener: TcpListener,
-    state: Arc<SidePortState>,
-    mut stopped: watch::Receiver<bool>,
-) {
-    let shutdown = async move {
-        let _ = stopped.wait_for(|stop| *stop).await;
-    };
-    if let Err(e) = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!(error = %e, "side port stopped");
-    }
-}
-
 async fn serve_authz(
     listener: TcpListener,
     service: AuthzService,
@@ -316,7 +294,10 @@ async fn serve_authz(
         let _ = stopped.wait_for(|stop| *stop).await;
     };
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Pings find dead peers of idle HTTP/2 connections; the shutdown grace ends the rest.
     let result = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(health_service)
         .add_service(AuthorizationServer::new(service))
         .serve_with_incoming_shutdown(incoming, shutdown)

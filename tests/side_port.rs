@@ -94,3 +94,42 @@ async fn an_issuer_without_a_usable_key_gets_401_and_a_readiness_warning() {
         "{ready}"
     );
 }
+
+#[tokio::test]
+async fn silent_and_half_sent_connections_to_the_side_port_are_closed() {
+    use std::io::{Read, Write};
+    let h = Harness::start_with(Options {
+        listen: "{ authz: 127.0.0.1:0, http: 127.0.0.1:0, header_timeout: 1s }".into(),
+        ..Options::default()
+    })
+    .await;
+    let addr = h.sidecar().http_addr;
+    let closed_within = |mut stream: std::net::TcpStream| {
+        tokio::task::spawn_blocking(move || {
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+                .unwrap();
+            let mut buffer = [0u8; 256];
+            // Closed by the server: a read returns 0 (or the 408 it sends first, then 0).
+            loop {
+                match stream.read(&mut buffer) {
+                    Ok(0) => return true,
+                    Ok(_) => continue,
+                    Err(_) => return false,
+                }
+            }
+        })
+    };
+    let silent = std::net::TcpStream::connect(addr).unwrap();
+    let mut half = std::net::TcpStream::connect(addr).unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let (silent, half) = (closed_within(silent), closed_within(half));
+    assert!(silent.await.unwrap(), "a silent connection is closed");
+    assert!(half.await.unwrap(), "a half-sent request is closed");
+    // The port still serves.
+    assert_eq!(
+        reqwest::get(h.http_url("/healthz")).await.unwrap().status(),
+        200
+    );
+}

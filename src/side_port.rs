@@ -1,4 +1,5 @@
-//! TLS on the side port (`listen.http_tls`): rustls with the certificate and key re-read when
+//! The side port's connections: plain HTTP/1.1 with a header timeout, or — with
+//! `listen.http_tls` — TLS: rustls with the certificate and key re-read when
 //! their files change (as signing keys are), and — with `client_ca_file` — client
 //! certificates verified against it and handed to `/exchange`. Clients without a certificate
 //! are still served: the JWKS and discovery stay public.
@@ -129,12 +130,14 @@ fn certificates(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, 
     Ok(certs)
 }
 
-/// Serves `router` over TLS until `stopped`; each connection's verified client certificate
-/// (if any) reaches the handlers as a request extension.
+/// Serves `router` until `stopped`, over TLS when `tls` is set; each connection's verified
+/// client certificate (if any) reaches the handlers as a request extension. A request's
+/// headers must arrive within `header_timeout`, or the connection is closed.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
-    tls: Arc<SideTls>,
+    tls: Option<Arc<SideTls>>,
+    header_timeout: Duration,
     mut stopped: watch::Receiver<bool>,
 ) {
     loop {
@@ -146,10 +149,16 @@ pub(crate) async fn serve(
             }
         };
         let Ok((tcp, _)) = accepted else { continue };
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls.current.load_full());
+        let _ = tcp.set_nodelay(true);
+        let acceptor = tls
+            .as_ref()
+            .map(|tls| tokio_rustls::TlsAcceptor::from(tls.current.load_full()));
         let router = router.clone();
-        let mut stopped = stopped.clone();
+        let stopped = stopped.clone();
         tokio::spawn(async move {
+            let Some(acceptor) = acceptor else {
+                return serve_connection(tcp, router, header_timeout, stopped).await;
+            };
             let Ok(Ok(stream)) =
                 tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
             else {
@@ -165,19 +174,33 @@ pub(crate) async fn serve(
                 Some(peer) => router.layer(axum::Extension(peer)),
                 None => router,
             };
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(router));
-            tokio::pin!(connection);
-            let stop_requested = async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            };
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                () = stop_requested => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
-            }
+            serve_connection(stream, router, header_timeout, stopped).await;
         });
+    }
+}
+
+/// One HTTP/1.1 connection, closed when its headers are late or when the server stops.
+async fn serve_connection<S>(
+    stream: S,
+    router: Router,
+    header_timeout: Duration,
+    mut stopped: watch::Receiver<bool>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(router));
+    tokio::pin!(connection);
+    let stop_requested = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = stop_requested => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
     }
 }
