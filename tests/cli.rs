@@ -111,7 +111,7 @@ fn check_config_names_a_misspelt_key_and_accepts_a_good_file_from_the_environmen
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output).contains("token.lifetme"), "{}", text(&output));
 
-    dir.write("grants.yaml", "subjects: {}\n");
+    dir.write("grants.yaml", "subjects:\n  someone@example.com: {}\n");
     let good = config(&dir, "{ dev_generate: true }", "grants.yaml");
     let output = binary()
         .arg("check-config")
@@ -162,7 +162,7 @@ fn keygen_writes_a_private_key_readable_only_by_its_owner_and_named_by_kid() {
 #[test]
 fn serve_refuses_keys_that_are_short_unsupported_garbage_or_missing_naming_the_path() {
     let dir = TempDir::new("cli");
-    dir.write("grants.yaml", "subjects: {}\n");
+    dir.write("grants.yaml", "subjects:\n  someone@example.com: {}\n");
     let garbage = dir.write(
         "garbage.pem",
         "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n",
@@ -200,7 +200,7 @@ fn serve_refuses_keys_that_are_short_unsupported_garbage_or_missing_naming_the_p
 #[test]
 fn serve_refuses_a_keys_folder_whose_active_file_names_a_missing_key() {
     let dir = TempDir::new("cli");
-    dir.write("grants.yaml", "subjects: {}\n");
+    dir.write("grants.yaml", "subjects:\n  someone@example.com: {}\n");
     let keys = dir.path().join("keys");
     assert!(
         binary()

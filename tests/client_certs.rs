@@ -327,7 +327,7 @@ async fn with_a_token_and_a_certificate_the_token_wins_or_both_are_required() {
 #[tokio::test]
 async fn header_sources_without_a_ca_are_a_start_up_error() {
     let dir = support::TempDir::new("certs");
-    dir.write("grants.yaml", "subjects: {}\n");
+    dir.write("grants.yaml", "subjects:\n  someone@example.com: {}\n");
     let yaml = "token: { issuer: https://tv.example.com }
 signing: { dev_generate: true }
 trust: [ { issuer: https://idp.example.com } ]

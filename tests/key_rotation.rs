@@ -302,7 +302,7 @@ async fn every_key_type_mints_tokens_a_backend_verifies_with_the_jwks() {
 fn sighup_reloads_the_keys_at_once() {
     let dir = TempDir::new("sighup");
     let (keys, _) = keys_dir_with(&dir, SigningAlgorithm::Rs256);
-    let grants = dir.write("grants.yaml", "subjects: {}\n");
+    let grants = dir.write("grants.yaml", "subjects:\n  someone@example.com: {}\n");
     let http_port = support::free_port();
     let config = dir.write(
         "config.yaml",

@@ -113,7 +113,7 @@ fn a_missing_secret_is_a_start_up_error_naming_it() {
     let moto = Moto::start();
     runtime().block_on(async {
         let dir = support::TempDir::new("sm");
-        dir.write("grants.yaml", "subjects: {}\n");
+        dir.write("grants.yaml", "subjects:\n  someone@example.com: {}\n");
         let yaml = format!(
             "token: {{ issuer: https://tv.example.com }}
 signing: {{ secrets_manager: {{ secret_id: no-such-secret, endpoint_url: '{}' }} }}
