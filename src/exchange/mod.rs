@@ -8,6 +8,7 @@
 //! exchanges — each an RSA verification and signature — can never occupy the workers that
 //! answer Envoy's Checks.
 
+mod answer;
 mod request;
 
 use std::sync::Arc;
@@ -19,16 +20,16 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
+pub(crate) use self::answer::OAuthError;
+use self::answer::{answer, no_store};
 pub(crate) use self::request::{
     AWS_IAM_TOKEN_TYPE, CLIENT_CREDENTIALS, JWT_BEARER, JWT_TOKEN_TYPES, TOKEN_EXCHANGE,
 };
 use self::request::{Grant, ISSUED_TOKEN_TYPE};
 use crate::clock::unix_now;
 use crate::config::ConfigCheck;
-use crate::credential::{CertSource, ClientCertificate, Credential, ExtractError, InboundRequest};
-use crate::grants::GrantsError;
+use crate::credential::{CertSource, ClientCertificate, Credential, InboundRequest};
 use crate::identity::AuthError;
-use crate::mint::MintError;
 use crate::pipeline::{SwapError, Swapped, TokenVending};
 use crate::telemetry::Metrics;
 
@@ -67,83 +68,6 @@ impl ExchangeConfig {
             check.problem(format!("{path}.timeout"), "must be at least 10ms");
         }
     }
-}
-
-/// An OAuth error answer (RFC 6749 §5.2).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct OAuthError {
-    pub(crate) status: u16,
-    pub(crate) error: &'static str,
-    pub(crate) description: String,
-}
-
-impl OAuthError {
-    pub(crate) fn invalid_request(description: &str) -> Self {
-        Self {
-            status: 400,
-            error: "invalid_request",
-            description: description.to_owned(),
-        }
-    }
-
-    fn with(status: u16, error: &'static str, description: impl ToString) -> Self {
-        Self {
-            status,
-            error,
-            description: description.to_string(),
-        }
-    }
-
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
-        let body = serde_json::json!({"error": self.error, "error_description": self.description});
-        let mut response = (status, no_store(), axum::Json(body)).into_response();
-        if self.status == 401 {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"exchange\""),
-            );
-        }
-        if self.status == 503 {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        response
-    }
-}
-
-/// The stage errors, mapped once into OAuth's terms.
-impl From<SwapError> for OAuthError {
-    fn from(error: SwapError) -> Self {
-        let unavailable =
-            |e: &dyn ToString| Self::with(503, "temporarily_unavailable", e.to_string());
-        match &error {
-            SwapError::Extract(ExtractError::Missing) => {
-                Self::invalid_request("no credential to exchange")
-            }
-            SwapError::Extract(e) => Self::invalid_request(&e.to_string()),
-            SwapError::Auth(e) if e.is_unavailable() => unavailable(e),
-            SwapError::Auth(e) => Self::with(400, "invalid_grant", e),
-            SwapError::Grants(GrantsError::UnknownSubject) => {
-                Self::with(400, "invalid_grant", &error)
-            }
-            SwapError::Mint(MintError::CredentialExpired) => {
-                Self::with(400, "invalid_grant", &error)
-            }
-            SwapError::Grants(_) | SwapError::Mint(_) | SwapError::DeadlineExceeded => {
-                unavailable(&error)
-            }
-        }
-    }
-}
-
-/// `Cache-Control: no-store` and `Pragma: no-cache`, on every answer (RFC 6749 §5.1).
-fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
-    [
-        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        (header::PRAGMA, HeaderValue::from_static("no-cache")),
-    ]
 }
 
 /// The client certificate of a TLS connection to the side port, as DER.
@@ -437,17 +361,4 @@ impl ExchangeService {
         };
         Ok(self.vending.swap(&request, deadline).await?)
     }
-}
-
-/// RFC 6749 §5.1 (and RFC 8693 §2.2.1 with `issued_token_type`).
-fn answer(swapped: &Swapped, issued_token_type: Option<&str>) -> serde_json::Value {
-    let mut body = serde_json::json!({
-        "access_token": swapped.minted.token,
-        "token_type": "Bearer",
-        "expires_in": swapped.minted.expires_at.saturating_sub(unix_now()),
-    });
-    if let Some(issued) = issued_token_type {
-        body["issued_token_type"] = issued.into();
-    }
-    body
 }

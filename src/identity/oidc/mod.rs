@@ -7,23 +7,21 @@
 
 mod config;
 pub(crate) mod jwks;
+mod unverified;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, Validation};
+use jsonwebtoken::Validation;
 use serde::Deserialize;
 
 pub use self::config::TrustedIssuerConfig;
 
 pub(crate) use self::config::TrustedIssuerFile;
 use self::jwks::{IssuerKeys, KeySet, VerifyKey};
+use self::unverified::{UnverifiedJwt, map_jwt_error};
 use super::{AuthError, Identity};
-use crate::algorithms::is_shared_secret;
 use crate::clock::unix_now;
 
 /// Verifies bearer tokens against the configured issuers.
@@ -340,115 +338,6 @@ fn lookup(set: &KeySet, kid: Option<&str>) -> Option<Arc<VerifyKey>> {
             ([], 1) => set.by_kid.values().next().cloned(),
             _ => None,
         },
-    }
-}
-
-fn map_jwt_error(kind: &ErrorKind) -> AuthError {
-    match kind {
-        ErrorKind::InvalidSignature => AuthError::BadSignature,
-        ErrorKind::ExpiredSignature => AuthError::Expired,
-        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-        ErrorKind::InvalidAudience => AuthError::WrongAudience,
-        ErrorKind::InvalidIssuer => AuthError::UnknownIssuer,
-        ErrorKind::MissingRequiredClaim(claim) => AuthError::InvalidClaim(match claim.as_str() {
-            "exp" => "exp is required",
-            "sub" => "sub is required",
-            "iss" => "iss is required",
-            "aud" => "wrong audience: aud is required",
-            _ => "a required claim is missing",
-        }),
-        ErrorKind::InvalidClaimFormat(_) => AuthError::InvalidClaim("a claim has the wrong type"),
-        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-            AuthError::AlgorithmNotAllowed("the key does not verify this algorithm")
-        }
-        ErrorKind::Base64(_) => AuthError::Malformed("a segment is not base64url"),
-        // The payload already parsed as JSON before this point: a claim has the wrong type.
-        ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
-            AuthError::InvalidClaim("a claim has the wrong type")
-        }
-        ErrorKind::InvalidRsaKey(_)
-        | ErrorKind::InvalidEcdsaKey
-        | ErrorKind::InvalidEddsaKey
-        | ErrorKind::InvalidKeyFormat => AuthError::BadSignature,
-        _ => AuthError::Malformed("the token could not be decoded"),
-    }
-}
-
-/// What is read from a token before its signature is checked, to choose issuer and key.
-struct UnverifiedJwt {
-    algorithm: Algorithm,
-    kid: Option<String>,
-    issuer: String,
-}
-
-#[derive(Deserialize)]
-struct RawHeader {
-    alg: Option<String>,
-    kid: Option<String>,
-    crit: Option<serde::de::IgnoredAny>,
-}
-
-#[derive(Deserialize)]
-struct RawIssuer {
-    iss: Option<serde_json::Value>,
-}
-
-impl UnverifiedJwt {
-    fn parse(token: &str) -> Result<Self, AuthError> {
-        let mut segments = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) = (
-            segments.next(),
-            segments.next(),
-            segments.next(),
-            segments.next(),
-        ) else {
-            return Err(AuthError::Malformed("a JWT has exactly three segments"));
-        };
-        if header.is_empty() || payload.is_empty() || signature.is_empty() {
-            return Err(AuthError::Malformed("a segment is empty"));
-        }
-        let header_bytes = URL_SAFE_NO_PAD
-            .decode(header)
-            .map_err(|_| AuthError::Malformed("the header is not base64url"))?;
-        let header: RawHeader = serde_json::from_slice(&header_bytes)
-            .map_err(|_| AuthError::Malformed("the header is not a JSON object"))?;
-        let alg = header
-            .alg
-            .ok_or(AuthError::Malformed("the header has no alg"))?;
-        if alg.eq_ignore_ascii_case("none") {
-            return Err(AuthError::AlgorithmNone);
-        }
-        if header.crit.is_some() {
-            return Err(AuthError::Malformed(
-                "critical header extensions are not supported",
-            ));
-        }
-        let algorithm: Algorithm = alg
-            .parse()
-            .map_err(|_| AuthError::AlgorithmNotAllowed("unknown algorithm"))?;
-        if is_shared_secret(algorithm) {
-            return Err(AuthError::AlgorithmNotAllowed(
-                "shared-secret (HS*) tokens are never accepted",
-            ));
-        }
-        URL_SAFE_NO_PAD
-            .decode(signature)
-            .map_err(|_| AuthError::Malformed("the signature is not base64url"))?;
-        let payload_bytes = URL_SAFE_NO_PAD
-            .decode(payload)
-            .map_err(|_| AuthError::Malformed("the payload is not base64url"))?;
-        let claims: RawIssuer = serde_json::from_slice(&payload_bytes)
-            .map_err(|_| AuthError::Malformed("the payload is not a JSON object"))?;
-        let issuer = match claims.iss {
-            Some(serde_json::Value::String(iss)) => iss,
-            Some(_) => return Err(AuthError::InvalidClaim("iss is not a string")),
-            None => return Err(AuthError::InvalidClaim("iss is required")),
-        };
-        Ok(Self {
-            algorithm,
-            kid: header.kid,
-            issuer,
-        })
     }
 }
 

@@ -6,6 +6,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
 
+use jsonwebtoken::Algorithm;
+
 use super::*;
 use crate::demo::DemoIdp;
 use crate::mint::SigningKey;
