@@ -236,3 +236,17 @@ fn serve_refuses_a_missing_or_broken_grants_file() {
     let printed = text(&serve_until_exit(&path));
     assert!(printed.contains("subjects.alice.global"), "{printed}");
 }
+
+#[test]
+fn demo_shows_a_real_swap_a_verified_token_and_a_refused_forgery() {
+    let output = binary().arg("demo").output().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(printed.contains("minted token claims"), "{printed}");
+    assert!(printed.contains("\"evs:grants\""), "{printed}");
+    assert!(
+        printed.contains("verifies it with the sidecar's JWKS: signature OK"),
+        "{printed}"
+    );
+    assert!(printed.contains("HTTP 401"), "{printed}");
+}
