@@ -107,28 +107,22 @@ pub(crate) struct ExchangeService {
     endpoint_audiences: Vec<String>,
     /// What `audience` / `resource` may ask for: the minted `aud` values.
     mintable_audiences: Vec<String>,
-    replays: moka::sync::Cache<(String, String), ()>,
+    /// Used assertions by (issuer, jti), each until its `exp`.
+    replays: moka::sync::Cache<(String, String), u64>,
     permits: Semaphore,
     timeout: Duration,
 }
 
-/// Used assertions are remembered until their `exp`.
+/// Used assertions are remembered until their `exp` (the entry's value).
 struct UntilAssertionExpiry;
 
-impl moka::Expiry<(String, String), ()> for UntilAssertionExpiry {
+impl moka::Expiry<(String, String), u64> for UntilAssertionExpiry {
     fn expire_after_create(
         &self,
-        key: &(String, String),
-        _value: &(),
+        _key: &(String, String),
+        exp: &u64,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        // The key's first part carries the expiry: "<exp>|<issuer>".
-        let exp: u64 = key
-            .0
-            .split('|')
-            .next()
-            .and_then(|e| e.parse().ok())
-            .unwrap_or(0);
         Some(Duration::from_secs(exp.saturating_sub(unix_now()).max(1)))
     }
 }
@@ -297,11 +291,10 @@ impl ExchangeService {
                 audiences,
                 requested_token_type,
             } => {
-                if let Some(unknown) = audiences
+                if audiences
                     .iter()
-                    .find(|a| !self.mintable_audiences.contains(a))
+                    .any(|a| !self.mintable_audiences.contains(a))
                 {
-                    let _ = unknown;
                     return Err(OAuthError::with(
                         400,
                         "invalid_target",
@@ -327,14 +320,9 @@ impl ExchangeService {
                     .verify_assertion(&assertion, &self.endpoint_audiences, deadline)
                     .await
                     .map_err(SwapError::Auth)?;
-                let key = (
-                    format!(
-                        "{}|{}",
-                        verified.identity.expires_at, verified.identity.issuer
-                    ),
-                    verified.jti.clone(),
-                );
-                if !self.replays.entry(key).or_insert(()).is_fresh() {
+                let key = (verified.identity.issuer.clone(), verified.jti.clone());
+                let exp = verified.identity.expires_at;
+                if !self.replays.entry(key).or_insert(exp).is_fresh() {
                     return Err(SwapError::Auth(AuthError::Replayed).into());
                 }
                 let swapped = self

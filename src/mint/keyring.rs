@@ -29,6 +29,9 @@ pub struct KeyRing {
     active: usize,
     /// Every published key.
     keys: Vec<SigningKey>,
+    /// For our own tokens coming back: each key's `kid`, pinned algorithm and public key,
+    /// built once with the ring rather than per Check.
+    verifiers: Vec<(String, jsonwebtoken::Algorithm, jsonwebtoken::DecodingKey)>,
     /// The JWKS document, serialized once.
     jwks: String,
     /// Strong ETag of `jwks`.
@@ -47,18 +50,35 @@ impl KeyRing {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, jwks.as_bytes());
         let etag = format!("\"{}\"", URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]));
         static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let verifiers = keys
+            .iter()
+            .filter_map(|key| {
+                let jwk: jsonwebtoken::jwk::Jwk =
+                    serde_json::from_value(key.public_jwk().clone()).ok()?;
+                let algorithm = key.algorithm().name().parse().ok()?;
+                let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwk).ok()?;
+                Some((key.kid().to_owned(), algorithm, decoding))
+            })
+            .collect();
         Self {
             active,
             keys,
+            verifiers,
             jwks,
             etag,
             generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
-    /// Every published key.
-    pub fn keys(&self) -> impl Iterator<Item = &SigningKey> {
-        self.keys.iter()
+    /// The pinned algorithm and public key of the published key `kid`.
+    pub(crate) fn verifier(
+        &self,
+        kid: &str,
+    ) -> Option<(jsonwebtoken::Algorithm, &jsonwebtoken::DecodingKey)> {
+        self.verifiers
+            .iter()
+            .find(|(k, _, _)| k == kid)
+            .map(|(_, algorithm, decoding)| (*algorithm, decoding))
     }
 
     /// This ring's generation.

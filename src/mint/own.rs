@@ -5,8 +5,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::Jwk;
-use jsonwebtoken::{DecodingKey, Validation};
+use jsonwebtoken::Validation;
 use serde::Deserialize;
 
 use super::Minter;
@@ -47,31 +46,24 @@ impl Minter {
             .map_err(|_| AuthError::Malformed("the header is not a JSON object"))?;
         let kid = header.kid.ok_or(AuthError::UnknownKid)?;
         let ring = self.ring();
-        let key = ring
-            .keys()
-            .find(|key| key.kid() == kid)
-            .ok_or(AuthError::UnknownKid)?;
-        if key.algorithm().name().parse::<jsonwebtoken::Algorithm>() != Ok(header.alg) {
+        let (algorithm, decoding) = ring.verifier(&kid).ok_or(AuthError::UnknownKid)?;
+        if algorithm != header.alg {
             return Err(AuthError::AlgorithmNotAllowed(
                 "the key is pinned to another algorithm",
             ));
         }
-        let jwk: Jwk = serde_json::from_value(key.public_jwk().clone())
-            .map_err(|_| AuthError::BadSignature)?;
-        let decoding = DecodingKey::from_jwk(&jwk).map_err(|_| AuthError::BadSignature)?;
         let mut validation = Validation::new(header.alg);
         validation.leeway = 0;
         validation.validate_aud = false;
         validation.set_issuer(&[self.issuer.as_str()]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        let claims =
-            jsonwebtoken::decode::<Claims>(token, &decoding, &validation).map_err(|e| {
-                match e.kind() {
-                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-                    jsonwebtoken::errors::ErrorKind::InvalidSignature => AuthError::BadSignature,
-                    _ => AuthError::Malformed("the token could not be decoded"),
-                }
-            })?;
+        let claims = jsonwebtoken::decode::<Claims>(token, decoding, &validation).map_err(|e| {
+            match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => AuthError::BadSignature,
+                _ => AuthError::Malformed("the token could not be decoded"),
+            }
+        })?;
         Ok(OwnToken {
             subject: claims.claims.sub,
         })

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::presigned::PresignedRequest;
 use crate::identity::AuthError;
+use crate::identity::oidc::jwks::describe_reqwest_error;
 
 /// Largest STS answer read; a real one is under 1 KiB.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -81,7 +82,7 @@ impl StsCaller {
                 .send()
                 .await
                 .map_err(|e| {
-                    tracing::warn!(error = %describe(&e), "STS could not be reached");
+                    tracing::warn!(error = %describe_reqwest_error(&e), "STS could not be reached");
                     AuthError::StsUnavailable
                 })?;
             let status = answer.status();
@@ -128,19 +129,4 @@ impl StsCaller {
                 Err(AuthError::StsUnavailable)
             })
     }
-}
-
-/// A transport error in words without its URL (which carries the caller's signature).
-fn describe(error: &reqwest::Error) -> String {
-    if error.is_timeout() {
-        return "timed out".into();
-    }
-    if error.is_connect() {
-        return "connection failed".into();
-    }
-    let mut cause: &dyn std::error::Error = error;
-    while let Some(inner) = cause.source() {
-        cause = inner;
-    }
-    cause.to_string()
 }

@@ -388,7 +388,7 @@ impl IssuerKeys {
 }
 
 /// A reqwest error in words: its innermost cause (a TLS or DNS reason, say), without the URL.
-fn describe_reqwest_error(error: &reqwest::Error) -> String {
+pub(crate) fn describe_reqwest_error(error: &reqwest::Error) -> String {
     if error.is_timeout() {
         return "timed out".into();
     }
