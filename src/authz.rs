@@ -139,48 +139,40 @@ impl AuthzService {
 
     /// OK without touching `authorization`: the request carries a valid token of ours.
     fn pass_response(&self, subject: &str) -> CheckResponse {
-        let metadata = Struct {
-            fields: [("subject".to_owned(), string_value(subject))]
-                .into_iter()
-                .collect(),
-        };
-        CheckResponse {
-            status: Some(RpcStatus {
-                code: tonic::Code::Ok as i32,
-                ..Default::default()
-            }),
-            http_response: Some(check_response::HttpResponse::OkResponse(OkHttpResponse {
-                headers_to_remove: self.remove_headers.clone(),
-                ..Default::default()
-            })),
-            dynamic_metadata: Some(metadata),
-        }
+        self.ok(Vec::new(), &[("subject", subject)])
     }
 
     fn ok_response(&self, swapped: &Swapped) -> CheckResponse {
         let authorization =
             overwrite_header("authorization", format!("Bearer {}", swapped.minted.token));
-        let metadata = Struct {
-            fields: [
+        self.ok(
+            vec![authorization],
+            &[
                 ("subject", &swapped.identity.subject),
                 ("issuer", &swapped.identity.issuer),
                 ("kid", &swapped.minted.kid),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), string_value(v)))
-            .collect(),
-        };
+            ],
+        )
+    }
+
+    /// An OK answer setting `headers`, removing the configured ones, with `metadata`.
+    fn ok(&self, headers: Vec<HeaderValueOption>, metadata: &[(&str, &str)]) -> CheckResponse {
         CheckResponse {
             status: Some(RpcStatus {
                 code: tonic::Code::Ok as i32,
                 ..Default::default()
             }),
             http_response: Some(check_response::HttpResponse::OkResponse(OkHttpResponse {
-                headers: vec![authorization],
+                headers,
                 headers_to_remove: self.remove_headers.clone(),
                 ..Default::default()
             })),
-            dynamic_metadata: Some(metadata),
+            dynamic_metadata: Some(Struct {
+                fields: metadata
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), string_value(v)))
+                    .collect(),
+            }),
         }
     }
 }

@@ -176,19 +176,14 @@ fn denial_summary(answer: &CheckResponse) -> String {
 /// through the same verifier that checks IdP tokens, with the sidecar as a trusted issuer.
 async fn verify_as_backend(minted: &str, sidecar: &crate::RunningSidecar) -> Result<(), String> {
     let ours = TrustedIssuerConfig {
-        issuer: DEMO_ISSUER.to_owned(),
-        jwks_uri: Some(format!(
-            "http://{}/.well-known/jwks.json",
-            sidecar.http_addr
-        )),
         audiences: vec!["evidentsource".to_owned()],
-        algorithms: crate::algorithms::default_inbound(),
-        ca_file: None,
-        bearer_token_file: None,
-        leeway: Duration::from_secs(5),
-        refresh_interval: Duration::from_secs(300),
-        max_stale: Duration::from_secs(300),
-        assertion: false,
+        ..TrustedIssuerConfig::with_defaults(
+            DEMO_ISSUER,
+            Some(format!(
+                "http://{}/.well-known/jwks.json",
+                sidecar.http_addr
+            )),
+        )
     };
     let verifier = OidcVerifier::new(&[ours], reqwest::Client::new());
     let deadline = Instant::now() + Duration::from_secs(5);

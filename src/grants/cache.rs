@@ -23,6 +23,9 @@ use crate::telemetry::Metrics;
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
 /// Longest wait between store calls for one subject while the store fails.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// A store call gives up this long before the Check's deadline, so a hanging store still
+/// leaves time to answer from the last known grants instead of timing the Check out.
+const STALE_ANSWER_MARGIN: Duration = Duration::from_millis(20);
 /// At most one "serving stale grants" warning per this interval.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -159,7 +162,18 @@ impl<S: GrantSource> CachedGrants<S> {
                 None => Err(GrantsError::Unavailable),
             };
         }
-        let answer = self.store.lookup(key, deadline).await;
+        let store_deadline = deadline
+            .checked_sub(STALE_ANSWER_MARGIN)
+            .unwrap_or(deadline);
+        let answer = tokio::time::timeout_at(
+            store_deadline.into(),
+            self.store.lookup(key, store_deadline),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            tracing::warn!("grants store call ran past the Check's deadline");
+            Err(GrantsError::Unavailable)
+        });
         match answer {
             Ok(grants) => {
                 self.metrics.grants_store_answer(grants.is_some());

@@ -73,6 +73,23 @@ fn default_max_stale() -> Duration {
 }
 
 impl TrustedIssuerConfig {
+    /// An issuer (keys at `jwks_uri`, else found by discovery) with every other setting at
+    /// its default, as a `trust:` entry naming only these would get.
+    pub(crate) fn with_defaults(issuer: &str, jwks_uri: Option<String>) -> Self {
+        Self {
+            issuer: issuer.to_owned(),
+            jwks_uri,
+            audiences: Vec::new(),
+            algorithms: crate::algorithms::default_inbound(),
+            ca_file: None,
+            bearer_token_file: None,
+            leeway: default_leeway(),
+            refresh_interval: default_refresh_interval(),
+            max_stale: default_max_stale(),
+            assertion: false,
+        }
+    }
+
     /// Types `trust[index]`; `None` when its algorithms do not parse (recorded in `check`).
     pub(crate) fn from_file(
         mut file: TrustedIssuerFile,

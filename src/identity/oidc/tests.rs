@@ -14,16 +14,8 @@ use crate::mint::SigningKey;
 
 fn trusting(issuer: &str, jwks_uri: Option<String>, algorithms: &[Algorithm]) -> OidcVerifier {
     let config = TrustedIssuerConfig {
-        issuer: issuer.to_owned(),
-        jwks_uri,
-        audiences: Vec::new(),
         algorithms: algorithms.to_vec(),
-        ca_file: None,
-        bearer_token_file: None,
-        leeway: Duration::from_secs(5),
-        refresh_interval: Duration::from_secs(300),
-        max_stale: Duration::from_secs(300),
-        assertion: false,
+        ..TrustedIssuerConfig::with_defaults(issuer, jwks_uri)
     };
     OidcVerifier::new(&[config], reqwest::Client::new())
 }
