@@ -24,11 +24,7 @@ fn setup(tags: &[&str]) -> (IamWorld, tokio::runtime::Runtime) {
     let world = IamWorld::start(tags);
     // SAFETY: no other thread exists yet: moto, the front and the CLI are child processes.
     unsafe { use_test_credentials() };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = support::runtime();
     (world, runtime)
 }
 
@@ -296,11 +292,7 @@ fn chrono_like_minutes_ago(minutes: u64) -> String {
 #[test]
 fn sts_answers_that_are_not_sts_answers_get_503() {
     // No real STS misbehaves on demand: a loopback endpoint answers each way in turn.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = support::runtime();
     runtime.block_on(async {
         use axum::http::{StatusCode, header};
         use axum::response::IntoResponse;

@@ -25,11 +25,7 @@ fn at_trace_level_the_log_holds_no_credential_key_or_token() {
     // SAFETY: first statement of the test; no other thread exists yet.
     unsafe { use_test_credentials() };
     let moto = Moto::start();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = support::runtime();
     runtime.block_on(async {
         let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(&moto.endpoint)

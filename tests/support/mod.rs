@@ -351,3 +351,12 @@ pub async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
     .await;
     set.into_iter().map(|o| o.expect("completed")).collect()
 }
+
+/// A two-worker runtime, for tests that must change the environment before any thread exists.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("test runtime")
+}
