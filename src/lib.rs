@@ -21,6 +21,7 @@ pub mod demo;
 mod exchange;
 mod file_stamp;
 mod grants;
+mod handshake;
 mod http;
 mod identity;
 mod listen;

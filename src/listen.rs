@@ -21,6 +21,9 @@ pub struct ListenConfig {
     /// A side-port request's headers must arrive within this, or the connection is closed.
     #[serde(with = "humantime_serde")]
     pub header_timeout: std::time::Duration,
+    /// An ext_authz connection must send the HTTP/2 preface within this, or it is closed.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: std::time::Duration,
 }
 
 impl Default for ListenConfig {
@@ -30,6 +33,7 @@ impl Default for ListenConfig {
             http: SocketAddr::from(([0, 0, 0, 0], 9002)),
             http_tls: None,
             header_timeout: std::time::Duration::from_secs(10),
+            handshake_timeout: std::time::Duration::from_secs(5),
         }
     }
 }

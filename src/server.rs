@@ -219,7 +219,12 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         config.response.remove_headers.clone(),
         metrics.clone(),
     );
-    tasks.push(tokio::spawn(serve_authz(authz_listener, authz, stopped)));
+    tasks.push(tokio::spawn(serve_authz(
+        authz_listener,
+        config.listen.handshake_timeout,
+        authz,
+        stopped,
+    )));
     side_state.authz_serving.store(true, Ordering::Release);
     tracing::info!(%authz_addr, %http_addr, "evs-token-vending serving");
 
@@ -283,6 +288,7 @@ fn issuer_client(trust: &[TrustedIssuerConfig]) -> Result<reqwest::Client, Start
 
 async fn serve_authz(
     listener: TcpListener,
+    handshake_timeout: Duration,
     service: AuthzService,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -293,8 +299,9 @@ async fn serve_authz(
     let shutdown = async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    // Pings find dead peers of idle HTTP/2 connections; the shutdown grace ends the rest.
+    let incoming = crate::handshake::prefaced(listener, handshake_timeout);
+    // Connections that never finish the preface are closed by `prefaced`; pings find dead peers
+    // of idle HTTP/2 connections; the shutdown grace ends the rest.
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))

@@ -133,3 +133,41 @@ async fn silent_and_half_sent_connections_to_the_side_port_are_closed() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_thousand_idle_connections_on_each_port_are_closed_and_checks_still_pass() {
+    use tokio::io::AsyncReadExt;
+    let h = Harness::start_with(Options {
+        listen:
+            "{ authz: 127.0.0.1:0, http: 127.0.0.1:0, header_timeout: 1s, handshake_timeout: 1s }"
+                .into(),
+        ..Options::default()
+    })
+    .await;
+    let (authz, http) = (h.sidecar().authz_addr, h.sidecar().http_addr);
+    let mut idle = Vec::new();
+    for _ in 0..1_000 {
+        idle.push(tokio::net::TcpStream::connect(http).await.unwrap());
+        idle.push(tokio::net::TcpStream::connect(authz).await.unwrap());
+    }
+    // Checks keep passing while the idle connections are held.
+    let answer = h.check_bearer(&h.user_token()).await;
+    assert_eq!(
+        answer.status.unwrap().code,
+        0,
+        "OK while 2,000 sockets idle"
+    );
+
+    let closed = futures_util::future::join_all(idle.into_iter().map(|mut socket| async move {
+        let mut rest = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            socket.read_to_end(&mut rest),
+        )
+        .await
+        .is_ok()
+    }))
+    .await;
+    let still_open = closed.iter().filter(|closed| !**closed).count();
+    assert_eq!(still_open, 0, "idle connections the sidecar never closed");
+}

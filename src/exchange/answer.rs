@@ -90,7 +90,7 @@ pub(crate) fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
 /// RFC 6749 §5.1 (and RFC 8693 §2.2.1 with `issued_token_type`).
 pub(crate) fn answer(swapped: &Swapped, issued_token_type: Option<&str>) -> serde_json::Value {
     let mut body = serde_json::json!({
-        "access_token": swapped.minted.token,
+        "access_token": &*swapped.minted.token,
         "token_type": "Bearer",
         "expires_in": swapped.minted.expires_at.saturating_sub(unix_now()),
     });

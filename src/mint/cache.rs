@@ -54,6 +54,17 @@ pub struct TokenCache {
     metrics: Arc<Metrics>,
 }
 
+/// What one entry costs besides its token's text: moka's node, timer and deque bookkeeping, the
+/// key and the `Cached` around the token (measured with `cargo bench --bench cache_memory`).
+const ENTRY_OVERHEAD: u64 = 480;
+
+/// An entry's weight: its bytes, but never less than `max_bytes / max_entries`, so one weighted
+/// capacity enforces both bounds.
+fn entry_weight(token: &MintedToken, floor: u64) -> u32 {
+    let bytes = ENTRY_OVERHEAD + token.token.len() as u64;
+    u32::try_from(bytes.max(floor)).unwrap_or(u32::MAX)
+}
+
 /// Entries leave the cache when they stop being servable.
 struct UntilUnservable {
     min_remaining: f64,
@@ -79,9 +90,11 @@ impl TokenCache {
     pub fn new(config: &TokenCacheConfig, metrics: Arc<Metrics>) -> Self {
         let min_remaining = f64::from(config.min_remaining_percent) / 100.0;
         let evictions = metrics.clone();
+        let floor = config.max_bytes / config.max_entries.max(1);
         Self {
             entries: Cache::builder()
-                .max_capacity(config.max_entries)
+                .max_capacity(config.max_bytes)
+                .weigher(move |_key, cached: &Arc<Cached>| entry_weight(&cached.token, floor))
                 .expire_after(UntilUnservable { min_remaining })
                 .eviction_listener(move |_key, _value, cause| {
                     if cause == moka::notification::RemovalCause::Size {
@@ -195,7 +208,7 @@ mod tests {
 
     fn token(issued_at: u64, expires_at: u64) -> MintedToken {
         MintedToken {
-            token: format!("t-{issued_at}"),
+            token: format!("t-{issued_at}").into(),
             issued_at,
             expires_at,
             kid: "k".into(),
@@ -239,5 +252,48 @@ mod tests {
         assert!(matches!(cache.find(&key, now + 10, 2).await, Found::Miss));
         cache.clear();
         assert!(matches!(cache.find(&key, now + 10, 1).await, Found::Miss));
+    }
+
+    async fn fill(config: TokenCacheConfig) -> (u64, u64) {
+        let now = crate::clock::unix_now();
+        let cache = TokenCache::new(&config, Arc::default());
+        for i in 0..200u8 {
+            let mut minted = token(now, now + 1_000);
+            minted.token = "x".repeat(1_000).into();
+            cache.store([i; 32], minted, 1).await;
+        }
+        cache.entries.run_pending_tasks().await;
+        (cache.entries.entry_count(), cache.entries.weighted_size())
+    }
+
+    #[tokio::test]
+    async fn the_cache_stays_within_max_bytes_and_within_max_entries() {
+        let by_bytes = TokenCacheConfig {
+            max_bytes: 20_000,
+            ..Default::default()
+        };
+        let (entries, bytes) = fill(by_bytes).await;
+        assert!(bytes <= 20_000, "{bytes} bytes held");
+        assert!(
+            (1..=13).contains(&entries),
+            "{entries} tokens of ~1.5 KB held"
+        );
+
+        let by_entries = TokenCacheConfig {
+            max_entries: 5,
+            ..Default::default()
+        };
+        let (entries, _) = fill(by_entries).await;
+        assert!((1..=5).contains(&entries), "{entries} tokens held");
+    }
+
+    #[test]
+    fn max_bytes_reads_plain_bytes_and_binary_units_and_refuses_the_rest() {
+        let read = |yaml: &str| serde_norway::from_str::<TokenCacheConfig>(yaml);
+        assert_eq!(read("max_bytes: 4096").unwrap().max_bytes, 4096);
+        assert_eq!(read("max_bytes: 64MiB").unwrap().max_bytes, 64 << 20);
+        assert_eq!(read("max_bytes: 1 GiB").unwrap().max_bytes, 1 << 30);
+        let error = read("max_bytes: 64MB").unwrap_err().to_string();
+        assert!(error.contains("`64MB` is not a size"), "{error}");
     }
 }

@@ -83,6 +83,41 @@ pub struct TokenCacheConfig {
     pub min_remaining_percent: u8,
     /// Upper bound of cached tokens.
     pub max_entries: u64,
+    /// Upper bound of the memory the cached tokens take (bytes, or `64MiB`, `1GiB`), counted
+    /// per entry as the token's text plus the cache's own bookkeeping.
+    #[serde(deserialize_with = "byte_size")]
+    pub max_bytes: u64,
+}
+
+/// `1048576`, `"512KiB"`, `"64MiB"` or `"1GiB"` as bytes.
+fn byte_size<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Bytes(u64),
+        WithUnit(String),
+    }
+    let text = match Written::deserialize(deserializer)? {
+        Written::Bytes(bytes) => return Ok(bytes),
+        Written::WithUnit(text) => text,
+    };
+    let units = [
+        ("KiB", 1u64 << 10),
+        ("MiB", 1 << 20),
+        ("GiB", 1 << 30),
+        ("B", 1),
+    ];
+    units
+        .iter()
+        .find_map(|(unit, scale)| {
+            let number = text.trim().strip_suffix(unit)?.trim().parse::<u64>().ok()?;
+            number.checked_mul(*scale)
+        })
+        .ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a size: write bytes, or a whole number with KiB, MiB or GiB"
+            ))
+        })
 }
 
 impl Default for TokenCacheConfig {
@@ -91,6 +126,7 @@ impl Default for TokenCacheConfig {
             enabled: true,
             min_remaining_percent: 50,
             max_entries: 100_000,
+            max_bytes: 128 << 20,
         }
     }
 }

@@ -55,7 +55,7 @@ enum KeyMaterial {
 
 /// A private key we sign with, and what we publish about it.
 pub struct SigningKey {
-    kid: String,
+    kid: std::sync::Arc<str>,
     material: KeyMaterial,
     /// `base64url({"alg":…,"typ":"JWT","kid":…})`, computed once.
     encoded_header: String,
@@ -195,7 +195,7 @@ impl SigningKey {
         let header = format!(r#"{{"alg":"{alg}","typ":"JWT","kid":"{kid}"}}"#);
         Self {
             encoded_header: URL_SAFE_NO_PAD.encode(header),
-            kid,
+            kid: kid.into(),
             material,
             public_jwk,
         }
@@ -204,6 +204,11 @@ impl SigningKey {
     /// The RFC 7638 thumbprint, used as `kid`.
     pub fn kid(&self) -> &str {
         &self.kid
+    }
+
+    /// The `kid`, shared (every token it signs points at the same text).
+    pub fn shared_kid(&self) -> std::sync::Arc<str> {
+        self.kid.clone()
     }
 
     /// The JWS algorithm this key signs with.

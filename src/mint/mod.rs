@@ -37,14 +37,14 @@ use crate::telemetry::Metrics;
 /// A minted token.
 #[derive(Clone)]
 pub struct MintedToken {
-    /// The compact JWS.
-    pub token: String,
+    /// The compact JWS, in one exact-size allocation shared by every Check it answers.
+    pub token: Arc<str>,
     /// Its `iat` (and `nbf`).
     pub issued_at: u64,
     /// Its `exp`.
     pub expires_at: u64,
-    /// The `kid` that signed it.
-    pub kid: String,
+    /// The `kid` that signed it (shared with the key).
+    pub kid: Arc<str>,
 }
 
 impl std::fmt::Debug for MintedToken {
@@ -240,10 +240,10 @@ impl Minter {
         let key = ring.active();
         let token = key.sign_jws(&payload).map_err(|_| MintError::Signing)?;
         Ok(MintedToken {
-            token,
+            token: token.into(),
             issued_at: now,
             expires_at,
-            kid: key.kid().to_owned(),
+            kid: key.shared_kid(),
         })
     }
 }

@@ -1,0 +1,186 @@
+//! The ext_authz port's first-bytes timeout: a connection must send the HTTP/2 client preface
+//! within `listen.handshake_timeout`, or it is closed.
+//!
+//! tonic has no such timeout, so a client that connects and sends nothing (or half a
+//! preface) would hold a connection — and, on SIGTERM, the process — for as long as it likes.
+//! Each accepted socket reads its 24-byte preface in its own task; only sockets that
+//! delivered it reach the gRPC server, which is handed the preface back first. Once the
+//! preface is in, HTTP/2 keep-alive pings look after idle connections (Envoy keeps its
+//! connections open between Checks, which is what we want).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+/// What every HTTP/2 client sends first (RFC 9113 §3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Accepted connections that opened with the HTTP/2 preface within `timeout`, ready for
+/// `serve_with_incoming`. Accepting stops when the returned stream is dropped.
+pub(crate) fn prefaced(
+    listener: TcpListener,
+    timeout: Duration,
+) -> impl futures_util::Stream<Item = io::Result<Prefaced>> {
+    let (ready, mut incoming) = mpsc::channel::<Prefaced>(64);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = ready.closed() => return,
+            };
+            let socket = match accepted {
+                Ok((socket, _)) => socket,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!(error = %e, "ext_authz: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = socket.set_nodelay(true);
+            let ready = ready.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(timeout, read_preface(socket)).await {
+                    Ok(Ok(prefaced)) => {
+                        let _ = ready.send(prefaced).await;
+                    }
+                    Ok(Err(reason)) => {
+                        tracing::debug!(%reason, "ext_authz: connection closed before serving")
+                    }
+                    Err(_) => tracing::debug!(
+                        ?timeout,
+                        "ext_authz: no HTTP/2 preface within listen.handshake_timeout; closed"
+                    ),
+                }
+            });
+        }
+    });
+    futures_util::stream::poll_fn(move |cx| incoming.poll_recv(cx).map(|next| next.map(Ok)))
+}
+
+async fn read_preface(mut socket: TcpStream) -> Result<Prefaced, &'static str> {
+    let mut preface = [0u8; 24];
+    socket
+        .read_exact(&mut preface)
+        .await
+        .map_err(|_| "the peer closed before the HTTP/2 preface")?;
+    if &preface != PREFACE {
+        return Err("not an HTTP/2 preface (is the cluster configured for HTTP/2?)");
+    }
+    Ok(Prefaced {
+        socket,
+        replayed: 0,
+    })
+}
+
+/// A socket whose preface was read off; it is handed back before the rest of the stream.
+pub(crate) struct Prefaced {
+    socket: TcpStream,
+    /// How much of the preface the server has read back.
+    replayed: usize,
+}
+
+impl AsyncRead for Prefaced {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.replayed < PREFACE.len() {
+            let rest = &PREFACE[self.replayed..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            self.replayed += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.socket).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefaced {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.socket).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.socket).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.socket.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.socket).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.socket).poll_shutdown(cx)
+    }
+}
+
+impl Connected for Prefaced {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.socket.connect_info()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+
+    async fn listening() -> (TcpListener, std::net::SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        (listener, addr)
+    }
+
+    #[tokio::test]
+    async fn silent_and_half_preface_connections_are_closed_after_the_timeout() {
+        let (listener, addr) = listening().await;
+        let incoming = prefaced(listener, Duration::from_millis(200));
+        let mut silent = TcpStream::connect(addr).await.unwrap();
+        let mut half = TcpStream::connect(addr).await.unwrap();
+        half.write_all(&PREFACE[..10]).await.unwrap();
+        for socket in [&mut silent, &mut half] {
+            let mut byte = [0u8; 1];
+            let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut byte))
+                .await
+                .expect("the sidecar closes the connection");
+            assert!(matches!(read, Ok(0) | Err(_)), "closed, not answered");
+        }
+        drop(incoming);
+    }
+
+    #[tokio::test]
+    async fn a_prefaced_connection_is_served_with_its_preface_replayed() {
+        let (listener, addr) = listening().await;
+        let mut incoming = Box::pin(prefaced(listener, Duration::from_millis(200)));
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(PREFACE).await.unwrap();
+        client.write_all(b"frames").await.unwrap();
+        let mut served = incoming.next().await.unwrap().unwrap();
+        let mut seen = [0u8; 30];
+        served.read_exact(&mut seen).await.unwrap();
+        assert_eq!(&seen[..24], PREFACE);
+        assert_eq!(&seen[24..], b"frames");
+    }
+}
