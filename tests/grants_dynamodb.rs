@@ -335,3 +335,81 @@ fn through_envoy_the_backend_sees_grants_from_the_table() {
         );
     });
 }
+
+/// 32 concurrent Checks for one cached subject, from `ttl` on, for `for_how_long`: every
+/// answer must be OK (stale grants); returns how many were.
+async fn busy_subject(h: &Harness, token: &str, for_how_long: Duration) -> usize {
+    let until = tokio::time::Instant::now() + for_how_long;
+    let workers: Vec<_> = (0..32)
+        .map(|_| async move {
+            let mut ok = 0;
+            while tokio::time::Instant::now() < until {
+                let answer = h.check_bearer(token).await;
+                let code = answer.status.as_ref().map_or(-1, |s| s.code);
+                assert_eq!(
+                    code, 0,
+                    "a cached subject denied during the outage: {answer:?}"
+                );
+                ok += 1;
+            }
+            ok
+        })
+        .collect();
+    support::join_all(workers).await.into_iter().sum()
+}
+
+#[test]
+fn a_busy_cached_subject_never_gets_503_while_the_store_hangs_or_is_gone() {
+    let moto = Moto::start();
+    let front_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let front_addr = front_listener.local_addr().unwrap();
+    // SAFETY: no other thread exists yet: moto is a child process, the runtime comes after.
+    unsafe {
+        use_test_credentials();
+        std::env::set_var("AWS_ENDPOINT_URL_DYNAMODB", format!("http://{front_addr}"));
+    }
+    let runtime = support::runtime();
+    let mut moto = moto;
+    runtime.block_on(async {
+        let upstream: std::net::SocketAddr = format!("127.0.0.1:{}", moto.port()).parse().unwrap();
+        let front = support::store_front::StoreFront::start(front_listener, upstream);
+        create_table_with_items(&client().await).await;
+        let h = Harness::start_with(Options {
+            grants_extra: format!(
+                "dynamodb: {{ table: {TABLE}, timeout: 250ms }}\n  cache: {{ ttl: 500ms, stale_for: 30s }}"
+            ),
+            ..Options::default()
+        }
+        .with_grants_source("dynamodb"))
+        .await;
+        let alice = h.idp.sign(&h.claims(json!({"sub": "alice"})));
+        minted(&h.check_bearer(&alice).await);
+
+        // The store accepts and never answers.
+        front.hang();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let answered = busy_subject(&h, &alice, Duration::from_secs(3)).await;
+        let calls = front.calls_while_hanging();
+        // Backoff 200 ms, 400 ms, 800 ms, 1.6 s after each 250 ms timeout: a handful of calls in
+        // 3 s, not one per waiting Check.
+        assert!(
+            (1..=8).contains(&calls),
+            "{calls} store calls during 3 s of hanging for {answered} OK answers"
+        );
+        assert!(answered > 100, "{answered} answers in 3 s: the busy subject was slowed down");
+
+        // The store is gone: connections are refused.
+        moto.kill();
+        front.forward();
+        let gone = busy_subject(&h, &alice, Duration::from_secs(2)).await;
+        assert!(gone > 100, "{gone} answers in 2 s with the store gone");
+        // Every one of them was answered from the stale grants.
+        let metrics = h.metrics().await;
+        let stale: usize = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("evs_tv_grants_stale_served_total "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(stale >= answered + gone, "{stale} stale answers for {} Checks", answered + gone);
+    });
+}

@@ -7,6 +7,7 @@ pub mod certs;
 pub mod envoy;
 pub mod moto;
 pub mod python;
+pub mod store_front;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
