@@ -35,6 +35,8 @@ pub struct SidePortState {
     pub jwks_max_age: Duration,
     /// Set once the ext_authz listener is serving.
     pub authz_serving: AtomicBool,
+    /// Set on SIGTERM: readiness fails while the listeners still serve.
+    pub draining: Arc<AtomicBool>,
     /// `/exchange`, unless `exchange.enabled: false`.
     pub(crate) exchange: Option<Arc<ExchangeService>>,
     /// The side port's TLS, when configured (for refused reloads in `/readyz`).
@@ -132,6 +134,9 @@ async fn readyz(State(state): State<Arc<SidePortState>>) -> Response {
     let mut reasons = Vec::new();
     if !state.authz_serving.load(Ordering::Acquire) {
         reasons.push("the ext_authz listener is not serving yet".to_owned());
+    }
+    if state.draining.load(Ordering::Acquire) {
+        reasons.push("draining: the sidecar is shutting down".to_owned());
     }
     // Issuers that are down are reported but do not fail readiness: taking every replica out
     // of service because one IdP is unreachable would turn its outage into ours.

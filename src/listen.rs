@@ -42,7 +42,11 @@ impl Default for ListenConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ShutdownConfig {
-    /// After SIGTERM, in-flight work may take this long; then every connection left (an idle
+    /// After SIGTERM, `/readyz` answers 503 at once while both listeners keep serving for this
+    /// long, so Envoy, the kubelet and load balancers stop sending before anything closes.
+    #[serde(with = "humantime_serde")]
+    pub drain: std::time::Duration,
+    /// After the drain, in-flight work may take this long; then every connection left (an idle
     /// client, a half-sent request) is closed and the process exits.
     #[serde(with = "humantime_serde")]
     pub grace: std::time::Duration,
@@ -51,6 +55,7 @@ pub struct ShutdownConfig {
 impl Default for ShutdownConfig {
     fn default() -> Self {
         Self {
+            drain: std::time::Duration::from_secs(5),
             grace: std::time::Duration::from_secs(10),
         }
     }

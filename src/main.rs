@@ -182,15 +182,18 @@ async fn serve(config: Config) -> ExitCode {
             keys.request_reload();
         }
     });
-    let stop = sidecar.stopper();
-    tokio::spawn(async move {
+    // First signal: drain (readiness fails, everything still serves), then stop accepting and
+    // give in-flight work the grace period. A second signal ends the process at once.
+    wait_for_signal().await;
+    sidecar.begin_drain();
+    tracing::info!(drain = ?sidecar.drain, grace = ?sidecar.grace, "signal: draining, then shutting down");
+    tokio::spawn(async {
         wait_for_signal().await;
-        tracing::info!("shutting down");
-        let _ = stop.send(true);
+        tracing::warn!("second signal: exiting at once");
+        std::process::exit(0);
     });
-    // The servers end only after a stop; then in-flight work gets the grace period.
-    let mut stopped = sidecar.stopper().subscribe();
-    let _ = stopped.wait_for(|stop| *stop).await;
+    tokio::time::sleep(sidecar.drain).await;
+    let _ = sidecar.stopper().send(true);
     if !sidecar.wait_within_grace().await {
         tracing::warn!(grace = ?sidecar.grace, "shutdown grace over: closing the connections left");
     }

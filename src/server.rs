@@ -81,6 +81,9 @@ pub struct RunningSidecar {
     pub keys: Arc<KeyRingReloader>,
     /// How long in-flight work may take after a stop before connections are cut.
     pub grace: Duration,
+    /// How long the listeners keep serving after [`RunningSidecar::begin_drain`].
+    pub drain: Duration,
+    draining: Arc<std::sync::atomic::AtomicBool>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -114,6 +117,11 @@ impl RunningSidecar {
             task.abort();
         }
         finished
+    }
+
+    /// Turns `/readyz` to 503 while everything keeps serving (the first step of a shutdown).
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Release);
     }
 
     /// A handle that stops the sidecar when sent `true`.
@@ -185,6 +193,7 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         None => None,
     };
     let (stop, stopped) = watch::channel(false);
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let side_state = Arc::new(SidePortState {
         minter: minter.clone(),
         vending: vending.clone(),
@@ -192,6 +201,7 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         keys: keys.clone(),
         jwks_max_age: config.signing.jwks_max_age,
         authz_serving: Default::default(),
+        draining: draining.clone(),
         exchange: config.exchange.enabled.then(|| {
             Arc::new(ExchangeService::new(
                 &config.exchange,
@@ -212,7 +222,7 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     ))];
 
     vending.authenticator().oidc().prefetch(PREFETCH_WAIT).await;
-    vending.authenticator().oidc().spawn_refreshers();
+    background.extend(vending.authenticator().oidc().spawn_refreshers());
 
     let authz = AuthzService::new(
         vending.clone(),
@@ -235,6 +245,8 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         metrics,
         keys,
         grace: config.shutdown.grace,
+        drain: config.shutdown.drain,
+        draining,
         stop,
         tasks,
         background,

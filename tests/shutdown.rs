@@ -26,7 +26,7 @@ token: {{ issuer: https://tv.example.com }}
 signing: {{ dev_generate: true }}
 trust: [ {{ issuer: '{}' }} ]
 grants: {{ file: grants.yaml }}
-shutdown: {{ grace: 2s }}
+shutdown: {{ drain: 1s, grace: 2s }}
 ",
             idp.issuer()
         ),

@@ -69,14 +69,22 @@ impl Envoy {
     /// Starts the repository's `envoy.yaml` with its ports replaced: the listener and admin on
     /// free ports, ext_authz at `authz_port`, the backend at `backend_port`.
     pub fn start(authz_port: u16, backend_port: u16) -> Self {
-        Self::start_with_tls(authz_port, backend_port, &TlsFiles::throwaway())
+        Self::start_file(
+            "envoy.yaml",
+            authz_port,
+            backend_port,
+            &TlsFiles::throwaway(),
+        )
     }
 
-    /// The same, with the mTLS listener using `tls`.
+    /// `envoy-mtls.yaml` the same way, its mTLS listener using `tls`.
     pub fn start_with_tls(authz_port: u16, backend_port: u16, tls: &TlsFiles) -> Self {
-        let template =
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("envoy.yaml"))
-                .expect("read envoy.yaml");
+        Self::start_file("envoy-mtls.yaml", authz_port, backend_port, tls)
+    }
+
+    fn start_file(file: &str, authz_port: u16, backend_port: u16, tls: &TlsFiles) -> Self {
+        let template = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
+            .unwrap_or_else(|e| panic!("read {file}: {e}"));
         let listener_port = free_port();
         let mtls_port = free_port();
         let admin_port = free_port();

@@ -143,10 +143,14 @@ impl OidcVerifier {
     }
 
     /// Starts one background refresh task per issuer.
-    pub fn spawn_refreshers(&self) {
-        for issuer in self.issuers.values() {
-            tokio::spawn(issuer.keys.clone().refresh_forever(issuer.refresh_interval));
-        }
+    /// Starts one background key refresh per issuer; the caller owns (and stops) them.
+    pub fn spawn_refreshers(&self) -> Vec<tokio::task::JoinHandle<()>> {
+        self.issuers
+            .values()
+            .map(|issuer| {
+                tokio::spawn(issuer.keys.clone().refresh_forever(issuer.refresh_interval))
+            })
+            .collect()
     }
 
     /// The state of every issuer's keys.
