@@ -4,7 +4,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,19 +14,15 @@ use evs_testkit::echo_proto::WhoAmIRequest;
 use evs_testkit::echo_proto::echo_client::EchoClient;
 use evs_token_vending::demo::DemoIdp;
 use support::envoy::Envoy;
-use support::{TempDir, free_port};
+use support::process::ServeProcess;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_under_load_through_envoy_without_a_failed_request() {
     let idp = DemoIdp::start().await.unwrap();
-    let dir = TempDir::new("drain");
-    dir.write("grants.yaml", evs_token_vending::demo::SAMPLE_GRANTS);
-    let (authz, http) = (free_port(), free_port());
-    let config = dir.write(
-        "config.yaml",
+    let mut serve = ServeProcess::spawn(
+        "drain",
         &format!(
-            "listen: {{ authz: '127.0.0.1:{authz}', http: '127.0.0.1:{http}' }}
-token: {{ issuer: https://tv.example.com }}
+            "token: {{ issuer: https://tv.example.com }}
 signing: {{ dev_generate: true }}
 trust: [ {{ issuer: '{}' }} ]
 grants: {{ file: grants.yaml }}
@@ -35,14 +30,11 @@ shutdown: {{ drain: 2s, grace: 3s }}
 ",
             idp.issuer()
         ),
+        |_, dir| {
+            dir.write("grants.yaml", evs_token_vending::demo::SAMPLE_GRANTS);
+        },
     );
-    let mut sidecar = Command::new(env!("CARGO_BIN_EXE_evs-token-vending"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve");
+    let (authz, http) = (serve.authz, serve.http);
     let readyz = format!("http://127.0.0.1:{http}/readyz");
     let started = Instant::now();
     while !reqwest::get(&readyz).await.is_ok_and(|r| r.status() == 200) {
@@ -99,11 +91,7 @@ shutdown: {{ drain: 2s, grace: 3s }}
     assert!(before_signal > 0, "no request passed before the signal");
 
     let signalled = Instant::now();
-    let kill = Command::new("kill")
-        .args(["-TERM", &sidecar.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    serve.terminate();
     let not_ready_after = loop {
         let status = reqwest::get(&readyz).await.map(|r| r.status().as_u16());
         if status.is_ok_and(|s| s == 503) {
@@ -139,16 +127,9 @@ shutdown: {{ drain: 2s, grace: 3s }}
         "failed requests"
     );
 
-    let status = loop {
-        if let Some(status) = sidecar.try_wait().unwrap() {
-            break status;
-        }
-        if signalled.elapsed() > Duration::from_secs(2 + 3 + 2) {
-            let _ = sidecar.kill();
-            panic!("still running {:?} after SIGTERM", signalled.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = serve
+        .exit_status(signalled, Duration::from_secs(2 + 3 + 2))
+        .await;
     assert!(status.success(), "exit status {status}");
     assert!(
         signalled.elapsed() >= Duration::from_secs(2),

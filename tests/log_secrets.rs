@@ -4,8 +4,7 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
@@ -15,7 +14,7 @@ use envoy_types::pb::envoy::service::auth::v3::authorization_client::Authorizati
 use evs_token_vending::SigningKey;
 use evs_token_vending::demo::DemoIdp;
 use support::moto::{Moto, use_test_credentials};
-use support::{TempDir, free_port};
+use support::process::ServeProcess;
 
 const SECRET_ACCESS_KEY: &str = "logScanSecretAccessKey0123456789abcdefXYZ";
 const SESSION_TOKEN: &str = "logScanSessionToken/FwoGZXIvYXdzEXAMPLE+session0123456789";
@@ -58,13 +57,10 @@ fn at_trace_level_the_log_holds_no_credential_key_or_token() {
             .expect("PutItem");
 
         let idp = DemoIdp::start().await.unwrap();
-        let dir = TempDir::new("log-secrets");
-        let (authz, http) = (free_port(), free_port());
-        let config = dir.write(
-            "config.yaml",
+        let serve = ServeProcess::spawn(
+            "log-secrets",
             &format!(
-                "listen: {{ authz: '127.0.0.1:{authz}', http: '127.0.0.1:{http}' }}
-token: {{ issuer: https://tv.example.com }}
+                "token: {{ issuer: https://tv.example.com }}
 signing: {{ secrets_manager: {{ secret_id: evs-signing-keys, endpoint_url: '{moto}', region: us-east-1 }} }}
 trust: [ {{ issuer: '{issuer}' }} ]
 grants: {{ source: dynamodb, dynamodb: {{ table: evs-grants, endpoint_url: '{moto}', region: us-east-1 }} }}
@@ -72,24 +68,18 @@ grants: {{ source: dynamodb, dynamodb: {{ table: evs-grants, endpoint_url: '{mot
                 moto = moto.endpoint,
                 issuer = idp.issuer()
             ),
+            |command, dir| {
+                let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+                command
+                    .env("RUST_LOG", "trace")
+                    .env("AWS_ACCESS_KEY_ID", "AKIALOGSCANEXAMPLE01")
+                    .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+                    .env("AWS_SESSION_TOKEN", SESSION_TOKEN)
+                    .stderr(log);
+            },
         );
-        let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_evs-token-vending"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "trace")
-            .env("AWS_ACCESS_KEY_ID", "AKIALOGSCANEXAMPLE01")
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
-            .env("AWS_SESSION_TOKEN", SESSION_TOKEN)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("serve");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", authz)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(20), "serve did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        serve.wait_listening().await;
+        let authz = serve.authz;
         let idp_token = idp.token_for("user@example.com", None, Duration::from_secs(600));
         let mut client = AuthorizationClient::connect(format!("http://127.0.0.1:{authz}")).await.unwrap();
         let answer = client
@@ -99,10 +89,10 @@ grants: {{ source: dynamodb, dynamodb: {{ table: evs-grants, endpoint_url: '{mot
             .into_inner();
         let minted = evs_testkit::minted_token(&answer).expect("a token was minted");
         assert_eq!(support::segment(&minted, 1)["evs:grants"]["global"], serde_json::json!(["reader"]));
-        let _ = child.kill();
-        let _ = child.wait();
-
-        let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+        let mut serve = serve;
+        let _ = serve.child.kill();
+        let _ = serve.child.wait();
+        let log = std::fs::read_to_string(serve.dir.path().join("stderr.log")).unwrap();
         assert!(log.contains("TRACE") || log.contains("DEBUG"), "the log ran at trace level");
         let key_body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
         let secrets = [

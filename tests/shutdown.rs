@@ -6,23 +6,18 @@ mod support;
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use evs_token_vending::demo::DemoIdp;
-use support::{TempDir, free_port};
+use support::process::ServeProcess;
 
 #[tokio::test]
 async fn sigterm_ends_the_process_within_the_grace_despite_idle_and_half_sent_connections() {
     let idp = DemoIdp::start().await.unwrap();
-    let dir = TempDir::new("shutdown");
-    dir.write("grants.yaml", evs_token_vending::demo::SAMPLE_GRANTS);
-    let (authz, http) = (free_port(), free_port());
-    let config = dir.write(
-        "config.yaml",
+    let mut serve = ServeProcess::spawn(
+        "shutdown",
         &format!(
-            "listen: {{ authz: '127.0.0.1:{authz}', http: '127.0.0.1:{http}' }}
-token: {{ issuer: https://tv.example.com }}
+            "token: {{ issuer: https://tv.example.com }}
 signing: {{ dev_generate: true }}
 trust: [ {{ issuer: '{}' }} ]
 grants: {{ file: grants.yaml }}
@@ -30,22 +25,12 @@ shutdown: {{ drain: 1s, grace: 2s }}
 ",
             idp.issuer()
         ),
+        |_, dir| {
+            dir.write("grants.yaml", evs_token_vending::demo::SAMPLE_GRANTS);
+        },
     );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_evs-token-vending"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("serve");
-    let started = Instant::now();
-    while TcpStream::connect(("127.0.0.1", http)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "serve did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    serve.wait_listening().await;
+    let (authz, http) = (serve.authz, serve.http);
     // Checks are served before the signal.
     let ready = reqwest::get(format!("http://127.0.0.1:{http}/healthz"))
         .await
@@ -62,21 +47,7 @@ shutdown: {{ drain: 1s, grace: 2s }}
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let signalled = Instant::now();
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let deadline = Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if signalled.elapsed() > deadline {
-            let _ = child.kill();
-            panic!("still running {deadline:?} after SIGTERM");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    serve.terminate();
+    let status = serve.exit_status(signalled, Duration::from_secs(15)).await;
     assert!(status.success(), "exit status {status}");
 }

@@ -6,6 +6,7 @@ pub mod aws_iam;
 pub mod certs;
 pub mod envoy;
 pub mod moto;
+pub mod process;
 pub mod python;
 pub mod store_front;
 
