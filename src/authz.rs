@@ -17,6 +17,7 @@ use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode as HttpStatusCod
 use envoy_types::pb::google::protobuf::{BoolValue, Struct, Value, value};
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use serde::Deserialize;
 
@@ -102,10 +103,7 @@ impl AuthzService {
             .and_then(|a| a.request.as_ref())
             .and_then(|r| r.http.as_ref());
         let header = |name| http.map(|h| header_values(h, name)).unwrap_or_default();
-        let request_id = http
-            .and_then(|h| h.headers.get("x-request-id"))
-            .map(String::as_str)
-            .unwrap_or("-");
+        let request_id = request_id(&header("x-request-id"));
         let inbound = InboundRequest {
             authorization: header("authorization"),
             peer_certificate: check
@@ -116,22 +114,27 @@ impl AuthzService {
             xfcc: header("x-forwarded-client-cert"),
             alb_certificate: header("x-amzn-mtls-clientcert"),
         };
-        let outcome = self.vending.check(&inbound, deadline).await;
+        // Every line logged during the Check (a JWKS refetch, a store warning) carries the id.
+        let outcome = self
+            .vending
+            .check(&inbound, deadline)
+            .instrument(tracing::info_span!("check", request_id = %request_id))
+            .await;
         match outcome {
             Ok(Passage::Swapped(swapped)) => {
                 self.metrics.count(Outcome::Ok);
-                tracing::debug!(request_id, subject = %swapped.identity.subject, kid = %swapped.minted.kid, "credential swapped");
+                tracing::debug!(request_id = %request_id, subject = %swapped.identity.subject, kid = %swapped.minted.kid, "credential swapped");
                 self.ok_response(&swapped)
             }
             Ok(Passage::OwnToken(own)) => {
                 self.metrics.count(Outcome::Ok);
-                tracing::debug!(request_id, subject = %own.subject, "our own token passes unchanged");
+                tracing::debug!(request_id = %request_id, subject = %own.subject, "our own token passes unchanged");
                 self.pass_response(&own.subject)
             }
             Err(error) => {
                 let denial = Denial::from(&error);
                 self.metrics.count(denial.outcome);
-                tracing::info!(request_id, status = denial.http_status as i32, reason = %error, "request denied");
+                tracing::info!(request_id = %request_id, status = denial.http_status as i32, reason = %error, "request denied");
                 denial.into_response()
             }
         }
@@ -198,6 +201,17 @@ impl Authorization for AuthzService {
 
 /// Every value of the header `name` (lowercase) in the request. With `encode_raw_headers` Envoy
 /// sends `header_map` (raw bytes, one entry per header line); otherwise the `headers` map.
+/// Envoy's `x-request-id` for the logs: at most 128 visible ASCII characters, else `-` (a
+/// header is caller-controlled text and must not forge log lines).
+fn request_id<'a>(values: &[&'a [u8]]) -> &'a str {
+    match values {
+        [one] if one.len() <= 128 && one.iter().all(|b| b.is_ascii_graphic()) => {
+            std::str::from_utf8(one).unwrap_or("-")
+        }
+        _ => "-",
+    }
+}
+
 fn header_values<'a>(
     http: &'a envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
     name: &str,

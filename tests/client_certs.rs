@@ -369,3 +369,55 @@ async fn one_token_with_two_certificates_gets_two_tokens_each_bound_to_its_certi
         "a token bound to another certificate was served"
     );
 }
+
+#[tokio::test]
+async fn a_certificate_only_deployment_needs_no_idp_and_no_credential_source_is_an_error() {
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    let ca = TestCa::new("Test CA");
+    let leaf = ca.issue(LeafSpec::default());
+    let dir = support::TempDir::new("certs-only");
+    dir.write("ca.pem", &ca.pem);
+    dir.write(
+        "grants.yaml",
+        "subjects:\n  cert:orders-service: { global: [reader] }\n",
+    );
+    let base = "listen: { authz: 127.0.0.1:0, http: 127.0.0.1:0 }
+token: { issuer: https://tv.example.com }
+signing: { dev_generate: true }
+trust: []
+grants: { file: grants.yaml }
+";
+    let config = evs_token_vending::Config::from_yaml(
+        &format!("{base}client_certs: {{ enabled: true, from: [peer], ca_file: ca.pem }}\n"),
+        dir.path(),
+    )
+    .expect("a certificate-only config");
+    let sidecar = evs_token_vending::start(config).await.expect("start");
+    let mut client = AuthorizationClient::connect(format!("http://{}", sidecar.authz_addr))
+        .await
+        .unwrap();
+    let answer = client
+        .check(with_peer_certificate(
+            check_request(&[]),
+            &url_encode(&leaf.pem),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let claims = segment(&minted(&answer), 1);
+    assert_eq!(claims["sub"], "cert:orders-service");
+    assert_eq!(claims["evs:grants"]["global"], json!(["reader"]));
+    // A bearer token meets no trusted issuer: 401, not a crash.
+    let bearer = client
+        .check(check_request(&[("authorization", "Bearer a.b.c")]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(denied(&bearer).http_status, 401);
+    sidecar.shutdown().await;
+
+    let error = evs_token_vending::Config::from_yaml(base, dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("trust: no trusted issuer"), "{error}");
+}

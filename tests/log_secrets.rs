@@ -1,6 +1,7 @@
 //! No secret reaches the log at any level: the real binary at `RUST_LOG=trace`, signing with a
 //! key from Secrets Manager and reading grants from DynamoDB (both moto), swaps a token; its
-//! whole stderr must hold none of the AWS credentials, the signing key, or either token.
+//! whole stderr must hold none of the AWS credentials, the signing key, or either token. And
+//! the log line of a Check carries Envoy's request id, as Envoy sends it (`header_map`).
 
 mod support;
 
@@ -105,5 +106,99 @@ grants: {{ source: dynamodb, dynamodb: {{ table: evs-grants, endpoint_url: '{mot
         for (what, secret) in secrets {
             assert!(!log.contains(&secret), "{what} appears in the trace log");
         }
+    });
+}
+
+/// A CheckRequest as Envoy sends it with `encode_raw_headers: true`: headers in `header_map`
+/// as raw bytes, `headers` empty.
+fn raw_check_request(
+    headers: &[(&str, &[u8])],
+) -> envoy_types::pb::envoy::service::auth::v3::CheckRequest {
+    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+    let mut request = evs_testkit::check_request(&[]);
+    let http = request
+        .attributes
+        .as_mut()
+        .unwrap()
+        .request
+        .as_mut()
+        .unwrap()
+        .http
+        .as_mut()
+        .unwrap();
+    http.header_map = Some(HeaderMap {
+        headers: headers
+            .iter()
+            .map(|(key, value)| HeaderValue {
+                key: (*key).to_owned(),
+                raw_value: value.to_vec(),
+                ..Default::default()
+            })
+            .collect(),
+    });
+    request
+}
+
+#[test]
+fn a_denial_is_logged_with_the_request_id_envoy_sent_in_header_map() {
+    support::runtime().block_on(async {
+        let idp = DemoIdp::start().await.unwrap();
+        let serve = ServeProcess::spawn(
+            "request-id",
+            &format!(
+                "token: {{ issuer: https://tv.example.com }}
+signing: {{ dev_generate: true }}
+trust: [ {{ issuer: '{}' }} ]
+grants: {{ file: grants.yaml }}
+",
+                idp.issuer()
+            ),
+            |command, dir| {
+                dir.write("grants.yaml", evs_token_vending::demo::SAMPLE_GRANTS);
+                let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+                command.env("RUST_LOG", "info").stderr(log);
+            },
+        );
+        serve.wait_listening().await;
+        let mut client = AuthorizationClient::connect(format!("http://127.0.0.1:{}", serve.authz))
+            .await
+            .unwrap();
+        for (id, token) in [
+            (
+                b"6f1c2c0e-envoy-request-id".as_slice(),
+                b"Bearer not-a-jwt".as_slice(),
+            ),
+            (
+                b"forged\nrequest_id=admin".as_slice(),
+                b"Bearer also-not-a-jwt".as_slice(),
+            ),
+        ] {
+            let answer = client
+                .check(raw_check_request(&[
+                    ("authorization", token),
+                    ("x-request-id", id),
+                ]))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_ne!(answer.status.unwrap().code, 0);
+        }
+        let mut serve = serve;
+        let _ = serve.child.kill();
+        let _ = serve.child.wait();
+        let log = std::fs::read_to_string(serve.dir.path().join("stderr.log")).unwrap();
+        let denials: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("request denied"))
+            .collect();
+        assert_eq!(denials.len(), 2, "{log}");
+        assert!(
+            denials[0].contains("request_id=6f1c2c0e-envoy-request-id"),
+            "{log}"
+        );
+        assert!(
+            denials[1].contains("request_id=-"),
+            "a forged id is not logged: {log}"
+        );
     });
 }
