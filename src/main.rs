@@ -136,31 +136,36 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e),
             }
         }
-        Command::CheckConfig { config, probe } => match Config::load(&config) {
-            Ok(parsed) => {
-                for warning in &parsed.warnings {
-                    println!("warning: {warning}");
-                }
-                if probe {
-                    match runtime().block_on(evs_token_vending::probe_remote_stores(&parsed)) {
-                        Ok(reached) => reached.iter().for_each(|line| println!("{line}")),
-                        Err(problem) => {
-                            println!("{problem}");
-                            return ExitCode::FAILURE;
-                        }
-                    }
-                }
-                println!("{}: OK", config.display());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                for problem in &e.problems {
-                    println!("{problem}");
-                }
-                ExitCode::FAILURE
-            }
-        },
+        Command::CheckConfig { config, probe } => runtime().block_on(check_config(&config, probe)),
     }
+}
+
+/// Every problem `serve` would meet, on stderr, all at once: the structure, then the files,
+/// then (with `--probe`) the remote stores and issuers. Exit 1 on any problem.
+async fn check_config(path: &std::path::Path, probe: bool) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            e.problems.iter().for_each(|problem| eprintln!("{problem}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    for warning in &config.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let mut problems = evs_token_vending::check_files(&config).await;
+    if probe && problems.is_empty() {
+        match evs_token_vending::probe_remote_stores(&config).await {
+            Ok(reached) => reached.iter().for_each(|line| println!("{line}")),
+            Err(found) => problems.extend(found),
+        }
+    }
+    if !problems.is_empty() {
+        problems.iter().for_each(|problem| eprintln!("{problem}"));
+        return ExitCode::FAILURE;
+    }
+    println!("{}: OK", path.display());
+    ExitCode::SUCCESS
 }
 
 async fn serve(config: Config) -> ExitCode {

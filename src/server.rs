@@ -267,7 +267,7 @@ fn local_addr(
 
 /// The HTTPS client for issuer keys: platform roots plus each issuer's `ca_file`, no
 /// redirects (a JWKS that redirects elsewhere is a misconfiguration, not something to follow).
-fn issuer_client(trust: &[TrustedIssuerConfig]) -> Result<reqwest::Client, StartError> {
+pub(crate) fn issuer_client(trust: &[TrustedIssuerConfig]) -> Result<reqwest::Client, StartError> {
     let mut builder = reqwest::Client::builder()
         .timeout(FETCH_TIMEOUT)
         .connect_timeout(FETCH_TIMEOUT)
@@ -326,22 +326,55 @@ async fn serve_authz(
     }
 }
 
-/// Contacts the remote stores the config names (`check-config --probe`): each DynamoDB table
-/// must exist and be keyed by `subject` (S). Returns one line per store that answered.
-pub async fn probe_remote_stores(config: &Config) -> Result<Vec<String>, String> {
-    let mut reached = Vec::new();
+/// Contacts what the config names remotely (`check-config --probe`): each DynamoDB table must
+/// exist and be keyed by `subject` (S), Secrets Manager keys must load, and every issuer's keys
+/// must be fetchable. Returns one line per store that answered, or every problem.
+pub async fn probe_remote_stores(config: &Config) -> Result<Vec<String>, Vec<String>> {
+    let (mut reached, mut problems) = (Vec::new(), Vec::new());
     for source in &config.grants.sources {
         if let GrantSourceConfig::Dynamodb(table) = source {
-            DynamoGrants::connect(table)
-                .await
-                .probe()
-                .await
-                .map_err(|reason| format!("grants.dynamodb.table: {reason}"))?;
-            reached.push(format!(
-                "grants.dynamodb.table: {} is reachable and keyed by `subject`",
-                table.table
-            ));
+            match DynamoGrants::connect(table).await.probe().await {
+                Ok(()) => reached.push(format!(
+                    "grants.dynamodb.table: {} is reachable and keyed by `subject`",
+                    table.table
+                )),
+                Err(reason) => problems.push(format!("grants.dynamodb.table: {reason}")),
+            }
         }
     }
-    Ok(reached)
+    if let crate::mint::SigningSource::SecretsManager(secret) = &config.signing.source {
+        match KeySource::from_config(&config.signing).await.load().await {
+            Ok(ring) => reached.push(format!(
+                "signing.secrets_manager: {} holds {} key(s)",
+                secret.secret_id,
+                ring.kids().len()
+            )),
+            Err(e) => problems.push(format!("signing: {e}")),
+        }
+    }
+    match issuer_client(&config.trust) {
+        Ok(client) => {
+            let oidc = OidcVerifier::new(&config.trust, client);
+            oidc.prefetch(FETCH_TIMEOUT).await;
+            for issuer in oidc.status() {
+                match (&issuer.last_error, issuer.keys_loaded) {
+                    (None, true) => reached.push(format!(
+                        "trust: {} publishes {} usable key(s)",
+                        issuer.issuer, issuer.usable_keys
+                    )),
+                    (Some(e), _) => problems.push(format!("trust: {}: {e}", issuer.issuer)),
+                    (None, false) => problems.push(format!(
+                        "trust: {}: no keys within {FETCH_TIMEOUT:?}",
+                        issuer.issuer
+                    )),
+                }
+            }
+        }
+        Err(e) => problems.push(e.to_string()),
+    }
+    if problems.is_empty() {
+        Ok(reached)
+    } else {
+        Err(problems)
+    }
 }

@@ -250,3 +250,133 @@ fn demo_shows_a_real_swap_a_verified_token_and_a_refused_forgery() {
     );
     assert!(printed.contains("HTTP 401"), "{printed}");
 }
+
+#[test]
+fn every_config_serve_refuses_is_refused_by_check_config_too_naming_the_same_key() {
+    let dir = TempDir::new("cli-gate");
+    dir.write("grants.yaml", "subjects:\n  someone@example.com: {}\n");
+    dir.write(
+        "broken-grants.yaml",
+        "subjects:\n  alice: { global: reader }\n",
+    );
+    dir.write("empty-grants.yaml", "");
+    let garbage = dir.write(
+        "garbage.pem",
+        "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n",
+    );
+    let keys = dir.path().join("keys");
+    assert!(
+        binary()
+            .args(["keygen", "--out"])
+            .arg(&keys)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::write(keys.join("active"), "gone.pem\n").unwrap();
+    let garbage = garbage.display().to_string();
+    let short_key = data("rsa-1024-too-short.pem");
+    // (signing, grants file, more config, what both must name)
+    let cases = [
+        (
+            format!("{{ key_file: '{short_key}' }}"),
+            "grants.yaml",
+            String::new(),
+            "shorter than 2048 bits",
+        ),
+        (
+            format!("{{ key_file: '{garbage}' }}"),
+            "grants.yaml",
+            String::new(),
+            "signing:",
+        ),
+        (
+            "{ key_file: absent.pem }".to_owned(),
+            "grants.yaml",
+            String::new(),
+            "absent.pem",
+        ),
+        (
+            "{ keys_dir: no-such-dir }".to_owned(),
+            "grants.yaml",
+            String::new(),
+            "no-such-dir",
+        ),
+        (
+            format!("{{ keys_dir: '{}' }}", keys.display()),
+            "grants.yaml",
+            String::new(),
+            "`active` names gone.pem",
+        ),
+        (
+            "{ dev_generate: true }".to_owned(),
+            "nowhere.yaml",
+            String::new(),
+            "nowhere.yaml",
+        ),
+        (
+            "{ dev_generate: true }".to_owned(),
+            "broken-grants.yaml",
+            String::new(),
+            "subjects.alice.global",
+        ),
+        (
+            "{ dev_generate: true }".to_owned(),
+            "empty-grants.yaml",
+            String::new(),
+            "grants.file",
+        ),
+        (
+            "{ dev_generate: true }".to_owned(),
+            "grants.yaml",
+            format!("client_certs: {{ enabled: true, from: [peer], ca_file: '{garbage}' }}\n"),
+            "client_certs.ca_file",
+        ),
+        (
+            "{ dev_generate: true }".to_owned(),
+            "grants.yaml",
+            format!(
+                "listen: {{ authz: 127.0.0.1:0, http: 127.0.0.1:0, http_tls: {{ cert_file: '{garbage}', key_file: '{garbage}' }} }}\n"
+            ),
+            "http_tls",
+        ),
+    ];
+    for (signing, grants, more, named) in cases {
+        let mut yaml = std::fs::read_to_string(config(&dir, &signing, grants)).unwrap();
+        if more.starts_with("listen:") {
+            yaml = yaml.lines().skip(1).map(|l| format!("{l}\n")).collect();
+        }
+        let path = dir.write("config.yaml", &format!("{yaml}{more}"));
+        let served = serve_until_exit(&path);
+        assert!(
+            !served.status.success(),
+            "serve accepted {signing} {grants} {more}"
+        );
+        assert!(
+            text(&served).contains(named),
+            "serve: {named}: {}",
+            text(&served)
+        );
+        let checked = binary()
+            .args(["check-config", "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(
+            checked.status.code(),
+            Some(1),
+            "check-config accepted what serve refused: {}",
+            text(&served)
+        );
+        assert!(
+            text(&checked).contains(named),
+            "check-config: {named}: {}",
+            text(&checked)
+        );
+        assert!(
+            !text(&checked).contains("BEGIN"),
+            "file content printed: {}",
+            text(&checked)
+        );
+    }
+}

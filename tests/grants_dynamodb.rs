@@ -248,15 +248,20 @@ fn a_store_outage_serves_cached_subjects_for_stale_for_then_503_and_recovers_wit
 fn check_config_probe_verifies_the_table_and_its_key() {
     let (moto, runtime) = setup();
     let dir = support::TempDir::new("probe");
+    // --probe also fetches each issuer's keys: a real (demo) IdP on loopback.
+    let idp = runtime
+        .block_on(evs_token_vending::demo::DemoIdp::start())
+        .unwrap();
     let config_for = |table: &str| {
         dir.write(
             &format!("{table}.yaml"),
             &format!(
                 "token: {{ issuer: https://tv.example.com }}
 signing: {{ dev_generate: true }}
-trust: [ {{ issuer: https://idp.example.com }} ]
+trust: [ {{ issuer: '{}' }} ]
 grants: {{ source: dynamodb, dynamodb: {{ table: {table} }} }}
-"
+",
+                idp.issuer()
             ),
         )
     };
@@ -274,12 +279,17 @@ grants: {{ source: dynamodb, dynamodb: {{ table: {table} }} }}
             .unwrap();
         (
             output.status.code(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ),
         )
     };
     let (code, out) = probe(TABLE);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("keyed by `subject`"), "{out}");
+    assert!(out.contains("publishes 1 usable key(s)"), "{out}");
     let (code, out) = probe("keyed-by-id");
     assert_eq!(code, Some(1), "{out}");
     assert!(
