@@ -44,18 +44,32 @@ pub struct SidePortState {
 }
 
 /// The side port's routes.
-pub fn router(state: Arc<SidePortState>) -> Router {
+pub fn router(state: Arc<SidePortState>, with_admin: bool) -> Router {
     let router = match state.exchange {
         Some(_) => Router::new().route("/exchange", any(exchange)),
         None => Router::new(),
     };
-    router
+    let router = router
         .route("/.well-known/jwks.json", get(jwks))
-        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/.well-known/openid-configuration", get(discovery));
+    if with_admin {
+        router.merge(admin_routes()).with_state(state)
+    } else {
+        router.with_state(state)
+    }
+}
+
+/// `listen.admin`'s routes (on the side port too when there is no admin port): probes and
+/// metrics, which a NetworkPolicy can then open to the kubelet and Prometheus only.
+pub fn admin_router(state: Arc<SidePortState>) -> Router {
+    admin_routes().with_state(state)
+}
+
+fn admin_routes() -> Router<Arc<SidePortState>> {
+    Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(state)
 }
 
 async fn jwks(State(state): State<Arc<SidePortState>>, request_headers: HeaderMap) -> Response {

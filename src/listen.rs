@@ -16,6 +16,9 @@ pub struct ListenConfig {
     pub authz: SocketAddr,
     /// JWKS, discovery, health, metrics and `/exchange`.
     pub http: SocketAddr,
+    /// Probes and metrics (`/healthz`, `/readyz`, `/metrics`) on a port of their own, plain
+    /// HTTP; the side port then serves only the JWKS, discovery and `/exchange`.
+    pub admin: Option<SocketAddr>,
     /// TLS on the side port (plain HTTP without it).
     pub http_tls: Option<HttpTlsConfig>,
     /// A side-port request's headers must arrive within this, or the connection is closed.
@@ -31,6 +34,7 @@ impl Default for ListenConfig {
         Self {
             authz: SocketAddr::from(([127, 0, 0, 1], 9001)),
             http: SocketAddr::from(([0, 0, 0, 0], 9002)),
+            admin: None,
             http_tls: None,
             header_timeout: std::time::Duration::from_secs(10),
             handshake_timeout: std::time::Duration::from_secs(5),

@@ -51,7 +51,7 @@ pub enum StartError {
     /// A listener could not bind.
     #[error("listen.{which}: cannot bind {addr}: {reason}")]
     Bind {
-        /// `authz` or `http`.
+        /// `authz`, `http` or `admin`.
         which: &'static str,
         /// The configured address.
         addr: SocketAddr,
@@ -73,6 +73,8 @@ pub struct RunningSidecar {
     pub authz_addr: SocketAddr,
     /// Where the side port listens.
     pub http_addr: SocketAddr,
+    /// Where probes and metrics listen, when `listen.admin` is set.
+    pub admin_addr: Option<SocketAddr>,
     /// The pipeline (tests and the demo inspect it).
     pub vending: Arc<TokenVending>,
     /// Counters.
@@ -181,6 +183,10 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     };
     let authz_listener = bind("authz", config.listen.authz).await?;
     let http_listener = bind("http", config.listen.http).await?;
+    let admin_listener = match config.listen.admin {
+        Some(addr) => Some(bind("admin", addr).await?),
+        None => None,
+    };
     let authz_addr = local_addr(&authz_listener, "authz", config.listen.authz)?;
     let http_addr = local_addr(&http_listener, "http", config.listen.http)?;
 
@@ -215,11 +221,25 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     });
     let mut tasks = vec![tokio::spawn(crate::side_port::serve(
         http_listener,
-        router(side_state.clone()),
+        router(side_state.clone(), admin_listener.is_none()),
         side_tls,
         config.listen.header_timeout,
         stopped.clone(),
     ))];
+    let admin_addr = match admin_listener {
+        Some(listener) => {
+            let addr = local_addr(&listener, "admin", config.listen.admin.unwrap_or(http_addr))?;
+            tasks.push(tokio::spawn(crate::side_port::serve(
+                listener,
+                crate::http::admin_router(side_state.clone()),
+                None,
+                config.listen.header_timeout,
+                stopped.clone(),
+            )));
+            Some(addr)
+        }
+        None => None,
+    };
 
     vending.authenticator().oidc().prefetch(PREFETCH_WAIT).await;
     background.extend(vending.authenticator().oidc().spawn_refreshers());
@@ -241,6 +261,7 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     Ok(RunningSidecar {
         authz_addr,
         http_addr,
+        admin_addr,
         vending,
         metrics,
         keys,

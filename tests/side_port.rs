@@ -171,3 +171,23 @@ async fn a_thousand_idle_connections_on_each_port_are_closed_and_checks_still_pa
     let still_open = closed.iter().filter(|closed| !**closed).count();
     assert_eq!(still_open, 0, "idle connections the sidecar never closed");
 }
+
+#[tokio::test]
+async fn with_an_admin_port_probes_and_metrics_move_off_the_public_side_port() {
+    let h = Harness::start_with(Options {
+        listen: "{ authz: 127.0.0.1:0, http: 127.0.0.1:0, admin: 127.0.0.1:0 }".into(),
+        ..Options::default()
+    })
+    .await;
+    let admin = h.sidecar().admin_addr.expect("admin port bound");
+    let status = async |url: String| reqwest::get(url).await.unwrap().status().as_u16();
+    for path in ["/metrics", "/readyz", "/healthz"] {
+        assert_eq!(status(format!("http://{admin}{path}")).await, 200, "{path}");
+        assert_eq!(status(h.http_url(path)).await, 404, "{path} on the side port");
+    }
+    assert_eq!(status(h.http_url("/.well-known/jwks.json")).await, 200);
+    assert_eq!(
+        status(format!("http://{admin}/.well-known/jwks.json")).await,
+        404
+    );
+}
