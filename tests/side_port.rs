@@ -183,7 +183,11 @@ async fn with_an_admin_port_probes_and_metrics_move_off_the_public_side_port() {
     let status = async |url: String| reqwest::get(url).await.unwrap().status().as_u16();
     for path in ["/metrics", "/readyz", "/healthz"] {
         assert_eq!(status(format!("http://{admin}{path}")).await, 200, "{path}");
-        assert_eq!(status(h.http_url(path)).await, 404, "{path} on the side port");
+        assert_eq!(
+            status(h.http_url(path)).await,
+            404,
+            "{path} on the side port"
+        );
     }
     assert_eq!(status(h.http_url("/.well-known/jwks.json")).await, 200);
     assert_eq!(

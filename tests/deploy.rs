@@ -1,0 +1,530 @@
+//! What ships for deployment works as shipped: the kustomize base and its example overlay render
+//! with `kubectl kustomize`, validate with `kubernetes-validate --strict` (Kubernetes 1.30 and
+//! the newest schema it has), and hold what Kubernetes would otherwise find only at run time;
+//! every Envoy file passes `envoy --mode validate`; the sidecar reads its keys as the manifest's
+//! unprivileged user with the manifest's file modes.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+use serde_json::Value;
+use support::TempDir;
+use support::python::python_tool;
+
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// `kubectl kustomize` of a folder under `deploy/kubernetes`, as YAML documents.
+fn render(folder: &str) -> Vec<Value> {
+    let output = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(repo(&format!("deploy/kubernetes/{folder}")))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("kubectl is needed to render the manifests (Debian/Ubuntu: the kubectl package): {e}")
+        });
+    assert!(
+        output.status.success(),
+        "kubectl kustomize {folder}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    serde_norway::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).expect("rendered YAML"))
+        .collect()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| {
+            d["kind"] == kind
+                && d["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(name))
+        })
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+fn containers(pod: &Value) -> Vec<&Value> {
+    ["initContainers", "containers"]
+        .iter()
+        .flat_map(|list| pod[list].as_array().into_iter().flatten())
+        .collect()
+}
+
+fn container<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    containers(pod)
+        .into_iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no container {name}"))
+}
+
+/// The file a ConfigMap mounted by `container` at `mount_path` holds under `key`.
+fn configmap_file<'a>(docs: &'a [Value], pod: &Value, volume: &str, key: &str) -> &'a str {
+    let configmap = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == volume)
+        .and_then(|v| v["configMap"]["name"].as_str())
+        .unwrap_or_else(|| panic!("volume {volume} is not a ConfigMap"));
+    find(docs, "ConfigMap", configmap)["data"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{configmap} has no {key}"))
+}
+
+/// Whether `path` lies under one of `container`'s mounts.
+fn mounted(container: &Value, path: &str) -> bool {
+    container["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|m| {
+            m["mountPath"]
+                .as_str()
+                .is_some_and(|mount| path.starts_with(mount))
+        })
+}
+
+/// The file after `flag` in `container`'s arguments lies on one of its mounts.
+fn assert_file_argument_mounted(container: &Value, flag: &str) {
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let file = args
+        .iter()
+        .position(|arg| *arg == flag)
+        .and_then(|i| args.get(i + 1))
+        .unwrap_or_else(|| panic!("{}: no {flag} argument", container["name"]));
+    assert!(mounted(container, file), "{file} is not mounted");
+}
+
+/// A named container port's number.
+fn port_number(container: &Value, port: &Value) -> u64 {
+    port.as_u64().unwrap_or_else(|| {
+        container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == *port)
+            .and_then(|p| p["containerPort"].as_u64())
+            .unwrap_or_else(|| panic!("no port {port}"))
+    })
+}
+
+fn check_rendered(docs: &[Value]) {
+    let deployment = find(docs, "Deployment", "evidentsource");
+    let pod = &deployment["spec"]["template"]["spec"];
+
+    // The sidecar is a native sidecar with a startup probe, and its probes reach a listener
+    // that binds beyond loopback.
+    let sidecar = container(pod, "token-vending");
+    assert!(
+        pod["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "token-vending")
+    );
+    assert_eq!(sidecar["restartPolicy"], "Always", "native sidecar");
+    assert!(sidecar["startupProbe"].is_object(), "startupProbe");
+    let config: Value =
+        serde_norway::from_str(configmap_file(docs, pod, "config", "config.yaml")).unwrap();
+    assert_file_argument_mounted(sidecar, "--config");
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        let port = port_number(sidecar, &sidecar[probe]["httpGet"]["port"]);
+        let listener = ["admin", "http"]
+            .iter()
+            .filter_map(|l| config["listen"][l].as_str())
+            .find(|addr| addr.ends_with(&format!(":{port}")))
+            .unwrap_or_else(|| panic!("{probe} port {port} is no listener of the config"));
+        assert!(
+            !listener.starts_with("127."),
+            "{probe}: {listener} is loopback only"
+        );
+        let path = sidecar[probe]["httpGet"]["path"].as_str().unwrap();
+        assert!(
+            ["/readyz", "/healthz"].contains(&path),
+            "{probe} path {path}"
+        );
+    }
+    // Every file the sidecar's config names is mounted.
+    for file in [
+        config["signing"]["keys_dir"].as_str(),
+        config["grants"]["file"].as_str(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        assert!(
+            mounted(sidecar, file),
+            "{file} is not mounted into the sidecar"
+        );
+    }
+
+    // Envoy's config is mounted, starts without files it does not have, and its readiness
+    // probe reaches a listener beyond loopback.
+    let envoy = container(pod, "envoy");
+    assert_file_argument_mounted(envoy, "-c");
+    let envoy_yaml = configmap_file(docs, pod, "envoy-config", "envoy.yaml");
+    assert!(
+        !envoy_yaml.contains("filename:"),
+        "Envoy's config needs files it is not given"
+    );
+    let envoy_config: Value = serde_norway::from_str(envoy_yaml).unwrap();
+    let ready_port = port_number(envoy, &envoy["readinessProbe"]["httpGet"]["port"]);
+    let reachable = envoy_config["static_resources"]["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| {
+            let address = &l["address"]["socket_address"];
+            address["port_value"].as_u64() == Some(ready_port) && address["address"] != "127.0.0.1"
+        });
+    assert!(
+        reachable,
+        "Envoy's readiness port {ready_port} is not a listener beyond loopback"
+    );
+    // Envoy calls the sidecar where it listens.
+    let authz_port = config["listen"]["authz"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap();
+    assert!(envoy_yaml.contains(&format!("port_value: {authz_port}")));
+
+    // The restricted Pod Security Standard, resources and pinned images on every container.
+    let security = &pod["securityContext"];
+    assert_eq!(security["runAsNonRoot"], true);
+    assert_eq!(security["seccompProfile"]["type"], "RuntimeDefault");
+    assert!(pod["hostNetwork"].is_null() && pod["hostPID"].is_null());
+    for c in containers(pod) {
+        let name = &c["name"];
+        let context = &c["securityContext"];
+        assert_eq!(context["allowPrivilegeEscalation"], false, "{name}");
+        assert_eq!(
+            context["capabilities"]["drop"],
+            serde_json::json!(["ALL"]),
+            "{name}"
+        );
+        assert_ne!(context["runAsUser"], 0, "{name}");
+        assert!(
+            c["resources"]["requests"]["memory"].is_string(),
+            "{name}: memory request"
+        );
+        assert!(
+            c["resources"]["limits"]["memory"].is_string(),
+            "{name}: memory limit"
+        );
+        let image = c["image"].as_str().unwrap();
+        let tag = image.rsplit_once(':').map(|(_, tag)| tag).unwrap_or("");
+        assert!(
+            !tag.is_empty() && tag != "latest" && !tag.contains('/'),
+            "{name}: {image} is not pinned"
+        );
+    }
+    for volume in pod["volumes"].as_array().unwrap() {
+        assert!(volume["hostPath"].is_null(), "hostPath volume");
+    }
+
+    // The sidecar's user can read the keys Secret: by mode for others, or by group through
+    // fsGroup.
+    let keys = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "keys")
+        .unwrap();
+    let mode = keys["secret"]["defaultMode"].as_u64().unwrap_or(0o644);
+    let group_reads = mode & 0o040 != 0 && security["fsGroup"].is_u64();
+    assert!(
+        mode & 0o004 != 0 || group_reads,
+        "mode {mode:o}: the sidecar cannot read its keys"
+    );
+    assert_eq!(mode & 0o004, 0, "keys readable by every user");
+
+    // Services publish what needs publishing; the monitor scrapes the admin port.
+    let jwks = find(docs, "Service", "evs-token-vending");
+    assert!(
+        jwks["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["targetPort"] == "jwks")
+    );
+    let monitor = find(docs, "ServiceMonitor", "evs-token-vending");
+    for (label, value) in monitor["spec"]["selector"]["matchLabels"]
+        .as_object()
+        .unwrap()
+    {
+        assert_eq!(
+            &jwks["metadata"]["labels"][label], value,
+            "the monitor selects {label}"
+        );
+    }
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "admin");
+    assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    find(docs, "PodDisruptionBudget", "evidentsource");
+    let policy = find(docs, "NetworkPolicy", "evidentsource");
+    let open: Vec<u64> = policy["spec"]["ingress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|rule| rule["from"].is_null())
+        .flat_map(|rule| {
+            rule["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|p| p["port"].as_u64())
+        })
+        .collect();
+    let admin_port: u64 = config["listen"]["admin"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(!open.contains(&admin_port), "metrics open to everyone");
+    assert!(open.contains(&10000) && open.contains(&9002), "{open:?}");
+    // EvidentSource expects the issuer the sidecar mints as.
+    let backend = container(pod, "evidentsource");
+    let expected_issuer = backend["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "EVS_JWT_ISSUER")
+        .unwrap();
+    assert_eq!(expected_issuer["value"], config["token"]["issuer"]);
+}
+
+fn kubernetes_validate(docs: &[Value]) {
+    let tool = python_tool(KUBERNETES_VALIDATE, |venv| {
+        Some(venv.join("bin/kubernetes-validate")).filter(|p| p.is_file())
+    });
+    let dir = TempDir::new("kubernetes-validate");
+    // CRDs (the ServiceMonitor) have no schema there; they are checked by hand above.
+    let core: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["kind"] != "ServiceMonitor")
+        .collect();
+    let text: String = core
+        .iter()
+        .map(|d| format!("---\n{}", serde_norway::to_string(d).unwrap()))
+        .collect();
+    let file = dir.write("rendered.yaml", &text);
+    for version in ["1.30.0", "1.37.0"] {
+        let output = Command::new(&tool)
+            .args(["--strict", "--quiet", "-k", version])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "kubernetes-validate {version}:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+#[test]
+fn the_kustomize_base_renders_validates_and_holds_what_runtime_would_find() {
+    let docs = render("base");
+    check_rendered(&docs);
+    kubernetes_validate(&docs);
+}
+
+#[test]
+fn the_example_overlay_renders_validates_and_holds_what_runtime_would_find() {
+    let docs = render("overlays/example");
+    check_rendered(&docs);
+    kubernetes_validate(&docs);
+    let deployment = find(&docs, "Deployment", "evidentsource");
+    assert_eq!(deployment["metadata"]["namespace"], "evidentsource");
+    assert_eq!(deployment["spec"]["replicas"], 3);
+}
+
+#[test]
+fn every_envoy_config_shipped_passes_envoy_validate_as_shipped() {
+    let envoy = support::envoy::envoy_binary();
+    // envoy-mtls.yaml names tls/ files relative to Envoy's working directory.
+    let dir = TempDir::new("envoy-validate");
+    let tls = support::envoy::TlsFiles::throwaway();
+    std::fs::create_dir_all(dir.path().join("tls")).unwrap();
+    for (name, text) in [
+        ("server.pem", &tls.server_pem),
+        ("server-key.pem", &tls.server_key),
+        ("client-ca.pem", &tls.client_ca),
+    ] {
+        std::fs::write(dir.path().join("tls").join(name), text).unwrap();
+    }
+    for file in [
+        "envoy.yaml",
+        "envoy-mtls.yaml",
+        "deploy/kubernetes/base/envoy.yaml",
+    ] {
+        let output = Command::new(&envoy)
+            .args(["--mode", "validate", "-c"])
+            .arg(repo(file))
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "envoy --mode validate {file}:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    // envoy.yaml needs no file: it validates from an empty folder too.
+    let empty = TempDir::new("envoy-empty");
+    let output = Command::new(&envoy)
+        .args(["--mode", "validate", "-c"])
+        .arg(repo("envoy.yaml"))
+        .current_dir(empty.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+}
+
+#[tokio::test]
+async fn the_sidecar_reads_its_keys_as_the_manifests_user_with_the_manifests_file_modes() {
+    use std::os::unix::fs::{PermissionsExt, chown};
+    let is_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    if !is_root {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "this test changes file owners and users: run it as root (setpriv drops to the manifest's user)"
+        );
+        eprintln!("skipped: not root");
+        return;
+    }
+    let docs = render("base");
+    let pod = &find(&docs, "Deployment", "evidentsource")["spec"]["template"]["spec"];
+    let security = &pod["securityContext"];
+    let (user, group) = (
+        security["runAsUser"].as_u64().unwrap() as u32,
+        security["fsGroup"].as_u64().unwrap() as u32,
+    );
+    let keys_volume = pod["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "keys")
+        .unwrap();
+    let mode = keys_volume["secret"]["defaultMode"].as_u64().unwrap() as u32;
+
+    let idp = evs_token_vending::demo::DemoIdp::start().await.unwrap();
+    let dir = TempDir::new("unprivileged");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let keys = dir.path().join("keys");
+    let keygen = Command::new(env!("CARGO_BIN_EXE_evs-token-vending"))
+        .args(["keygen", "--out"])
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert!(keygen.status.success());
+    let pem = std::fs::read_dir(&keys)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .file_name();
+    std::fs::write(keys.join("active"), format!("{}\n", pem.to_string_lossy())).unwrap();
+    dir.write("grants.yaml", evs_token_vending::demo::SAMPLE_GRANTS);
+    let (authz, http) = (support::free_port(), support::free_port());
+    let config = dir.write(
+        "config.yaml",
+        &format!(
+            "listen: {{ authz: '127.0.0.1:{authz}', http: '127.0.0.1:{http}' }}
+token: {{ issuer: https://tv.example.com }}
+signing: {{ keys_dir: '{}' }}
+trust: [ {{ issuer: '{}' }} ]
+grants: {{ file: grants.yaml }}
+",
+            keys.display(),
+            idp.issuer()
+        ),
+    );
+    // As the kubelet mounts a Secret: files root-owned, group fsGroup, mode defaultMode.
+    let mount_as = |mode: u32| {
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for entry in std::fs::read_dir(&keys).unwrap() {
+            let path = entry.unwrap().path();
+            chown(&path, Some(0), Some(group)).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+    };
+    let as_user = |args: &[&str]| {
+        let mut command = Command::new("setpriv");
+        command
+            .args([
+                format!("--reuid={user}"),
+                format!("--regid={group}"),
+                "--clear-groups".into(),
+            ])
+            .arg(env!("CARGO_BIN_EXE_evs-token-vending"))
+            .args(args)
+            .arg(&config)
+            .env("RUST_LOG", "warn");
+        command
+    };
+
+    // Root-only 0400, the old manifest's mode: the non-root user cannot read the key, and
+    // check-config says so.
+    mount_as(0o400);
+    let refused = as_user(&["check-config", "--config"]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    let printed = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        printed.contains("signing:") && printed.contains("ermission denied")
+            || printed.contains("cannot read"),
+        "{printed}"
+    );
+
+    // The manifest's mode and group: check-config passes and serve starts and signs.
+    mount_as(mode);
+    let checked = as_user(&["check-config", "--config"]).output().unwrap();
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let mut serve = as_user(&["serve", "--config"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let ready = loop {
+        if let Ok(answer) =
+            reqwest::get(format!("http://127.0.0.1:{http}/.well-known/jwks.json")).await
+        {
+            break answer.json::<Value>().await.unwrap();
+        }
+        assert!(
+            serve.try_wait().unwrap().is_none(),
+            "serve exited as user {user}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "serve did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert_eq!(ready["keys"].as_array().unwrap().len(), 1, "{ready}");
+}
