@@ -30,6 +30,22 @@ enum Command {
     },
     /// Run a whole token swap locally with embedded defaults and show it.
     Demo,
+    /// Run the demo's identity provider on a fixed loopback port for local trials: prints its
+    /// issuer and a token, and serves discovery and JWKS until stopped.
+    DevIdp {
+        /// Port on 127.0.0.1 (the issuer is `http://127.0.0.1:PORT`).
+        #[arg(long, default_value_t = 9400)]
+        port: u16,
+        /// Subject (and email) of the printed token.
+        #[arg(long, default_value = "user@example.com")]
+        subject: String,
+        /// Lifetime of the printed token.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        lifetime: std::time::Duration,
+        /// Also write the token to this file (for scripts).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
     /// Write a new signing key (PEM, mode 0600) named after its kid; `active` is not touched.
     Keygen {
         /// The folder to write into (e.g. `signing.keys_dir`).
@@ -111,6 +127,15 @@ fn main() -> ExitCode {
                 Err(e) => fail(&*e),
             }
         }
+        Command::DevIdp {
+            port,
+            subject,
+            lifetime,
+            token_file,
+        } => {
+            evs_token_vending::init_logging(false, "warn");
+            runtime().block_on(dev_idp(port, &subject, lifetime, token_file))
+        }
         Command::Keygen { out, alg, bits } => {
             let generated = SigningKey::generate(alg.into(), bits)
                 .and_then(|key| Ok((key.write_into(&out)?, key)));
@@ -138,6 +163,37 @@ fn main() -> ExitCode {
         }
         Command::CheckConfig { config, probe } => runtime().block_on(check_config(&config, probe)),
     }
+}
+
+async fn dev_idp(
+    port: u16,
+    subject: &str,
+    lifetime: std::time::Duration,
+    token_file: Option<PathBuf>,
+) -> ExitCode {
+    let idp = match demo::DemoIdp::start_on(port).await {
+        Ok(idp) => idp,
+        Err(e) => return fail(&format!("dev-idp: cannot listen on 127.0.0.1:{port}: {e}")),
+    };
+    let token = idp.token_for(subject, Some(subject), lifetime);
+    println!(
+        "issuer: {}   (trust it: trust: [ {{ issuer: '{}' }} ])",
+        idp.issuer(),
+        idp.issuer()
+    );
+    println!(
+        "a token for {subject}, valid {}:",
+        humantime::format_duration(lifetime)
+    );
+    println!("{token}");
+    if let Some(file) = token_file
+        && let Err(e) = std::fs::write(&file, &token)
+    {
+        return fail(&format!("dev-idp: cannot write {}: {e}", file.display()));
+    }
+    println!("serving until Ctrl-C or SIGTERM; a restart makes a new key, so get a new token then");
+    wait_for_signal().await;
+    ExitCode::SUCCESS
 }
 
 /// Every problem `serve` would meet, on stderr, all at once: the structure, then the files,

@@ -380,3 +380,33 @@ fn every_config_serve_refuses_is_refused_by_check_config_too_naming_the_same_key
         );
     }
 }
+
+#[test]
+fn version_matches_the_changelog_and_the_image_builds_from_pinned_bases() {
+    let output = binary().arg("--version").output().unwrap();
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let changelog = &readme[readme.find("## Changelog").expect("a changelog")..];
+    let latest = changelog
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("- ")
+                .and_then(|l| l.split_whitespace().next())
+        })
+        .expect("a changelog entry");
+    assert_eq!(printed.trim(), format!("evs-token-vending {latest}"));
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("deploy/Dockerfile")).unwrap();
+    for base in dockerfile.lines().filter_map(|l| l.strip_prefix("FROM ")) {
+        let image = base.split_whitespace().next().unwrap();
+        let tag = image.rsplit_once(':').map(|(_, tag)| tag).unwrap_or("");
+        assert!(!tag.is_empty() && tag != "latest", "{image} is not pinned");
+    }
+    assert!(dockerfile.contains(&format!("evs-token-vending:{latest}")));
+    let ignored = std::fs::read_to_string(root.join(".dockerignore")).unwrap();
+    for private in ["target/", "examples/keys/", "*.pem"] {
+        assert!(ignored.contains(private), ".dockerignore lacks {private}");
+    }
+}

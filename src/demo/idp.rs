@@ -36,10 +36,16 @@ struct IdpState {
 }
 
 impl DemoIdp {
-    /// Starts the provider on `127.0.0.1` with a fresh RSA-2048 key.
+    /// Starts the provider on a free `127.0.0.1` port with a fresh RSA-2048 key.
     pub async fn start() -> std::io::Result<Self> {
+        Self::start_on(0).await
+    }
+
+    /// The same on `127.0.0.1:port` (`dev-idp`, whose issuer a config names).
+    pub async fn start_on(port: u16) -> std::io::Result<Self> {
         let key = SigningKey::generate_rsa(2048).map_err(std::io::Error::other)?;
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        let listener =
+            tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await?;
         let issuer = format!("http://{}", listener.local_addr()?);
         let state = Arc::new(IdpState {
             issuer: issuer.clone(),
