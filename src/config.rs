@@ -281,7 +281,10 @@ grants: { file: grants.yaml }
     #[test]
     fn minimal_config_gets_the_documented_defaults() {
         let config = Config::from_yaml(MINIMAL, Path::new("/etc/tv")).unwrap();
-        assert_eq!(config.listen.authz, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!(
+            config.listen.authz.tcp(),
+            Some("127.0.0.1:9001".parse().unwrap())
+        );
         assert_eq!(config.token.lifetime, Duration::from_secs(3600));
         assert_eq!(config.token.grants_claim, "evs:grants");
         assert_eq!(config.trust[0].leeway, Duration::from_secs(60));

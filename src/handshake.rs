@@ -1,4 +1,4 @@
-//! The ext_authz port's first-bytes timeout: a connection must send the HTTP/2 client preface
+//! The ext_authz listener's first-bytes timeout (TCP or Unix socket): a connection must send the HTTP/2 client preface
 //! within `listen.handshake_timeout`, or it is closed.
 //!
 //! tonic has no such timeout, so a client that connects and sends nothing (or half a
@@ -14,28 +14,52 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::mpsc;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::{Connected, TcpConnectInfo, UdsConnectInfo};
+
+/// A listener ext_authz can serve on: TCP or a Unix socket.
+pub(crate) trait AuthzListener: Send + 'static {
+    /// The accepted connection.
+    type Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// Accepts one connection.
+    fn accept_socket(&self) -> impl std::future::Future<Output = io::Result<Self::Socket>> + Send;
+}
+
+impl AuthzListener for TcpListener {
+    type Socket = TcpStream;
+    async fn accept_socket(&self) -> io::Result<TcpStream> {
+        let (socket, _) = self.accept().await?;
+        let _ = socket.set_nodelay(true);
+        Ok(socket)
+    }
+}
+
+impl AuthzListener for UnixListener {
+    type Socket = UnixStream;
+    async fn accept_socket(&self) -> io::Result<UnixStream> {
+        self.accept().await.map(|(socket, _)| socket)
+    }
+}
 
 /// What every HTTP/2 client sends first (RFC 9113 §3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Accepted connections that opened with the HTTP/2 preface within `timeout`, ready for
 /// `serve_with_incoming`. Accepting stops when the returned stream is dropped.
-pub(crate) fn prefaced(
-    listener: TcpListener,
+pub(crate) fn prefaced<L: AuthzListener>(
+    listener: L,
     timeout: Duration,
-) -> impl futures_util::Stream<Item = io::Result<Prefaced>> {
-    let (ready, mut incoming) = mpsc::channel::<Prefaced>(64);
+) -> impl futures_util::Stream<Item = io::Result<Prefaced<L::Socket>>> {
+    let (ready, mut incoming) = mpsc::channel::<Prefaced<L::Socket>>(64);
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
+                accepted = listener.accept_socket() => accepted,
                 () = ready.closed() => return,
             };
             let socket = match accepted {
-                Ok((socket, _)) => socket,
+                Ok(socket) => socket,
                 Err(e) => {
                     // Out of file descriptors and the like: pause instead of spinning.
                     tracing::warn!(error = %e, "ext_authz: accept failed");
@@ -43,7 +67,6 @@ pub(crate) fn prefaced(
                     continue;
                 }
             };
-            let _ = socket.set_nodelay(true);
             let ready = ready.clone();
             tokio::spawn(async move {
                 match tokio::time::timeout(timeout, read_preface(socket)).await {
@@ -64,7 +87,7 @@ pub(crate) fn prefaced(
     futures_util::stream::poll_fn(move |cx| incoming.poll_recv(cx).map(|next| next.map(Ok)))
 }
 
-async fn read_preface(mut socket: TcpStream) -> Result<Prefaced, &'static str> {
+async fn read_preface<S: AsyncRead + Unpin>(mut socket: S) -> Result<Prefaced<S>, &'static str> {
     let mut preface = [0u8; 24];
     socket
         .read_exact(&mut preface)
@@ -80,13 +103,13 @@ async fn read_preface(mut socket: TcpStream) -> Result<Prefaced, &'static str> {
 }
 
 /// A socket whose preface was read off; it is handed back before the rest of the stream.
-pub(crate) struct Prefaced {
-    socket: TcpStream,
+pub(crate) struct Prefaced<S> {
+    socket: S,
     /// How much of the preface the server has read back.
     replayed: usize,
 }
 
-impl AsyncRead for Prefaced {
+impl<S: AsyncRead + Unpin> AsyncRead for Prefaced<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -103,7 +126,7 @@ impl AsyncRead for Prefaced {
     }
 }
 
-impl AsyncWrite for Prefaced {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefaced<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -133,8 +156,16 @@ impl AsyncWrite for Prefaced {
     }
 }
 
-impl Connected for Prefaced {
+impl Connected for Prefaced<TcpStream> {
     type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.socket.connect_info()
+    }
+}
+
+impl Connected for Prefaced<UnixStream> {
+    type ConnectInfo = UdsConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
         self.socket.connect_info()

@@ -31,6 +31,7 @@ mod preflight;
 mod server;
 mod side_port;
 mod telemetry;
+mod unix_socket;
 mod urls;
 
 pub use clock::unix_now;
@@ -42,5 +43,5 @@ pub use identity::{AwsClaims, CertificateClaims, Identity};
 pub use mint::{KeyError, KeyRing, MintedToken, Minter, OwnToken, SigningAlgorithm, SigningKey};
 pub use pipeline::{Passage, SwapError, Swapped, TokenVending};
 pub use preflight::check_files;
-pub use server::{RunningSidecar, StartError, probe_remote_stores, start};
+pub use server::{AuthzAddress, RunningSidecar, StartError, probe_remote_stores, start};
 pub use telemetry::{Metrics, Outcome, init_logging};

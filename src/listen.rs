@@ -1,4 +1,5 @@
-//! `listen:` — where the two servers bind, and the side port's optional TLS.
+//! `listen:` — where the servers bind (ext_authz on TCP or a Unix socket), and the side port's
+//! optional TLS.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,7 +14,10 @@ use crate::credential::ClientCertsConfig;
 #[serde(default, deny_unknown_fields)]
 pub struct ListenConfig {
     /// ext_authz gRPC (and grpc.health.v1); loopback by default because only Envoy calls it.
-    pub authz: SocketAddr,
+    /// `unix:/path` listens on a Unix socket instead (Envoy's `pipe` address).
+    pub authz: AuthzAddress,
+    /// The Unix socket's permissions, when `authz` is one.
+    pub authz_socket: SocketFileConfig,
     /// JWKS, discovery, health, metrics and `/exchange`.
     pub http: SocketAddr,
     /// Probes and metrics (`/healthz`, `/readyz`, `/metrics`) on a port of their own, plain
@@ -32,13 +36,88 @@ pub struct ListenConfig {
 impl Default for ListenConfig {
     fn default() -> Self {
         Self {
-            authz: SocketAddr::from(([127, 0, 0, 1], 9001)),
+            authz: AuthzAddress::Tcp(SocketAddr::from(([127, 0, 0, 1], 9001))),
+            authz_socket: SocketFileConfig::default(),
             http: SocketAddr::from(([0, 0, 0, 0], 9002)),
             admin: None,
             http_tls: None,
             header_timeout: std::time::Duration::from_secs(10),
             handshake_timeout: std::time::Duration::from_secs(5),
         }
+    }
+}
+
+/// Where ext_authz listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthzAddress {
+    /// `host:port`.
+    Tcp(SocketAddr),
+    /// `unix:/path/to/socket`.
+    Unix(PathBuf),
+}
+
+impl AuthzAddress {
+    /// The TCP address, when it is one.
+    pub fn tcp(&self) -> Option<SocketAddr> {
+        match self {
+            AuthzAddress::Tcp(addr) => Some(*addr),
+            AuthzAddress::Unix(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for AuthzAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AuthzAddress::Tcp(addr) => write!(f, "{addr}"),
+            AuthzAddress::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AuthzAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.strip_prefix("unix:") {
+            Some(path) if path.starts_with('/') => Ok(AuthzAddress::Unix(PathBuf::from(path))),
+            Some(_) => Err(serde::de::Error::custom(
+                "a Unix socket needs an absolute path: unix:/var/run/evs/authz.sock",
+            )),
+            None => text.parse().map(AuthzAddress::Tcp).map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "`{text}` is neither host:port (127.0.0.1:9001) nor unix:/path"
+                ))
+            }),
+        }
+    }
+}
+
+/// `listen.authz_socket` — the Unix socket file's permissions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SocketFileConfig {
+    /// Octal permission bits, as a string (`"0660"`: the sidecar and its group, i.e. Envoy
+    /// when the pod's `fsGroup` is shared).
+    pub mode: String,
+    /// Group id to give the socket file (default: the process's own group).
+    pub group: Option<u32>,
+}
+
+impl Default for SocketFileConfig {
+    fn default() -> Self {
+        Self {
+            mode: "0660".to_owned(),
+            group: None,
+        }
+    }
+}
+
+impl SocketFileConfig {
+    /// The mode bits; checked at load time.
+    pub fn mode_bits(&self) -> Option<u32> {
+        u32::from_str_radix(self.mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|bits| *bits <= 0o777)
     }
 }
 
@@ -86,6 +165,12 @@ impl ListenConfig {
         client_certs: &ClientCertsConfig,
         check: &mut ConfigCheck,
     ) {
+        if self.authz_socket.mode_bits().is_none() {
+            check.problem(
+                format!("{path}.authz_socket.mode"),
+                "octal permission bits, e.g. \"0660\"",
+            );
+        }
         let Some(tls) = &mut self.http_tls else {
             return;
         };

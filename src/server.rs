@@ -26,13 +26,14 @@ use crate::identity::Authenticator;
 use crate::identity::aws_iam::AwsIamVerifier;
 use crate::identity::oidc::{OidcVerifier, TrustedIssuerConfig};
 use crate::identity::x509::{CaError, X509Verifier};
-pub use crate::listen::ListenConfig;
+pub use crate::listen::{AuthzAddress, ListenConfig};
 use crate::mint::Minter;
 use crate::mint::keyring::{KeyRingReloader, KeySource};
 use crate::mint::keys::KeyError;
 use crate::pipeline::TokenVending;
 use crate::side_port::SideTls;
 use crate::telemetry::Metrics;
+use crate::unix_socket::BoundAuthz;
 
 /// How long start-up waits for the issuers' keys before serving anyway.
 const PREFETCH_WAIT: Duration = Duration::from_secs(5);
@@ -54,7 +55,7 @@ pub enum StartError {
         /// `authz`, `http` or `admin`.
         which: &'static str,
         /// The configured address.
-        addr: SocketAddr,
+        addr: String,
         /// What the operating system said.
         reason: std::io::Error,
     },
@@ -69,8 +70,8 @@ pub enum StartError {
 
 /// A running sidecar; dropping it does not stop it, [`RunningSidecar::shutdown`] does.
 pub struct RunningSidecar {
-    /// Where ext_authz listens.
-    pub authz_addr: SocketAddr,
+    /// Where ext_authz listens (the bound port when the config said port 0).
+    pub authz_addr: AuthzAddress,
     /// Where the side port listens.
     pub http_addr: SocketAddr,
     /// Where probes and metrics listen, when `listen.admin` is set.
@@ -172,22 +173,22 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         config.token.accept_own,
     ));
 
-    let bind = |which, addr| async move {
+    let bind = |which, addr: SocketAddr| async move {
         TcpListener::bind(addr)
             .await
             .map_err(|reason| StartError::Bind {
                 which,
-                addr,
+                addr: addr.to_string(),
                 reason,
             })
     };
-    let authz_listener = bind("authz", config.listen.authz).await?;
+    let authz_listener = crate::unix_socket::bind_authz(&config.listen).await?;
     let http_listener = bind("http", config.listen.http).await?;
     let admin_listener = match config.listen.admin {
         Some(addr) => Some(bind("admin", addr).await?),
         None => None,
     };
-    let authz_addr = local_addr(&authz_listener, "authz", config.listen.authz)?;
+    let authz_addr = authz_listener.address()?;
     let http_addr = local_addr(&http_listener, "http", config.listen.http)?;
 
     let side_tls = match &config.listen.http_tls {
@@ -249,12 +250,24 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         config.response.remove_headers.clone(),
         metrics.clone(),
     );
-    tasks.push(tokio::spawn(serve_authz(
-        authz_listener,
-        config.listen.handshake_timeout,
-        authz,
-        stopped,
-    )));
+    let handshake = config.listen.handshake_timeout;
+    tasks.push(match authz_listener {
+        BoundAuthz::Tcp(listener) => tokio::spawn(serve_authz(
+            crate::handshake::prefaced(listener, handshake),
+            authz,
+            stopped,
+        )),
+        BoundAuthz::Unix(socket) => tokio::spawn(async move {
+            serve_authz(
+                crate::handshake::prefaced(socket.listener, handshake),
+                authz,
+                stopped,
+            )
+            .await;
+            // Removed on the way out, so no stale file is left for the next start.
+            drop(socket.file);
+        }),
+    });
     side_state.authz_serving.store(true, Ordering::Release);
     tracing::info!(%authz_addr, %http_addr, "evs-token-vending serving");
 
@@ -274,14 +287,14 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     })
 }
 
-fn local_addr(
+pub(crate) fn local_addr(
     listener: &TcpListener,
     which: &'static str,
     addr: SocketAddr,
 ) -> Result<SocketAddr, StartError> {
     listener.local_addr().map_err(|reason| StartError::Bind {
         which,
-        addr,
+        addr: addr.to_string(),
         reason,
     })
 }
@@ -319,12 +332,18 @@ pub(crate) fn issuer_client(trust: &[TrustedIssuerConfig]) -> Result<reqwest::Cl
         .map_err(|e| StartError::HttpClient(format!("trust: cannot build the HTTPS client: {e}")))
 }
 
-async fn serve_authz(
-    listener: TcpListener,
-    handshake_timeout: Duration,
+async fn serve_authz<IO>(
+    incoming: impl futures_util::Stream<Item = std::io::Result<IO>> + Send + 'static,
     service: AuthzService,
     mut stopped: watch::Receiver<bool>,
-) {
+) where
+    IO: tonic::transport::server::Connected
+        + tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + Unpin
+        + Send
+        + 'static,
+{
     let (health, health_service) = tonic_health::server::health_reporter();
     health
         .set_serving::<AuthorizationServer<AuthzService>>()
@@ -332,7 +351,6 @@ async fn serve_authz(
     let shutdown = async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
-    let incoming = crate::handshake::prefaced(listener, handshake_timeout);
     // Connections that never finish the preface are closed by `prefaced`; pings find dead peers
     // of idle HTTP/2 connections; the shutdown grace ends the rest.
     let result = tonic::transport::Server::builder()

@@ -194,14 +194,43 @@ fn check_rendered(docs: &[Value]) {
         reachable,
         "Envoy's readiness port {ready_port} is not a listener beyond loopback"
     );
-    // Envoy calls the sidecar where it listens.
-    let authz_port = config["listen"]["authz"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap();
-    assert!(envoy_yaml.contains(&format!("port_value: {authz_port}")));
+    // Envoy calls the sidecar where it listens: the same Unix socket, on a volume both mount,
+    // or the same TCP port.
+    let authz = config["listen"]["authz"].as_str().unwrap();
+    match authz.strip_prefix("unix:") {
+        Some(socket) => {
+            assert!(
+                envoy_yaml.contains(&format!("pipe: {{ path: {socket} }}")),
+                "Envoy's ext_authz cluster does not dial {socket}"
+            );
+            let shared = |c: &Value| {
+                c["volumeMounts"].as_array().unwrap().iter().find_map(|m| {
+                    let mount = m["mountPath"].as_str()?;
+                    socket.starts_with(mount).then(|| m["name"].clone())
+                })
+            };
+            let volume = shared(sidecar).expect("the socket's folder is mounted in the sidecar");
+            assert_eq!(
+                shared(envoy),
+                Some(volume.clone()),
+                "Envoy mounts the socket's volume"
+            );
+            let emptydir = pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == volume)
+                .unwrap();
+            assert!(
+                emptydir["emptyDir"].is_object(),
+                "the socket lives on an emptyDir"
+            );
+        }
+        None => {
+            let port = authz.rsplit(':').next().unwrap();
+            assert!(envoy_yaml.contains(&format!("port_value: {port}")));
+        }
+    }
 
     // The restricted Pod Security Standard, resources and pinned images on every container.
     let security = &pod["securityContext"];

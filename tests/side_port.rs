@@ -144,7 +144,7 @@ async fn a_thousand_idle_connections_on_each_port_are_closed_and_checks_still_pa
         ..Options::default()
     })
     .await;
-    let (authz, http) = (h.sidecar().authz_addr, h.sidecar().http_addr);
+    let (authz, http) = (h.sidecar().authz_addr.tcp().unwrap(), h.sidecar().http_addr);
     let mut idle = Vec::new();
     for _ in 0..1_000 {
         idle.push(tokio::net::TcpStream::connect(http).await.unwrap());

@@ -55,6 +55,9 @@ impl TlsFiles {
     }
 }
 
+/// The ext_authz cluster's address in envoy.yaml.
+const AUTHZ_ENDPOINT: &str = "{ socket_address: { address: 127.0.0.1, port_value: 9001 } }";
+
 /// A running Envoy; killed when dropped.
 pub struct Envoy {
     child: Child,
@@ -77,14 +80,42 @@ impl Envoy {
         )
     }
 
+    /// `envoy.yaml` with its ext_authz cluster on a Unix socket (the `pipe` address its
+    /// comment shows).
+    pub fn start_with_socket(socket: &Path, backend_port: u16) -> Self {
+        let pipe = format!("{{ pipe: {{ path: '{}' }} }}", socket.display());
+        Self::start_template(
+            "envoy.yaml",
+            &[(AUTHZ_ENDPOINT, &pipe)],
+            0,
+            backend_port,
+            &TlsFiles::throwaway(),
+        )
+    }
+
     /// `envoy-mtls.yaml` the same way, its mTLS listener using `tls`.
     pub fn start_with_tls(authz_port: u16, backend_port: u16, tls: &TlsFiles) -> Self {
         Self::start_file("envoy-mtls.yaml", authz_port, backend_port, tls)
     }
 
     fn start_file(file: &str, authz_port: u16, backend_port: u16, tls: &TlsFiles) -> Self {
-        let template = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
-            .unwrap_or_else(|e| panic!("read {file}: {e}"));
+        Self::start_template(file, &[], authz_port, backend_port, tls)
+    }
+
+    fn start_template(
+        file: &str,
+        edits: &[(&str, &str)],
+        authz_port: u16,
+        backend_port: u16,
+        tls: &TlsFiles,
+    ) -> Self {
+        let mut template =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
+                .unwrap_or_else(|e| panic!("read {file}: {e}"));
+        for (from, to) in edits {
+            assert!(template.contains(from), "{file} has no {from}");
+            template = template.replace(from, to);
+        }
         let listener_port = free_port();
         let mtls_port = free_port();
         let admin_port = free_port();
@@ -199,9 +230,14 @@ impl Stack {
             .spawn(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .expect("start backend");
-        let authz_port = harness.sidecar().authz_addr.port();
-        let envoy = tokio::task::spawn_blocking(move || {
-            Envoy::start_with_tls(authz_port, backend.port(), &tls)
+        let authz = harness.sidecar().authz_addr.clone();
+        let envoy = tokio::task::spawn_blocking(move || match authz {
+            evs_token_vending::AuthzAddress::Tcp(addr) => {
+                Envoy::start_with_tls(addr.port(), backend.port(), &tls)
+            }
+            evs_token_vending::AuthzAddress::Unix(path) => {
+                Envoy::start_with_socket(&path, backend.port())
+            }
         })
         .await
         .expect("envoy start task");

@@ -145,14 +145,19 @@ grants:
         let sidecar = evs_token_vending::start(config)
             .await
             .expect("start sidecar");
-        let client = AuthorizationClient::connect(format!("http://{}", sidecar.authz_addr))
-            .await
-            .expect("connect to ext_authz");
+        let client = AuthorizationClient::new(authz_channel(&sidecar.authz_addr).await);
         Self {
             idp,
             sidecar: Some(sidecar),
             client,
             dir,
+        }
+    }
+
+    /// Shuts the sidecar down (in-flight work first), as SIGTERM's last step does.
+    pub async fn stop(&mut self) {
+        if let Some(sidecar) = self.sidecar.take() {
+            sidecar.shutdown().await;
         }
     }
 
@@ -355,6 +360,33 @@ pub async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
 }
 
 /// A two-worker runtime, for tests that must change the environment before any thread exists.
+/// A gRPC channel to ext_authz wherever it listens, TCP or Unix socket.
+pub async fn authz_channel(addr: &evs_token_vending::AuthzAddress) -> Channel {
+    match addr {
+        evs_token_vending::AuthzAddress::Tcp(addr) => {
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect()
+                .await
+                .expect("connect to ext_authz")
+        }
+        evs_token_vending::AuthzAddress::Unix(path) => {
+            let path = path.clone();
+            // The URI is required by the API and unused: the connector dials the socket.
+            tonic::transport::Endpoint::from_static("http://uds.invalid")
+                .connect_with_connector(tower::service_fn(move |_| {
+                    let path = path.clone();
+                    async move {
+                        let socket = tokio::net::UnixStream::connect(path).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(socket))
+                    }
+                }))
+                .await
+                .expect("connect to ext_authz's socket")
+        }
+    }
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
