@@ -142,7 +142,7 @@ pub fn grants_from_item(item: &HashMap<String, AttributeValue>) -> Result<Grants
     if map.keys().any(|k| k != "global" && k != "databases") {
         return Err("`grants` has a key other than `global` and `databases`");
     }
-    Ok(Grants { global, databases })
+    Ok(Grants::new(global, databases))
 }
 
 /// A list of strings (`L` of `S`) or a string set (`SS`, sorted for a stable token).

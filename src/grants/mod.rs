@@ -32,7 +32,10 @@ use crate::identity::Identity;
 use crate::telemetry::Metrics;
 
 /// What a subject may do: `{"global": [...], "databases": {"<db>": [...]}}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Grants are loaded once and shared behind `Arc`, never changed; [`Grants::fingerprint`] is
+/// therefore computed once per loaded value, not per Check.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Grants {
     /// Roles that apply everywhere.
@@ -41,6 +44,38 @@ pub struct Grants {
     /// Roles per database.
     #[serde(default)]
     pub databases: BTreeMap<String, Vec<String>>,
+    #[serde(skip)]
+    fingerprint: std::sync::OnceLock<[u8; 32]>,
+}
+
+impl PartialEq for Grants {
+    fn eq(&self, other: &Self) -> bool {
+        self.global == other.global && self.databases == other.databases
+    }
+}
+
+impl Eq for Grants {}
+
+impl Grants {
+    /// Grants from their parts.
+    pub fn new(global: Vec<String>, databases: BTreeMap<String, Vec<String>>) -> Self {
+        Self {
+            global,
+            databases,
+            fingerprint: Default::default(),
+        }
+    }
+
+    /// SHA-256 of the canonical JSON (the token cache's key part), computed on first use.
+    pub fn fingerprint(&self) -> &[u8; 32] {
+        self.fingerprint.get_or_init(|| {
+            let json = serde_json::to_vec(self).unwrap_or_default();
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &json);
+            let mut fingerprint = [0u8; 32];
+            fingerprint.copy_from_slice(digest.as_ref());
+            fingerprint
+        })
+    }
 }
 
 /// A boxed future, so sources can be chosen at run time.
@@ -174,5 +209,22 @@ impl GrantsLookup {
             UnknownSubjectPolicy::Empty => Ok(self.empty.clone()),
             UnknownSubjectPolicy::Deny => Err(GrantsError::UnknownSubject),
         }
+    }
+}
+
+#[cfg(test)]
+mod fingerprint_tests {
+    use super::*;
+
+    #[test]
+    fn equal_grants_share_a_fingerprint_and_any_change_gives_another() {
+        let read = |yaml: &str| serde_norway::from_str::<Grants>(yaml).unwrap();
+        let writer = read("databases: { production: [reader, writer] }");
+        let again = read("databases: { production: [reader, writer] }");
+        let reader = read("databases: { production: [reader] }");
+        assert_eq!(writer.fingerprint(), again.fingerprint());
+        assert_ne!(writer.fingerprint(), reader.fingerprint());
+        // A computed fingerprint is not part of equality.
+        assert_eq!(writer, read("databases: { production: [reader, writer] }"));
     }
 }

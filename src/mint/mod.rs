@@ -186,7 +186,7 @@ impl Minter {
             part(aws.session.as_deref().unwrap_or_default().as_bytes());
         }
         part(credential);
-        part(&serde_json::to_vec(grants).unwrap_or_default());
+        part(grants.fingerprint());
         for audience in &self.audience {
             part(audience.as_bytes());
         }
