@@ -1,4 +1,5 @@
-//! Load generator: `cargo bench --bench loadgen [-- --seconds 5 --connections 2 --concurrency 32]`.
+//! Load generator: `cargo bench --bench loadgen [-- --seconds 5 --connections 2 --concurrency 32]`
+//! (`-- --transports-only` runs only the TCP/Unix-socket comparison).
 //!
 //! Drives ext_authz Check over loopback gRPC against the real `evs-token-vending serve`
 //! process and, for comparison, a no-op ext_authz server, and prints in one run on one machine:
@@ -51,8 +52,7 @@ fn knobs() -> Knobs {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("__noop") {
-        let port: u16 = args.get(2).and_then(|p| p.parse().ok()).expect("port");
-        return noop_server(port);
+        return noop_server(args.get(2).expect("address"));
     }
     let knobs = knobs();
     let cores = std::thread::available_parallelism()
@@ -81,9 +81,12 @@ fn main() {
 async fn run(knobs: Knobs, sign_rate: f64, cores: usize) {
     let duration = Duration::from_secs(knobs.seconds);
     let idp = DemoIdp::start().await.expect("IdP");
+    if std::env::args().any(|a| a == "--transports-only") {
+        return transports(&idp, &knobs, duration).await;
+    }
 
     // 2. The transport limit.
-    let noop = Server::spawn_noop();
+    let noop = Server::spawn_noop(false);
     let noop_cpu_before = noop.cpu_seconds();
     let noop_stats = closed_loop(
         &noop.clients(knobs.connections).await,
@@ -102,7 +105,7 @@ async fn run(knobs: Knobs, sign_rate: f64, cores: usize) {
     );
 
     // 3–5. The sidecar, as its own process.
-    let sidecar = Server::spawn_sidecar(&idp);
+    let sidecar = Server::spawn_sidecar(&idp, false);
     let clients = sidecar.clients(knobs.connections).await;
 
     let expected = (sign_rate * cores as f64 * knobs.seconds as f64 * 1.5) as usize + 1000;
@@ -125,18 +128,7 @@ async fn run(knobs: Knobs, sign_rate: f64, cores: usize) {
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for distinct in [1, 100, 10_000] {
         let repeated = requests(&idp, distinct);
-        // Warm-up: every credential once, so the measured run is all cache hits.
-        closed_loop(
-            &clients,
-            knobs.concurrency,
-            &repeated,
-            Duration::from_secs(60),
-            true,
-        )
-        .await;
-        let cpu = sidecar.cpu_seconds();
-        let stats = closed_loop(&clients, knobs.concurrency, &repeated, duration, false).await;
-        let cpu = (sidecar.cpu_seconds() - cpu) / stats.elapsed.as_secs_f64();
+        let (stats, cpu) = cached_closed_loop(&sidecar, &clients, &knobs, &repeated).await;
         println!(
             "| {distinct} | {:.0} | {:.0}% | {} | {:.0}% | {:.1} µs |",
             stats.throughput(),
@@ -248,6 +240,77 @@ async fn run(knobs: Knobs, sign_rate: f64, cores: usize) {
         (after[1] - before[1]) as f64 / seconds,
     );
     println!();
+    drop(sidecar);
+    drop(noop);
+    transports(&idp, &knobs, duration).await;
+}
+
+/// Row 7: the same servers over TCP and over a Unix socket — CPU per Check (closed loop,
+/// cached, 100 credentials) and latency at fixed rates.
+async fn transports(idp: &DemoIdp, knobs: &Knobs, duration: Duration) {
+    println!("7. TCP against a Unix socket (cached, 100 distinct credentials):\n");
+    println!(
+        "| server | transport | Checks/s (closed loop) | server CPU per Check | p50 @1,000/s | p99 @1,000/s | p50 @5,000/s | p99 @5,000/s |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    let repeated = requests(idp, 100);
+    for (name, sidecar) in [("no-op", false), ("sidecar", true)] {
+        for unix in [false, true] {
+            let server = if sidecar {
+                Server::spawn_sidecar(idp, unix)
+            } else {
+                Server::spawn_noop(unix)
+            };
+            let clients = server.clients(knobs.connections).await;
+            closed_loop(
+                &clients,
+                knobs.concurrency,
+                &repeated,
+                Duration::from_secs(60),
+                true,
+            )
+            .await;
+            let cpu = server.cpu_seconds();
+            let stats = closed_loop(&clients, knobs.concurrency, &repeated, duration, false).await;
+            let cpu = (server.cpu_seconds() - cpu) / stats.elapsed.as_secs_f64();
+            let at_1k = fixed_rate(&clients, &repeated, 1_000, duration).await;
+            let at_5k = fixed_rate(&clients, &repeated, 5_000, duration).await;
+            println!(
+                "| {name} | {} | {:.0} | {:.1} µs | {} | {} | {} | {} |",
+                if unix { "Unix socket" } else { "TCP" },
+                stats.throughput(),
+                cpu / stats.throughput() * 1e6,
+                at_1k.at(0.5),
+                at_1k.at(0.99),
+                at_5k.at(0.5),
+                at_5k.at(0.99),
+            );
+        }
+    }
+    println!();
+}
+
+/// Every credential once (so the measured run is all cache hits), then a closed loop of
+/// `knobs.seconds`; returns its stats and the server's CPU share meanwhile.
+async fn cached_closed_loop(
+    server: &Server,
+    clients: &[AuthorizationClient<Channel>],
+    knobs: &Knobs,
+    repeated: &[CheckRequest],
+) -> (Stats, f64) {
+    closed_loop(
+        clients,
+        knobs.concurrency,
+        repeated,
+        Duration::from_secs(60),
+        true,
+    )
+    .await;
+    let cpu = server.cpu_seconds();
+    let duration = Duration::from_secs(knobs.seconds);
+    let stats = closed_loop(clients, knobs.concurrency, repeated, duration, false).await;
+    let cpu = (server.cpu_seconds() - cpu) / stats.elapsed.as_secs_f64();
+    (stats, cpu)
 }
 
 /// Single-core RSA-2048 PKCS#1 v1.5 signatures per second.
@@ -429,9 +492,61 @@ async fn fixed_rate(
 }
 
 /// A server process under test.
+/// Where a server's ext_authz listens.
+#[derive(Clone)]
+enum Transport {
+    Tcp(SocketAddr),
+    Unix(std::path::PathBuf),
+}
+
+impl Transport {
+    /// A free loopback port, or a socket path in the temporary folder.
+    fn fresh(unix: bool) -> Self {
+        if unix {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            Transport::Unix(std::env::temp_dir().join(format!(
+                "evs-tv-loadgen-{}-{}.sock",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            )))
+        } else {
+            Transport::Tcp(SocketAddr::from(([127, 0, 0, 1], free_port())))
+        }
+    }
+
+    /// As `listen.authz` and the no-op server's argument write it.
+    fn config_value(&self) -> String {
+        match self {
+            Transport::Tcp(addr) => addr.to_string(),
+            Transport::Unix(path) => format!("unix:{}", path.display()),
+        }
+    }
+
+    fn listening(&self) -> bool {
+        match self {
+            Transport::Tcp(addr) => std::net::TcpStream::connect(addr).is_ok(),
+            Transport::Unix(path) => std::os::unix::net::UnixStream::connect(path).is_ok(),
+        }
+    }
+
+    async fn channel(&self) -> Channel {
+        match self {
+            Transport::Tcp(addr) => {
+                tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                    .expect("endpoint")
+                    .tcp_nodelay(true)
+                    .connect()
+                    .await
+                    .expect("connect")
+            }
+            Transport::Unix(path) => evs_testkit::unix_channel(path).await.expect("connect"),
+        }
+    }
+}
+
 struct Server {
     child: std::process::Child,
-    addr: SocketAddr,
+    addr: Transport,
     /// The side port (the sidecar's; unused for the no-op server).
     http_addr: SocketAddr,
     _dir: Option<std::path::PathBuf>,
@@ -439,21 +554,25 @@ struct Server {
 
 impl Server {
     /// This benchmark binary again, as a no-op ext_authz server.
-    fn spawn_noop() -> Self {
-        let port = free_port();
+    fn spawn_noop(unix: bool) -> Self {
+        let addr = Transport::fresh(unix);
         let child = std::process::Command::new(std::env::current_exe().expect("self"))
-            .args(["__noop", &port.to_string()])
+            .args(["__noop", &addr.config_value()])
             .spawn()
             .expect("no-op server");
-        Self::ready(child, port, None)
+        Self::ready(child, addr, None)
     }
 
     /// The real sidecar binary, trusting `idp`.
-    fn spawn_sidecar(idp: &DemoIdp) -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("evs-tv-loadgen-{}", std::process::id()));
+    fn spawn_sidecar(idp: &DemoIdp, unix: bool) -> Self {
+        let addr = Transport::fresh(unix);
+        let dir = std::env::temp_dir().join(format!(
+            "evs-tv-loadgen-{}-{}",
+            std::process::id(),
+            addr.config_value().len() + free_port() as usize
+        ));
         let http_port = free_port();
-        let yaml = common::config_yaml(idp, &dir, &format!("127.0.0.1:{port}"), "")
+        let yaml = common::config_yaml(idp, &dir, &addr.config_value(), "")
             .replace("http: 127.0.0.1:0", &format!("http: 127.0.0.1:{http_port}"));
         std::fs::write(dir.join("config.yaml"), yaml).expect("config");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_evs-token-vending"))
@@ -462,20 +581,20 @@ impl Server {
             .env("RUST_LOG", "warn")
             .spawn()
             .expect("sidecar");
-        let mut server = Self::ready(child, port, Some(dir));
+        let mut server = Self::ready(child, addr, Some(dir));
         server.http_addr = SocketAddr::from(([127, 0, 0, 1], http_port));
         server
     }
 
-    fn ready(child: std::process::Child, port: u16, dir: Option<std::path::PathBuf>) -> Self {
+    fn ready(child: std::process::Child, addr: Transport, dir: Option<std::path::PathBuf>) -> Self {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !addr.listening() {
             assert!(Instant::now() < deadline, "server did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
         Self {
             child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr,
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             _dir: dir,
         }
@@ -484,13 +603,7 @@ impl Server {
     async fn clients(&self, connections: usize) -> Vec<AuthorizationClient<Channel>> {
         let mut clients = Vec::new();
         for _ in 0..connections {
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr))
-                .expect("endpoint")
-                .tcp_nodelay(true)
-                .connect()
-                .await
-                .expect("connect");
-            clients.push(AuthorizationClient::new(channel));
+            clients.push(AuthorizationClient::new(self.addr.channel().await));
         }
         clients
     }
@@ -576,16 +689,26 @@ impl Authorization for Noop {
     }
 }
 
-fn noop_server(port: u16) {
+/// The no-op server on `host:port` or `unix:/path`.
+fn noop_server(addr: &str) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        tonic::transport::Server::builder()
-            .add_service(AuthorizationServer::new(Noop))
-            .serve(SocketAddr::from(([127, 0, 0, 1], port)))
-            .await
-            .expect("no-op server");
+        let server =
+            tonic::transport::Server::builder().add_service(AuthorizationServer::new(Noop));
+        match addr.strip_prefix("unix:") {
+            Some(path) => {
+                let listener = tokio::net::UnixListener::bind(path).expect("bind socket");
+                let incoming = futures_util::stream::unfold(listener, |listener| async move {
+                    let accepted = listener.accept().await.map(|(socket, _)| socket);
+                    Some((accepted, listener))
+                });
+                server.serve_with_incoming(incoming).await
+            }
+            None => server.serve(addr.parse().expect("host:port")).await,
+        }
+        .expect("no-op server");
     });
 }

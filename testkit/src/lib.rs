@@ -17,6 +17,23 @@ use evs_token_vending::SigningKey;
 
 pub use echo_backend::EchoBackend;
 
+/// A gRPC channel over the Unix socket at `path` (ext_authz's `listen.authz: unix:…`).
+pub async fn unix_channel(
+    path: &std::path::Path,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let path = path.to_owned();
+    // The URI is required by the API and unused: the connector dials the socket.
+    tonic::transport::Endpoint::from_static("http://uds.invalid")
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                let socket = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(socket))
+            }
+        }))
+        .await
+}
+
 /// A CheckRequest as Envoy sends it for a request carrying `headers`.
 pub fn check_request(headers: &[(&str, &str)]) -> CheckRequest {
     CheckRequest {

@@ -370,20 +370,9 @@ pub async fn authz_channel(addr: &evs_token_vending::AuthzAddress) -> Channel {
                 .await
                 .expect("connect to ext_authz")
         }
-        evs_token_vending::AuthzAddress::Unix(path) => {
-            let path = path.clone();
-            // The URI is required by the API and unused: the connector dials the socket.
-            tonic::transport::Endpoint::from_static("http://uds.invalid")
-                .connect_with_connector(tower::service_fn(move |_| {
-                    let path = path.clone();
-                    async move {
-                        let socket = tokio::net::UnixStream::connect(path).await?;
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(socket))
-                    }
-                }))
-                .await
-                .expect("connect to ext_authz's socket")
-        }
+        evs_token_vending::AuthzAddress::Unix(path) => evs_testkit::unix_channel(path)
+            .await
+            .expect("connect to ext_authz's socket"),
     }
 }
 
