@@ -11,16 +11,13 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::Stats;
+use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
-    Authorization, AuthorizationServer,
-};
-use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
-use envoy_types::pb::google::rpc::Status as RpcStatus;
 use evs_testkit::{check_request, minted_token};
 use evs_token_vending::SigningKey;
 use evs_token_vending::demo::DemoIdp;
@@ -52,7 +49,7 @@ fn knobs() -> Knobs {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("__noop") {
-        return noop_server(args.get(2).expect("address"));
+        return common::noop_server(args.get(2).expect("address"));
     }
     let knobs = knobs();
     let cores = std::thread::available_parallelism()
@@ -334,65 +331,6 @@ fn requests(idp: &DemoIdp, n: usize) -> Vec<CheckRequest> {
         .collect()
 }
 
-/// Latencies of one run.
-struct Stats {
-    latencies: Vec<Duration>,
-    errors: usize,
-    elapsed: Duration,
-}
-
-impl Stats {
-    fn throughput(&self) -> f64 {
-        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
-    }
-
-    fn at(&self, quantile: f64) -> String {
-        let index = ((self.latencies.len() as f64 * quantile) as usize)
-            .min(self.latencies.len().saturating_sub(1));
-        let micros = self
-            .latencies
-            .get(index)
-            .map(|d| d.as_micros())
-            .unwrap_or(0);
-        if micros >= 10_000 {
-            format!("{:.1} ms", micros as f64 / 1000.0)
-        } else {
-            format!("{:.2} ms", micros as f64 / 1000.0)
-        }
-    }
-
-    fn percentiles(&self) -> String {
-        format!(
-            "{} | {} | {} | {}",
-            self.at(0.5),
-            self.at(0.9),
-            self.at(0.99),
-            self.at(0.999)
-        )
-    }
-
-    fn summary(&self) -> String {
-        format!(
-            "{:.0} Checks/s (p50 {}, p90 {}, p99 {}, p99.9 {}; {} errors)",
-            self.throughput(),
-            self.at(0.5),
-            self.at(0.9),
-            self.at(0.99),
-            self.at(0.999),
-            self.errors
-        )
-    }
-
-    fn from(mut latencies: Vec<Duration>, errors: usize, elapsed: Duration) -> Self {
-        latencies.sort_unstable();
-        Self {
-            latencies,
-            errors,
-            elapsed,
-        }
-    }
-}
-
 /// `concurrency` callers, each sending its next request as soon as the last is answered.
 /// With `once`, every request is used at most once (fresh credentials).
 async fn closed_loop(
@@ -457,38 +395,17 @@ async fn fixed_rate(
     rate: u64,
     duration: Duration,
 ) -> Stats {
-    let total = rate * duration.as_secs();
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let results = Arc::new(Mutex::new((Vec::with_capacity(total as usize), 0usize)));
-    let started = Instant::now();
-    let mut tasks = Vec::with_capacity(total as usize);
-    for i in 0..total {
-        let scheduled = started + interval * i as u32;
-        tokio::time::sleep_until(scheduled.into()).await;
+    common::fixed_rate_with(rate, duration, |i| {
         let mut client = clients[i as usize % clients.len()].clone();
         let request = requests[i as usize % requests.len()].clone();
-        let results = results.clone();
-        tasks.push(tokio::spawn(async move {
-            let sent = Instant::now();
-            let ok = client
+        async move {
+            client
                 .check(request)
                 .await
-                .is_ok_and(|a| minted_token(a.get_ref()).is_some());
-            let latency = sent.elapsed();
-            let mut results = results.lock().expect("results");
-            if ok {
-                results.0.push(latency);
-            } else {
-                results.1 += 1;
-            }
-        }));
-    }
-    for task in tasks {
-        let _ = task.await;
-    }
-    let elapsed = started.elapsed();
-    let (latencies, errors) = std::mem::take(&mut *results.lock().expect("results"));
-    Stats::from(latencies, errors, elapsed)
+                .is_ok_and(|a| minted_token(a.get_ref()).is_some())
+        }
+    })
+    .await
 }
 
 /// A server process under test.
@@ -575,12 +492,7 @@ impl Server {
         let yaml = common::config_yaml(idp, &dir, &addr.config_value(), "")
             .replace("http: 127.0.0.1:0", &format!("http: 127.0.0.1:{http_port}"));
         std::fs::write(dir.join("config.yaml"), yaml).expect("config");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_evs-token-vending"))
-            .args(["serve", "--config"])
-            .arg(dir.join("config.yaml"))
-            .env("RUST_LOG", "warn")
-            .spawn()
-            .expect("sidecar");
+        let child = common::spawn_serve(&dir.join("config.yaml"));
         let mut server = Self::ready(child, addr, Some(dir));
         server.http_addr = SocketAddr::from(([127, 0, 0, 1], http_port));
         server
@@ -652,63 +564,4 @@ fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
-}
-
-/// The transport limit: an ext_authz server that answers OK with one header, doing nothing.
-struct Noop;
-
-#[tonic::async_trait]
-impl Authorization for Noop {
-    async fn check(
-        &self,
-        _request: tonic::Request<CheckRequest>,
-    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        Ok(tonic::Response::new(CheckResponse {
-            status: Some(RpcStatus::default()),
-            http_response: Some(
-                envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse::OkResponse(
-                    envoy_types::pb::envoy::service::auth::v3::OkHttpResponse {
-                        headers: vec![
-                            envoy_types::pb::envoy::config::core::v3::HeaderValueOption {
-                                header: Some(
-                                    envoy_types::pb::envoy::config::core::v3::HeaderValue {
-                                        key: "authorization".into(),
-                                        value: "Bearer noop".into(),
-                                        ..Default::default()
-                                    },
-                                ),
-                                ..Default::default()
-                            },
-                        ],
-                        ..Default::default()
-                    },
-                ),
-            ),
-            dynamic_metadata: None,
-        }))
-    }
-}
-
-/// The no-op server on `host:port` or `unix:/path`.
-fn noop_server(addr: &str) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let server =
-            tonic::transport::Server::builder().add_service(AuthorizationServer::new(Noop));
-        match addr.strip_prefix("unix:") {
-            Some(path) => {
-                let listener = tokio::net::UnixListener::bind(path).expect("bind socket");
-                let incoming = futures_util::stream::unfold(listener, |listener| async move {
-                    let accepted = listener.accept().await.map(|(socket, _)| socket);
-                    Some((accepted, listener))
-                });
-                server.serve_with_incoming(incoming).await
-            }
-            None => server.serve(addr.parse().expect("host:port")).await,
-        }
-        .expect("no-op server");
-    });
 }

@@ -1,8 +1,14 @@
-//! What both benchmarks share: a description of the machine, and a sidecar with a demo IdP.
+//! What the benchmarks share: a description of the machine, a sidecar with a demo IdP, latency
+//! statistics, an open-loop driver and a no-op ext_authz server.
 #![allow(dead_code)]
 
 use std::time::Duration;
 
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::{
+    Authorization, AuthorizationServer,
+};
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use envoy_types::pb::google::rpc::Status as RpcStatus;
 use evs_token_vending::demo::{DemoIdp, SAMPLE_GRANTS};
 use evs_token_vending::{Config, RunningSidecar};
 
@@ -95,4 +101,211 @@ pub fn tokens(idp: &DemoIdp, n: usize) -> Vec<String> {
             .flat_map(|h| h.join().expect("signing thread"))
             .collect()
     })
+}
+
+/// Latencies of one run.
+pub struct Stats {
+    pub latencies: Vec<Duration>,
+    pub errors: usize,
+    pub elapsed: Duration,
+}
+
+impl Stats {
+    pub fn throughput(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The latency at `quantile` (0 when nothing answered).
+    pub fn quantile(&self, quantile: f64) -> Duration {
+        let index = ((self.latencies.len() as f64 * quantile) as usize)
+            .min(self.latencies.len().saturating_sub(1));
+        self.latencies.get(index).copied().unwrap_or_default()
+    }
+
+    pub fn at(&self, quantile: f64) -> String {
+        let micros = self.quantile(quantile).as_micros();
+        if micros >= 10_000 {
+            format!("{:.1} ms", micros as f64 / 1000.0)
+        } else {
+            format!("{:.2} ms", micros as f64 / 1000.0)
+        }
+    }
+
+    pub fn percentiles(&self) -> String {
+        format!(
+            "{} | {} | {} | {}",
+            self.at(0.5),
+            self.at(0.9),
+            self.at(0.99),
+            self.at(0.999)
+        )
+    }
+
+    pub fn summary(&self) -> String {
+        format!(
+            "{:.0} Checks/s (p50 {}, p90 {}, p99 {}, p99.9 {}; {} errors)",
+            self.throughput(),
+            self.at(0.5),
+            self.at(0.9),
+            self.at(0.99),
+            self.at(0.999),
+            self.errors
+        )
+    }
+
+    pub fn from(mut latencies: Vec<Duration>, errors: usize, elapsed: Duration) -> Self {
+        latencies.sort_unstable();
+        Self {
+            latencies,
+            errors,
+            elapsed,
+        }
+    }
+}
+
+/// Calls `call(i)` for i = 0, 1, … at `rate` per second for `duration` (open loop: a slow
+/// answer does not delay the next call); `call` says whether the answer was the expected one.
+pub async fn fixed_rate_with<F, Fut>(rate: u64, duration: Duration, call: F) -> Stats
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    let total = rate * duration.as_secs();
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let results = std::sync::Arc::new(std::sync::Mutex::new((
+        Vec::with_capacity(total as usize),
+        0usize,
+    )));
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let scheduled = started + interval * i as u32;
+        tokio::time::sleep_until(scheduled.into()).await;
+        let (answer, results) = (call(i), results.clone());
+        tasks.push(tokio::spawn(async move {
+            let sent = std::time::Instant::now();
+            let ok = answer.await;
+            let latency = sent.elapsed();
+            let mut results = results.lock().expect("results");
+            if ok {
+                results.0.push(latency);
+            } else {
+                results.1 += 1;
+            }
+        }));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    let elapsed = started.elapsed();
+    let (latencies, errors) = std::mem::take(&mut *results.lock().expect("results"));
+    Stats::from(latencies, errors, elapsed)
+}
+
+/// The transport limit: an ext_authz server that answers OK with one header, doing nothing.
+pub struct Noop;
+
+#[tonic::async_trait]
+impl Authorization for Noop {
+    async fn check(
+        &self,
+        _request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        Ok(tonic::Response::new(CheckResponse {
+            status: Some(RpcStatus::default()),
+            http_response: Some(
+                envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse::OkResponse(
+                    envoy_types::pb::envoy::service::auth::v3::OkHttpResponse {
+                        headers: vec![
+                            envoy_types::pb::envoy::config::core::v3::HeaderValueOption {
+                                header: Some(
+                                    envoy_types::pb::envoy::config::core::v3::HeaderValue {
+                                        key: "authorization".into(),
+                                        value: "Bearer noop".into(),
+                                        ..Default::default()
+                                    },
+                                ),
+                                ..Default::default()
+                            },
+                        ],
+                        ..Default::default()
+                    },
+                ),
+            ),
+            dynamic_metadata: None,
+        }))
+    }
+}
+
+/// The no-op server on `host:port` or `unix:/path`.
+pub fn noop_server(addr: &str) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let server =
+            tonic::transport::Server::builder().add_service(AuthorizationServer::new(Noop));
+        match addr.strip_prefix("unix:") {
+            Some(path) => {
+                let listener = tokio::net::UnixListener::bind(path).expect("bind socket");
+                let incoming = futures_util::stream::unfold(listener, |listener| async move {
+                    let accepted = listener.accept().await.map(|(socket, _)| socket);
+                    Some((accepted, listener))
+                });
+                server.serve_with_incoming(incoming).await
+            }
+            None => server.serve(addr.parse().expect("host:port")).await,
+        }
+        .expect("no-op server");
+    });
+}
+
+/// `evs-token-vending serve` as its own process, trusting `idp`, ext_authz on `authz`
+/// (`host:port` or `unix:/path`); killed when dropped.
+pub struct SidecarProcess {
+    child: std::process::Child,
+    /// The TCP port (0 for a Unix socket).
+    pub port: u16,
+}
+
+/// `evs-token-vending serve --config config` (warnings only).
+pub fn spawn_serve(config: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_evs-token-vending"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("sidecar")
+}
+
+/// Starts [`SidecarProcess`] with its config in `dir` and waits until ext_authz accepts.
+pub fn sidecar_process(idp: &DemoIdp, dir: &std::path::Path, authz: &str) -> SidecarProcess {
+    std::fs::write(dir.join("config.yaml"), config_yaml(idp, dir, authz, "")).expect("config");
+    let child = spawn_serve(&dir.join("config.yaml"));
+    let listening = || match authz.strip_prefix("unix:") {
+        Some(path) => std::os::unix::net::UnixStream::connect(path).is_ok(),
+        None => std::net::TcpStream::connect(authz).is_ok(),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !listening() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sidecar did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let port = authz
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    SidecarProcess { child, port }
+}
+
+impl Drop for SidecarProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

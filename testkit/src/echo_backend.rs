@@ -13,6 +13,7 @@ use crate::verify_against_jwks;
 /// The echo service; fetches the JWKS at `jwks_uri` for every call (tests rotate keys, and a
 /// stand-in need not be fast).
 pub struct EchoBackend {
+    /// Empty: echo only, never verify (the latency benchmark's backend).
     jwks_uri: String,
     client: reqwest::Client,
 }
@@ -24,6 +25,12 @@ impl EchoBackend {
             jwks_uri,
             client: reqwest::Client::new(),
         }
+    }
+
+    /// A backend that echoes what it receives without verifying it: it costs the same whatever
+    /// the request carries, so latencies through Envoy compare the filters alone.
+    pub fn echo_only() -> Self {
+        Self::new(String::new())
     }
 
     /// Serves on `listener` until the task is dropped.
@@ -78,6 +85,7 @@ impl Echo for EchoBackend {
             ..Default::default()
         };
         match authorization.as_slice() {
+            _ if self.jwks_uri.is_empty() => reply.error = "not verified (echo only)".into(),
             [one] => match one.strip_prefix("Bearer ") {
                 Some(token) => match self.verify(token).await {
                     Ok((kid, claims)) => {

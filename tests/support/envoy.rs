@@ -102,7 +102,9 @@ impl Envoy {
         Self::start_template(file, &[], authz_port, backend_port, tls)
     }
 
-    fn start_template(
+    /// A repository Envoy file with `edits` (text replacements) applied, then ports as
+    /// [`Envoy::start`] replaces them.
+    pub fn start_template(
         file: &str,
         edits: &[(&str, &str)],
         authz_port: u16,
