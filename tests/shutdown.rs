@@ -51,3 +51,38 @@ shutdown: {{ drain: 1s, grace: 2s }}
     let status = serve.exit_status(signalled, Duration::from_secs(15)).await;
     assert!(status.success(), "exit status {status}");
 }
+
+#[tokio::test]
+async fn a_second_sigterm_during_the_drain_exits_at_once() {
+    let idp = DemoIdp::start().await.unwrap();
+    let mut serve = ServeProcess::spawn(
+        "second-signal",
+        &format!(
+            "token: {{ issuer: https://tv.example.com }}
+signing: {{ dev_generate: true }}
+trust: [ {{ issuer: '{}' }} ]
+grants: {{ file: grants.yaml }}
+shutdown: {{ drain: 60s, grace: 60s }}
+",
+            idp.issuer()
+        ),
+        |_, dir| {
+            dir.write("grants.yaml", evs_token_vending::demo::SAMPLE_GRANTS);
+        },
+    );
+    serve.wait_listening().await;
+    serve.terminate();
+    // The first signal starts a 60 s drain: the process is still there, now unready.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        serve.child.try_wait().unwrap().is_none(),
+        "exited without draining"
+    );
+    let readyz = reqwest::get(format!("http://127.0.0.1:{}/readyz", serve.http))
+        .await
+        .unwrap();
+    assert_eq!(readyz.status(), 503);
+    let second = Instant::now();
+    serve.terminate();
+    serve.exit_status(second, Duration::from_secs(5)).await;
+}
