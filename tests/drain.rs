@@ -103,9 +103,10 @@ shutdown: {{ drain: 2s, grace: 3s }}
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
-    // The issue asks for 100 ms; the bound leaves room for a loaded CI machine.
+    eprintln!("readyz 503 after {not_ready_after:?}");
+    // Measured at about 10 ms (the poll's own HTTP round trip included) while Envoy is loaded.
     assert!(
-        not_ready_after < Duration::from_millis(250),
+        not_ready_after < Duration::from_millis(100),
         "/readyz turned 503 only {not_ready_after:?} after SIGTERM"
     );
 
