@@ -27,6 +27,7 @@ use common::Stats;
 use evs_testkit::EchoBackend;
 use evs_testkit::echo_proto::WhoAmIRequest;
 use evs_testkit::echo_proto::echo_client::EchoClient;
+use evs_token_vending::AuthzAddress;
 use evs_token_vending::demo::DemoIdp;
 use support::envoy::Envoy;
 
@@ -107,18 +108,16 @@ async fn run(duration: Duration) {
         .spawn()
         .expect("no-op server");
     let dir = support::TempDir::new("envoy-path");
-    let tcp = common::sidecar_process(
-        &idp,
-        dir.path(),
-        &format!("127.0.0.1:{}", support::free_port()),
-    );
+    let tcp_addr = AuthzAddress::Tcp(SocketAddr::from(([127, 0, 0, 1], support::free_port())));
+    let tcp = common::sidecar_process(&idp, dir.path(), &tcp_addr);
     let socket = dir.path().join("authz.sock");
-    let unix = common::sidecar_process(
-        &idp,
-        &dir.path().join("uds"),
-        &format!("unix:{}", socket.display()),
-    );
-    std::thread::sleep(Duration::from_secs(2));
+    let unix_addr = AuthzAddress::Unix(socket.clone());
+    let unix = common::sidecar_process(&idp, &dir.path().join("uds"), &unix_addr);
+    // The sidecars are up (sidecar_process waits); wait for the no-op server the same way.
+    let noop_addr = AuthzAddress::Tcp(SocketAddr::from(([127, 0, 0, 1], noop_port)));
+    while !evs_testkit::accepting(&noop_addr) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let rows: Vec<(&str, Envoy)> = vec![
         (

@@ -19,8 +19,8 @@ use common::Stats;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use evs_testkit::{check_request, minted_token};
-use evs_token_vending::SigningKey;
 use evs_token_vending::demo::DemoIdp;
+use evs_token_vending::{AuthzAddress, SigningKey};
 use tonic::transport::Channel;
 
 /// Command-line knobs.
@@ -408,62 +408,24 @@ async fn fixed_rate(
     .await
 }
 
+/// A free loopback port, or a socket path in the temporary folder.
+fn fresh_address(unix: bool) -> AuthzAddress {
+    if unix {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        AuthzAddress::Unix(std::env::temp_dir().join(format!(
+            "evs-tv-loadgen-{}-{}.sock",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        )))
+    } else {
+        AuthzAddress::Tcp(SocketAddr::from(([127, 0, 0, 1], free_port())))
+    }
+}
+
 /// A server process under test.
-/// Where a server's ext_authz listens.
-#[derive(Clone)]
-enum Transport {
-    Tcp(SocketAddr),
-    Unix(std::path::PathBuf),
-}
-
-impl Transport {
-    /// A free loopback port, or a socket path in the temporary folder.
-    fn fresh(unix: bool) -> Self {
-        if unix {
-            static NEXT: AtomicUsize = AtomicUsize::new(0);
-            Transport::Unix(std::env::temp_dir().join(format!(
-                "evs-tv-loadgen-{}-{}.sock",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            )))
-        } else {
-            Transport::Tcp(SocketAddr::from(([127, 0, 0, 1], free_port())))
-        }
-    }
-
-    /// As `listen.authz` and the no-op server's argument write it.
-    fn config_value(&self) -> String {
-        match self {
-            Transport::Tcp(addr) => addr.to_string(),
-            Transport::Unix(path) => format!("unix:{}", path.display()),
-        }
-    }
-
-    fn listening(&self) -> bool {
-        match self {
-            Transport::Tcp(addr) => std::net::TcpStream::connect(addr).is_ok(),
-            Transport::Unix(path) => std::os::unix::net::UnixStream::connect(path).is_ok(),
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        match self {
-            Transport::Tcp(addr) => {
-                tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                    .expect("endpoint")
-                    .tcp_nodelay(true)
-                    .connect()
-                    .await
-                    .expect("connect")
-            }
-            Transport::Unix(path) => evs_testkit::unix_channel(path).await.expect("connect"),
-        }
-    }
-}
-
 struct Server {
     child: std::process::Child,
-    addr: Transport,
+    addr: AuthzAddress,
     /// The side port (the sidecar's; unused for the no-op server).
     http_addr: SocketAddr,
     _dir: Option<std::path::PathBuf>,
@@ -472,9 +434,9 @@ struct Server {
 impl Server {
     /// This benchmark binary again, as a no-op ext_authz server.
     fn spawn_noop(unix: bool) -> Self {
-        let addr = Transport::fresh(unix);
+        let addr = fresh_address(unix);
         let child = std::process::Command::new(std::env::current_exe().expect("self"))
-            .args(["__noop", &addr.config_value()])
+            .args(["__noop", &addr.to_string()])
             .spawn()
             .expect("no-op server");
         Self::ready(child, addr, None)
@@ -482,14 +444,12 @@ impl Server {
 
     /// The real sidecar binary, trusting `idp`.
     fn spawn_sidecar(idp: &DemoIdp, unix: bool) -> Self {
-        let addr = Transport::fresh(unix);
-        let dir = std::env::temp_dir().join(format!(
-            "evs-tv-loadgen-{}-{}",
-            std::process::id(),
-            addr.config_value().len() + free_port() as usize
-        ));
+        let addr = fresh_address(unix);
         let http_port = free_port();
-        let yaml = common::config_yaml(idp, &dir, &addr.config_value(), "")
+        // One folder per sidecar: its side port is unique.
+        let dir =
+            std::env::temp_dir().join(format!("evs-tv-loadgen-{}-{http_port}", std::process::id()));
+        let yaml = common::config_yaml(idp, &dir, &addr.to_string(), "")
             .replace("http: 127.0.0.1:0", &format!("http: 127.0.0.1:{http_port}"));
         std::fs::write(dir.join("config.yaml"), yaml).expect("config");
         let child = common::spawn_serve(&dir.join("config.yaml"));
@@ -498,9 +458,13 @@ impl Server {
         server
     }
 
-    fn ready(child: std::process::Child, addr: Transport, dir: Option<std::path::PathBuf>) -> Self {
+    fn ready(
+        child: std::process::Child,
+        addr: AuthzAddress,
+        dir: Option<std::path::PathBuf>,
+    ) -> Self {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !addr.listening() {
+        while !evs_testkit::accepting(&addr) {
             assert!(Instant::now() < deadline, "server did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -515,7 +479,11 @@ impl Server {
     async fn clients(&self, connections: usize) -> Vec<AuthorizationClient<Channel>> {
         let mut clients = Vec::new();
         for _ in 0..connections {
-            clients.push(AuthorizationClient::new(self.addr.channel().await));
+            clients.push(AuthorizationClient::new(
+                evs_testkit::authz_channel(&self.addr)
+                    .await
+                    .expect("connect"),
+            ));
         }
         clients
     }

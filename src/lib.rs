@@ -14,6 +14,7 @@
 mod algorithms;
 mod authz;
 mod aws;
+mod bind;
 mod clock;
 mod config;
 mod credential;
@@ -31,7 +32,6 @@ mod preflight;
 mod server;
 mod side_port;
 mod telemetry;
-mod unix_socket;
 mod urls;
 
 pub use clock::unix_now;

@@ -96,9 +96,10 @@ impl<'de> Deserialize<'de> for AuthzAddress {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SocketFileConfig {
-    /// Octal permission bits, as a string (`"0660"`: the sidecar and its group, i.e. Envoy
-    /// when the pod's `fsGroup` is shared).
-    pub mode: String,
+    /// Permission bits, written in octal as a string (`"0660"`: the sidecar and its group,
+    /// i.e. Envoy when the pod's `fsGroup` is shared).
+    #[serde(deserialize_with = "octal_mode")]
+    pub mode: u32,
     /// Group id to give the socket file (default: the process's own group).
     pub group: Option<u32>,
 }
@@ -106,19 +107,19 @@ pub struct SocketFileConfig {
 impl Default for SocketFileConfig {
     fn default() -> Self {
         Self {
-            mode: "0660".to_owned(),
+            mode: 0o660,
             group: None,
         }
     }
 }
 
-impl SocketFileConfig {
-    /// The mode bits; checked at load time.
-    pub fn mode_bits(&self) -> Option<u32> {
-        u32::from_str_radix(self.mode.trim_start_matches("0o"), 8)
-            .ok()
-            .filter(|bits| *bits <= 0o777)
-    }
+/// `"0660"` (or `"0o660"`) as permission bits.
+fn octal_mode<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|bits| *bits <= 0o777)
+        .ok_or_else(|| serde::de::Error::custom("octal permission bits, e.g. \"0660\""))
 }
 
 /// `shutdown:` — how SIGTERM ends the process.
@@ -165,12 +166,6 @@ impl ListenConfig {
         client_certs: &ClientCertsConfig,
         check: &mut ConfigCheck,
     ) {
-        if self.authz_socket.mode_bits().is_none() {
-            check.problem(
-                format!("{path}.authz_socket.mode"),
-                "octal permission bits, e.g. \"0660\"",
-            );
-        }
         let Some(tls) = &mut self.http_tls else {
             return;
         };

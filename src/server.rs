@@ -10,11 +10,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::authz::AuthzService;
+use crate::bind::{BoundAuthz, bind_authz, bind_tcp, local_addr};
 use crate::config::Config;
 use crate::credential::Extractor;
 use crate::exchange::ExchangeService;
@@ -33,7 +33,6 @@ use crate::mint::keys::KeyError;
 use crate::pipeline::TokenVending;
 use crate::side_port::SideTls;
 use crate::telemetry::Metrics;
-use crate::unix_socket::BoundAuthz;
 
 /// How long start-up waits for the issuers' keys before serving anyway.
 const PREFETCH_WAIT: Duration = Duration::from_secs(5);
@@ -173,19 +172,10 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         config.token.accept_own,
     ));
 
-    let bind = |which, addr: SocketAddr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|reason| StartError::Bind {
-                which,
-                addr: addr.to_string(),
-                reason,
-            })
-    };
-    let authz_listener = crate::unix_socket::bind_authz(&config.listen).await?;
-    let http_listener = bind("http", config.listen.http).await?;
+    let authz_listener = bind_authz(&config.listen).await?;
+    let http_listener = bind_tcp("http", config.listen.http).await?;
     let admin_listener = match config.listen.admin {
-        Some(addr) => Some(bind("admin", addr).await?),
+        Some(addr) => Some((bind_tcp("admin", addr).await?, addr)),
         None => None,
     };
     let authz_addr = authz_listener.address()?;
@@ -228,8 +218,8 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         stopped.clone(),
     ))];
     let admin_addr = match admin_listener {
-        Some(listener) => {
-            let addr = local_addr(&listener, "admin", config.listen.admin.unwrap_or(http_addr))?;
+        Some((listener, configured)) => {
+            let addr = local_addr(&listener, "admin", configured)?;
             tasks.push(tokio::spawn(crate::side_port::serve(
                 listener,
                 crate::http::admin_router(side_state.clone()),
@@ -284,18 +274,6 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         stop,
         tasks,
         background,
-    })
-}
-
-pub(crate) fn local_addr(
-    listener: &TcpListener,
-    which: &'static str,
-    addr: SocketAddr,
-) -> Result<SocketAddr, StartError> {
-    listener.local_addr().map_err(|reason| StartError::Bind {
-        which,
-        addr: addr.to_string(),
-        reason,
     })
 }
 

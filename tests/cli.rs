@@ -46,6 +46,15 @@ grants: {{ file: '{grants_file}' }}
     )
 }
 
+/// `<dir>/keys` with one key made by `keygen` and an `active` file naming `gone.pem`.
+fn keys_naming_a_missing_active(dir: &TempDir) -> std::path::PathBuf {
+    let keys = dir.path().join("keys");
+    let keygen = binary().args(["keygen", "--out"]).arg(&keys).status();
+    assert!(keygen.unwrap().success());
+    std::fs::write(keys.join("active"), "gone.pem\n").unwrap();
+    keys
+}
+
 /// Runs `serve` and returns what it printed if it exits within 10 s (start-up errors do).
 fn serve_until_exit(config: &Path) -> Output {
     let mut child = binary()
@@ -201,17 +210,7 @@ fn serve_refuses_keys_that_are_short_unsupported_garbage_or_missing_naming_the_p
 fn serve_refuses_a_keys_folder_whose_active_file_names_a_missing_key() {
     let dir = TempDir::new("cli");
     dir.write("grants.yaml", "subjects:\n  someone@example.com: {}\n");
-    let keys = dir.path().join("keys");
-    assert!(
-        binary()
-            .args(["keygen", "--out"])
-            .arg(&keys)
-            .output()
-            .unwrap()
-            .status
-            .success()
-    );
-    std::fs::write(keys.join("active"), "gone.pem\n").unwrap();
+    let keys = keys_naming_a_missing_active(&dir);
     let path = config(
         &dir,
         &format!("{{ keys_dir: '{}' }}", keys.display()),
@@ -264,16 +263,7 @@ fn every_config_serve_refuses_is_refused_by_check_config_too_naming_the_same_key
         "garbage.pem",
         "-----BEGIN CERTIFICATE-----\nnope\n-----END CERTIFICATE-----\n",
     );
-    let keys = dir.path().join("keys");
-    assert!(
-        binary()
-            .args(["keygen", "--out"])
-            .arg(&keys)
-            .status()
-            .unwrap()
-            .success()
-    );
-    std::fs::write(keys.join("active"), "gone.pem\n").unwrap();
+    let keys = keys_naming_a_missing_active(&dir);
     let garbage = garbage.display().to_string();
     let short_key = data("rsa-1024-too-short.pem");
     // (signing, grants file, more config, what both must name)

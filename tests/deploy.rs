@@ -6,19 +6,14 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde::Deserialize;
 use serde_json::Value;
-use support::TempDir;
 use support::python::python_tool;
+use support::{TempDir, repo};
 
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
 
 /// `kubectl kustomize` of a folder under `deploy/kubernetes`, as YAML documents.
 fn render(folder: &str) -> Vec<Value> {

@@ -19,20 +19,11 @@ use support::process::ServeProcess;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_under_load_through_envoy_without_a_failed_request() {
     let idp = DemoIdp::start().await.unwrap();
-    let mut serve = ServeProcess::spawn(
+    let mut serve = ServeProcess::trusting(
         "drain",
-        &format!(
-            "token: {{ issuer: https://tv.example.com }}
-signing: {{ dev_generate: true }}
-trust: [ {{ issuer: '{}' }} ]
-grants: {{ file: grants.yaml }}
-shutdown: {{ drain: 2s, grace: 3s }}
-",
-            idp.issuer()
-        ),
-        |_, dir| {
-            dir.write("grants.yaml", evs_token_vending::demo::SAMPLE_GRANTS);
-        },
+        idp.issuer(),
+        "shutdown: { drain: 2s, grace: 3s }",
+        |_, _| {},
     );
     let (authz, http) = (serve.authz, serve.http);
     let readyz = format!("http://127.0.0.1:{http}/readyz");

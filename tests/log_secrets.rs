@@ -143,22 +143,10 @@ fn raw_check_request(
 fn a_denial_is_logged_with_the_request_id_envoy_sent_in_header_map() {
     support::runtime().block_on(async {
         let idp = DemoIdp::start().await.unwrap();
-        let serve = ServeProcess::spawn(
-            "request-id",
-            &format!(
-                "token: {{ issuer: https://tv.example.com }}
-signing: {{ dev_generate: true }}
-trust: [ {{ issuer: '{}' }} ]
-grants: {{ file: grants.yaml }}
-",
-                idp.issuer()
-            ),
-            |command, dir| {
-                dir.write("grants.yaml", evs_token_vending::demo::SAMPLE_GRANTS);
-                let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-                command.env("RUST_LOG", "info").stderr(log);
-            },
-        );
+        let serve = ServeProcess::trusting("request-id", idp.issuer(), "", |command, dir| {
+            let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+            command.env("RUST_LOG", "info").stderr(log);
+        });
         serve.wait_listening().await;
         let mut client = AuthorizationClient::connect(format!("http://127.0.0.1:{}", serve.authz))
             .await

@@ -14,20 +14,11 @@ use support::process::ServeProcess;
 #[tokio::test]
 async fn sigterm_ends_the_process_within_the_grace_despite_idle_and_half_sent_connections() {
     let idp = DemoIdp::start().await.unwrap();
-    let mut serve = ServeProcess::spawn(
+    let mut serve = ServeProcess::trusting(
         "shutdown",
-        &format!(
-            "token: {{ issuer: https://tv.example.com }}
-signing: {{ dev_generate: true }}
-trust: [ {{ issuer: '{}' }} ]
-grants: {{ file: grants.yaml }}
-shutdown: {{ drain: 1s, grace: 2s }}
-",
-            idp.issuer()
-        ),
-        |_, dir| {
-            dir.write("grants.yaml", evs_token_vending::demo::SAMPLE_GRANTS);
-        },
+        idp.issuer(),
+        "shutdown: { drain: 1s, grace: 2s }",
+        |_, _| {},
     );
     serve.wait_listening().await;
     let (authz, http) = (serve.authz, serve.http);
@@ -55,20 +46,11 @@ shutdown: {{ drain: 1s, grace: 2s }}
 #[tokio::test]
 async fn a_second_sigterm_during_the_drain_exits_at_once() {
     let idp = DemoIdp::start().await.unwrap();
-    let mut serve = ServeProcess::spawn(
+    let mut serve = ServeProcess::trusting(
         "second-signal",
-        &format!(
-            "token: {{ issuer: https://tv.example.com }}
-signing: {{ dev_generate: true }}
-trust: [ {{ issuer: '{}' }} ]
-grants: {{ file: grants.yaml }}
-shutdown: {{ drain: 60s, grace: 60s }}
-",
-            idp.issuer()
-        ),
-        |_, dir| {
-            dir.write("grants.yaml", evs_token_vending::demo::SAMPLE_GRANTS);
-        },
+        idp.issuer(),
+        "shutdown: { drain: 60s, grace: 60s }",
+        |_, _| {},
     );
     serve.wait_listening().await;
     serve.terminate();

@@ -50,7 +50,9 @@ async fn the_socket_has_its_mode_serves_health_and_is_removed_at_shutdown() {
     let minted_token = minted(&h.check_bearer(&h.user_token()).await);
     assert_eq!(segment(&minted_token, 1)["sub"], "user@example.com");
 
-    let channel = support::authz_channel(&h.sidecar().authz_addr).await;
+    let channel = evs_testkit::authz_channel(&h.sidecar().authz_addr)
+        .await
+        .expect("connect to the socket");
     let health = tonic_health::pb::health_client::HealthClient::new(channel)
         .check(tonic_health::pb::HealthCheckRequest {
             service: "envoy.service.auth.v3.Authorization".into(),

@@ -6,17 +6,13 @@
 mod support;
 
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{TempDir, free_port};
+use support::{TempDir, free_port, repo};
 
 const MARKER: &str = "<!-- walk-through: tests/walkthrough.rs runs this block as a script -->";
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
 
 /// The `sh` block right after the marker.
 fn walkthrough_script() -> String {

@@ -261,8 +261,8 @@ pub fn noop_server(addr: &str) {
     });
 }
 
-/// `evs-token-vending serve` as its own process, trusting `idp`, ext_authz on `authz`
-/// (`host:port` or `unix:/path`); killed when dropped.
+/// `evs-token-vending serve` as its own process, trusting `idp`, ext_authz on `authz`; killed
+/// when dropped.
 pub struct SidecarProcess {
     child: std::process::Child,
     /// The TCP port (0 for a Unix socket).
@@ -280,26 +280,23 @@ pub fn spawn_serve(config: &std::path::Path) -> std::process::Child {
 }
 
 /// Starts [`SidecarProcess`] with its config in `dir` and waits until ext_authz accepts.
-pub fn sidecar_process(idp: &DemoIdp, dir: &std::path::Path, authz: &str) -> SidecarProcess {
-    std::fs::write(dir.join("config.yaml"), config_yaml(idp, dir, authz, "")).expect("config");
+pub fn sidecar_process(
+    idp: &DemoIdp,
+    dir: &std::path::Path,
+    authz: &evs_token_vending::AuthzAddress,
+) -> SidecarProcess {
+    let yaml = config_yaml(idp, dir, &authz.to_string(), "");
+    std::fs::write(dir.join("config.yaml"), yaml).expect("config");
     let child = spawn_serve(&dir.join("config.yaml"));
-    let listening = || match authz.strip_prefix("unix:") {
-        Some(path) => std::os::unix::net::UnixStream::connect(path).is_ok(),
-        None => std::net::TcpStream::connect(authz).is_ok(),
-    };
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !listening() {
+    while !evs_testkit::accepting(authz) {
         assert!(
             std::time::Instant::now() < deadline,
             "the sidecar did not start"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let port = authz
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
+    let port = authz.tcp().map_or(0, |addr| addr.port());
     SidecarProcess { child, port }
 }
 

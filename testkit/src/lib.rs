@@ -17,21 +17,41 @@ use evs_token_vending::SigningKey;
 
 pub use echo_backend::EchoBackend;
 
-/// A gRPC channel over the Unix socket at `path` (ext_authz's `listen.authz: unix:…`).
-pub async fn unix_channel(
-    path: &std::path::Path,
+/// A gRPC channel to ext_authz wherever it listens: TCP (no Nagle delay) or a Unix socket.
+pub async fn authz_channel(
+    addr: &evs_token_vending::AuthzAddress,
 ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-    let path = path.to_owned();
-    // The URI is required by the API and unused: the connector dials the socket.
-    tonic::transport::Endpoint::from_static("http://uds.invalid")
-        .connect_with_connector(tower::service_fn(move |_| {
+    match addr {
+        evs_token_vending::AuthzAddress::Tcp(addr) => {
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+                .tcp_nodelay(true)
+                .connect()
+                .await
+        }
+        evs_token_vending::AuthzAddress::Unix(path) => {
             let path = path.clone();
-            async move {
-                let socket = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(socket))
-            }
-        }))
-        .await
+            // The URI is required by the API and unused: the connector dials the socket.
+            tonic::transport::Endpoint::from_static("http://uds.invalid")
+                .connect_with_connector(tower::service_fn(move |_| {
+                    let path = path.clone();
+                    async move {
+                        let socket = tokio::net::UnixStream::connect(path).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(socket))
+                    }
+                }))
+                .await
+        }
+    }
+}
+
+/// Whether something accepts connections at `addr` now.
+pub fn accepting(addr: &evs_token_vending::AuthzAddress) -> bool {
+    match addr {
+        evs_token_vending::AuthzAddress::Tcp(addr) => std::net::TcpStream::connect(addr).is_ok(),
+        evs_token_vending::AuthzAddress::Unix(path) => {
+            std::os::unix::net::UnixStream::connect(path).is_ok()
+        }
+    }
 }
 
 /// A CheckRequest as Envoy sends it for a request carrying `headers`.

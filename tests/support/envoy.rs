@@ -111,9 +111,8 @@ impl Envoy {
         backend_port: u16,
         tls: &TlsFiles,
     ) -> Self {
-        let mut template =
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
-                .unwrap_or_else(|e| panic!("read {file}: {e}"));
+        let mut template = std::fs::read_to_string(super::repo(file))
+            .unwrap_or_else(|e| panic!("read {file}: {e}"));
         for (from, to) in edits {
             assert!(template.contains(from), "{file} has no {from}");
             template = template.replace(from, to);

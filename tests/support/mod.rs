@@ -145,7 +145,11 @@ grants:
         let sidecar = evs_token_vending::start(config)
             .await
             .expect("start sidecar");
-        let client = AuthorizationClient::new(authz_channel(&sidecar.authz_addr).await);
+        let client = AuthorizationClient::new(
+            evs_testkit::authz_channel(&sidecar.authz_addr)
+                .await
+                .expect("connect to ext_authz"),
+        );
         Self {
             idp,
             sidecar: Some(sidecar),
@@ -360,20 +364,9 @@ pub async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output>
 }
 
 /// A two-worker runtime, for tests that must change the environment before any thread exists.
-/// A gRPC channel to ext_authz wherever it listens, TCP or Unix socket.
-pub async fn authz_channel(addr: &evs_token_vending::AuthzAddress) -> Channel {
-    match addr {
-        evs_token_vending::AuthzAddress::Tcp(addr) => {
-            tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                .unwrap()
-                .connect()
-                .await
-                .expect("connect to ext_authz")
-        }
-        evs_token_vending::AuthzAddress::Unix(path) => evs_testkit::unix_channel(path)
-            .await
-            .expect("connect to ext_authz's socket"),
-    }
+/// A path inside the repository.
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
 pub fn runtime() -> tokio::runtime::Runtime {

@@ -41,6 +41,27 @@ impl ServeProcess {
         }
     }
 
+    /// `serve` with a generated key, the sample grants and `issuer` trusted, then `extra`
+    /// config (e.g. `shutdown:`); `adjust` as in [`ServeProcess::spawn`].
+    pub fn trusting(
+        name: &str,
+        issuer: &str,
+        extra: &str,
+        adjust: impl FnOnce(&mut Command, &TempDir),
+    ) -> Self {
+        let rest = format!(
+            "token: {{ issuer: https://tv.example.com }}
+signing: {{ dev_generate: true }}
+trust: [ {{ issuer: '{issuer}' }} ]
+grants: {{ file: grants.yaml }}
+{extra}"
+        );
+        Self::spawn(name, &rest, |command, dir| {
+            dir.write("grants.yaml", evs_token_vending::demo::SAMPLE_GRANTS);
+            adjust(command, dir);
+        })
+    }
+
     /// The config file it runs with.
     pub fn config(&self) -> PathBuf {
         self.dir.path().join("config.yaml")
