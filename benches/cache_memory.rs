@@ -32,10 +32,10 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let (idp, sidecar) = runtime.block_on(common::sidecar(", cache: { max_entries: 1000000 }"));
-    let tokens = common::tokens(&idp, credentials + 1);
-    let bearers: Vec<String> = tokens.iter().map(|t| format!("Bearer {t}")).collect();
-    drop(tokens);
+    let (idp, sidecar) = runtime.block_on(common::sidecar(
+        &std::env::var("EVS_BENCH_EXTRA").unwrap_or(", cache: { max_entries: 1000000 }".into()),
+    ));
+    let bearers = common::bearers(&idp, credentials + 1);
     let bearers = std::sync::Arc::new(bearers);
     async fn swap(vending: std::sync::Arc<evs_token_vending::TokenVending>, bearer: &str) {
         let request = InboundRequest {

@@ -66,7 +66,10 @@ fn jwt_authn_filter(idp: &DemoIdp) -> String {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("__noop") {
-        return common::noop_server(args.get(2).expect("address"));
+        return common::noop_server(
+            args.get(2).expect("address"),
+            args.get(3).map(String::as_str),
+        );
     }
     let seconds = args
         .iter()

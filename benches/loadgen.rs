@@ -49,7 +49,10 @@ fn knobs() -> Knobs {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("__noop") {
-        return common::noop_server(args.get(2).expect("address"));
+        return common::noop_server(
+            args.get(2).expect("address"),
+            args.get(3).map(String::as_str),
+        );
     }
     let knobs = knobs();
     let cores = std::thread::available_parallelism()
@@ -83,7 +86,7 @@ async fn run(knobs: Knobs, sign_rate: f64, cores: usize) {
     }
 
     // 2. The transport limit.
-    let noop = Server::spawn_noop(false);
+    let noop = Server::spawn_noop(false, None);
     let noop_cpu_before = noop.cpu_seconds();
     let noop_stats = closed_loop(
         &noop.clients(knobs.connections).await,
@@ -251,12 +254,19 @@ async fn transports(idp: &DemoIdp, knobs: &Knobs, duration: Duration) {
     );
     println!("|---|---|---:|---:|---:|---:|---:|---:|");
     let repeated = requests(idp, 100);
-    for (name, sidecar) in [("no-op", false), ("sidecar", true)] {
+    let recorded = record_sidecar_answer(idp, &repeated[0]).await;
+    for (name, server) in [
+        ("no-op", Serving::Noop(None)),
+        (
+            "no-op, sidecar-sized answer",
+            Serving::Noop(Some(&recorded)),
+        ),
+        ("sidecar", Serving::Sidecar),
+    ] {
         for unix in [false, true] {
-            let server = if sidecar {
-                Server::spawn_sidecar(idp, unix)
-            } else {
-                Server::spawn_noop(unix)
+            let server = match server {
+                Serving::Sidecar => Server::spawn_sidecar(idp, unix),
+                Serving::Noop(recorded) => Server::spawn_noop(unix, recorded),
             };
             let clients = server.clients(knobs.connections).await;
             closed_loop(
@@ -285,6 +295,34 @@ async fn transports(idp: &DemoIdp, knobs: &Knobs, duration: Duration) {
         }
     }
     println!();
+}
+
+/// Which server a transport row measures.
+#[derive(Clone, Copy)]
+enum Serving<'a> {
+    /// The no-op server, answering with a recorded answer when one is given.
+    Noop(Option<&'a std::path::Path>),
+    Sidecar,
+}
+
+/// One answer of the real sidecar to `request`, encoded into a file for the no-op server to
+/// repeat: the no-op then builds and sends as many bytes as the sidecar does, so the difference
+/// between the two rows is the sidecar's own work.
+async fn record_sidecar_answer(idp: &DemoIdp, request: &CheckRequest) -> std::path::PathBuf {
+    let sidecar = Server::spawn_sidecar(idp, false);
+    let mut client = sidecar.clients(1).await.remove(0);
+    let answer = client
+        .check(request.clone())
+        .await
+        .expect("a recorded Check")
+        .into_inner();
+    assert!(
+        minted_token(&answer).is_some(),
+        "the recorded answer is an OK"
+    );
+    let path = std::env::temp_dir().join(format!("evs-tv-loadgen-{}.answer", std::process::id()));
+    std::fs::write(&path, prost::Message::encode_to_vec(&answer)).expect("recorded answer");
+    path
 }
 
 /// Every credential once (so the measured run is all cache hits), then a closed loop of
@@ -433,10 +471,11 @@ struct Server {
 
 impl Server {
     /// This benchmark binary again, as a no-op ext_authz server.
-    fn spawn_noop(unix: bool) -> Self {
+    fn spawn_noop(unix: bool, recorded: Option<&std::path::Path>) -> Self {
         let addr = fresh_address(unix);
         let child = std::process::Command::new(std::env::current_exe().expect("self"))
             .args(["__noop", &addr.to_string()])
+            .args(recorded)
             .spawn()
             .expect("no-op server");
         Self::ready(child, addr, None)

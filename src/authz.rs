@@ -97,22 +97,23 @@ impl AuthzService {
 
     /// Runs the swap for one CheckRequest and builds the answer.
     pub async fn answer(&self, check: &CheckRequest, deadline: Instant) -> CheckResponse {
-        let http = check
+        let headers = check
             .attributes
             .as_ref()
             .and_then(|a| a.request.as_ref())
-            .and_then(|r| r.http.as_ref());
-        let header = |name| http.map(|h| header_values(h, name)).unwrap_or_default();
-        let request_id = request_id(&header("x-request-id"));
+            .and_then(|r| r.http.as_ref())
+            .map(ReadHeaders::of)
+            .unwrap_or_default();
+        let request_id = request_id(&headers.request_id);
         let inbound = InboundRequest {
-            authorization: header("authorization"),
+            authorization: headers.authorization,
             peer_certificate: check
                 .attributes
                 .as_ref()
                 .and_then(|a| a.source.as_ref())
                 .map(|peer| peer.certificate.as_str()),
-            xfcc: header("x-forwarded-client-cert"),
-            alb_certificate: header("x-amzn-mtls-clientcert"),
+            xfcc: headers.xfcc,
+            alb_certificate: headers.alb_certificate,
         };
         // Every line logged during the Check (a JWKS refetch, a store warning) carries the id.
         let outcome = self
@@ -199,8 +200,6 @@ impl Authorization for AuthzService {
     }
 }
 
-/// Every value of the header `name` (lowercase) in the request. With `encode_raw_headers` Envoy
-/// sends `header_map` (raw bytes, one entry per header line); otherwise the `headers` map.
 /// Envoy's `x-request-id` for the logs: at most 128 visible ASCII characters, else `-` (a
 /// header is caller-controlled text and must not forge log lines).
 fn request_id<'a>(values: &[&'a [u8]]) -> &'a str {
@@ -212,28 +211,58 @@ fn request_id<'a>(values: &[&'a [u8]]) -> &'a str {
     }
 }
 
-fn header_values<'a>(
-    http: &'a envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
-    name: &str,
-) -> Vec<&'a [u8]> {
-    if let Some(map) = http.header_map.as_ref().filter(|m| !m.headers.is_empty()) {
-        return map
-            .headers
-            .iter()
-            .filter(|h| h.key.eq_ignore_ascii_case(name))
-            .map(|h| {
-                if h.raw_value.is_empty() {
-                    h.value.as_bytes()
-                } else {
-                    h.raw_value.as_slice()
+/// Every value of each header this service reads, borrowed from the CheckRequest. With
+/// `encode_raw_headers` Envoy sends `header_map` (raw bytes, one entry per header line), read in
+/// one pass; otherwise the `headers` map. An absent header costs no allocation.
+#[derive(Default)]
+struct ReadHeaders<'a> {
+    authorization: Vec<&'a [u8]>,
+    xfcc: Vec<&'a [u8]>,
+    alb_certificate: Vec<&'a [u8]>,
+    request_id: Vec<&'a [u8]>,
+}
+
+impl<'a> ReadHeaders<'a> {
+    fn of(
+        http: &'a envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
+    ) -> Self {
+        let mut read = Self::default();
+        if let Some(map) = http.header_map.as_ref().filter(|m| !m.headers.is_empty()) {
+            for header in &map.headers {
+                if let Some(values) = read.values_of(&header.key) {
+                    values.push(if header.raw_value.is_empty() {
+                        header.value.as_bytes()
+                    } else {
+                        header.raw_value.as_slice()
+                    });
                 }
-            })
-            .collect();
+            }
+        } else {
+            for (name, value) in &http.headers {
+                if let Some(values) = read.values_of(name) {
+                    values.push(value.as_bytes());
+                }
+            }
+        }
+        read
     }
-    http.headers
-        .get(name)
-        .map(|v| vec![v.as_bytes()])
-        .unwrap_or_default()
+
+    /// Where values of the header `name` go; `None` for a header this service ignores.
+    fn values_of(&mut self, name: &str) -> Option<&mut Vec<&'a [u8]>> {
+        // `eq_ignore_ascii_case` compares lengths first, so most headers cost four length tests.
+        let is = |wanted: &str| name.eq_ignore_ascii_case(wanted);
+        if is("authorization") {
+            Some(&mut self.authorization)
+        } else if is("x-forwarded-client-cert") {
+            Some(&mut self.xfcc)
+        } else if is("x-amzn-mtls-clientcert") {
+            Some(&mut self.alb_certificate)
+        } else if is("x-request-id") {
+            Some(&mut self.request_id)
+        } else {
+            None
+        }
+    }
 }
 
 /// A header that replaces every existing value. Envoy 1.40 reads only the deprecated

@@ -4,10 +4,13 @@
 //! through [`TokenVending::swap`] — and turn a [`SwapError`] into their own kind of answer; no
 //! stage below knows about either.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::clock::unix_now;
-use crate::credential::{Credential, ExtractError, Extractor, InboundRequest};
+use crate::credential::{
+    Credential, ExtractError, Extractor, Fingerprint, InboundRequest, fingerprint_of,
+};
 use crate::grants::{GrantsError, GrantsLookup};
 use crate::identity::{AuthError, Authenticator, Identity};
 use crate::mint::{MintError, MintedToken, Minter, OwnToken};
@@ -17,7 +20,7 @@ pub struct TokenVending {
     extractor: Extractor,
     authenticator: Authenticator,
     grants: GrantsLookup,
-    minter: std::sync::Arc<Minter>,
+    minter: Arc<Minter>,
     accept_own: bool,
 }
 
@@ -34,7 +37,7 @@ pub enum Passage {
 #[derive(Debug)]
 pub struct Swapped {
     /// Who the caller proved to be.
-    pub identity: Identity,
+    pub identity: Arc<Identity>,
     /// The token that replaces their credential.
     pub minted: MintedToken,
 }
@@ -65,7 +68,7 @@ impl TokenVending {
         extractor: Extractor,
         authenticator: Authenticator,
         grants: GrantsLookup,
-        minter: std::sync::Arc<Minter>,
+        minter: Arc<Minter>,
         accept_own: bool,
     ) -> Self {
         Self {
@@ -123,12 +126,12 @@ impl TokenVending {
         deadline: Instant,
     ) -> Result<Swapped, SwapError> {
         let stages = async {
+            let fingerprint = credential.fingerprint();
             let identity = self
                 .authenticator
-                .authenticate(&credential, deadline)
+                .authenticate(&credential, &fingerprint, deadline)
                 .await?;
-            self.grant_and_mint(identity, credential.as_bytes(), deadline)
-                .await
+            self.grant_and_mint(identity, &fingerprint, deadline).await
         };
         tokio::time::timeout_at(deadline.into(), stages)
             .await
@@ -139,13 +142,14 @@ impl TokenVending {
     /// assertion); `credential` keys the token cache.
     pub(crate) async fn swap_identity(
         &self,
-        identity: Identity,
+        identity: Arc<Identity>,
         credential: &[u8],
         deadline: Instant,
     ) -> Result<Swapped, SwapError> {
+        let fingerprint = fingerprint_of(credential);
         tokio::time::timeout_at(
             deadline.into(),
-            self.grant_and_mint(identity, credential, deadline),
+            self.grant_and_mint(identity, &fingerprint, deadline),
         )
         .await
         .unwrap_or(Err(SwapError::DeadlineExceeded))
@@ -153,8 +157,8 @@ impl TokenVending {
 
     async fn grant_and_mint(
         &self,
-        identity: Identity,
-        credential: &[u8],
+        identity: Arc<Identity>,
+        credential: &Fingerprint,
         deadline: Instant,
     ) -> Result<Swapped, SwapError> {
         let grants = self.grants.grants_for(&identity, deadline).await?;

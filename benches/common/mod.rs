@@ -73,13 +73,26 @@ pub async fn sidecar(extra_token: &str) -> (DemoIdp, RunningSidecar) {
 /// `n` distinct IdP tokens for one user (distinct `jti`), valid for an hour, signed on every
 /// core.
 pub fn tokens(idp: &DemoIdp, n: usize) -> Vec<String> {
+    signed(idp, n, "")
+}
+
+/// [`tokens`] as `authorization` header values, each formatted as it is signed, so no large
+/// block of freed token text is left for later allocations to reuse (which would hide growth
+/// from an RSS measurement).
+#[allow(dead_code)]
+pub fn bearers(idp: &DemoIdp, n: usize) -> Vec<String> {
+    signed(idp, n, "Bearer ")
+}
+
+fn signed(idp: &DemoIdp, n: usize, prefix: &str) -> Vec<String> {
     let now = evs_token_vending::unix_now();
     let exp = now + Duration::from_secs(3600).as_secs();
     let sign = |i: usize| {
-        idp.sign(&serde_json::json!({
+        let token = idp.sign(&serde_json::json!({
             "iss": idp.issuer(), "sub": "user@example.com", "email": "user@example.com",
             "iat": now, "exp": exp, "jti": format!("bench-{i}"),
-        }))
+        }));
+        format!("{prefix}{token}")
     };
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -203,7 +216,11 @@ where
 }
 
 /// The transport limit: an ext_authz server that answers OK with one header, doing nothing.
-pub struct Noop;
+pub struct Noop {
+    /// When set, every Check is answered with a copy of this (a recorded sidecar answer, so
+    /// the no-op pays for an answer of the same size: the floor for answering with a token).
+    pub recorded: Option<CheckResponse>,
+}
 
 #[tonic::async_trait]
 impl Authorization for Noop {
@@ -211,6 +228,9 @@ impl Authorization for Noop {
         &self,
         _request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        if let Some(recorded) = &self.recorded {
+            return Ok(tonic::Response::new(recorded.clone()));
+        }
         Ok(tonic::Response::new(CheckResponse {
             status: Some(RpcStatus::default()),
             http_response: Some(
@@ -237,15 +257,20 @@ impl Authorization for Noop {
     }
 }
 
-/// The no-op server on `host:port` or `unix:/path`.
-pub fn noop_server(addr: &str) {
+/// The no-op server on `host:port` or `unix:/path`; with `recorded` (a file holding an encoded
+/// CheckResponse), it answers every Check with that.
+pub fn noop_server(addr: &str, recorded: Option<&str>) {
+    let recorded = recorded.map(|path| {
+        let bytes = std::fs::read(path).expect("recorded answer");
+        prost::Message::decode(bytes.as_slice()).expect("a CheckResponse")
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let server =
-            tonic::transport::Server::builder().add_service(AuthorizationServer::new(Noop));
+        let server = tonic::transport::Server::builder()
+            .add_service(AuthorizationServer::new(Noop { recorded }));
         match addr.strip_prefix("unix:") {
             Some(path) => {
                 let listener = tokio::net::UnixListener::bind(path).expect("bind socket");

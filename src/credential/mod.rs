@@ -97,7 +97,23 @@ impl fmt::Debug for ClientCertificate {
     }
 }
 
+/// SHA-256 of a credential's bytes: what caches remember it by.
+pub type Fingerprint = [u8; 32];
+
+/// The SHA-256 of `bytes`.
+pub fn fingerprint_of(bytes: &[u8]) -> Fingerprint {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut fingerprint = [0u8; 32];
+    fingerprint.copy_from_slice(digest.as_ref());
+    fingerprint
+}
+
 impl Credential {
+    /// SHA-256 of [`Self::as_bytes`], computed once per Check and shared by every cache.
+    pub fn fingerprint(&self) -> Fingerprint {
+        fingerprint_of(self.as_bytes())
+    }
+
     /// The credential's bytes, for keys of caches only (never logged).
     pub fn as_bytes(&self) -> &[u8] {
         match self {
@@ -316,20 +332,21 @@ fn bearer_token(values: &[&[u8]]) -> Result<BearerToken, ExtractError> {
     if raw.len() > MAX_AUTHORIZATION_BYTES {
         return Err(ExtractError::TooLarge);
     }
-    // Visible ASCII plus space and tab: anything else cannot be part of a JWT.
-    if !raw
-        .iter()
-        .all(|b| b.is_ascii_graphic() || *b == b' ' || *b == b'\t')
-    {
-        return Err(ExtractError::NotAscii);
+    // One pass: visible ASCII plus space and tab (anything else cannot be part of a JWT), and
+    // no comma (a JWT never contains one, so a comma means Envoy joined two headers).
+    let mut comma = false;
+    for &byte in raw {
+        if !(byte.is_ascii_graphic() || byte == b' ' || byte == b'\t') {
+            return Err(ExtractError::NotAscii);
+        }
+        comma |= byte == b',';
     }
     let text = std::str::from_utf8(raw).map_err(|_| ExtractError::NotAscii)?;
     let text = text.trim_matches([' ', '\t']);
     if text.is_empty() {
         return Err(ExtractError::Missing);
     }
-    // A JWT never contains a comma, so a comma means Envoy joined two headers.
-    if text.contains(',') {
+    if comma {
         return Err(ExtractError::MultipleValues);
     }
     let (scheme, rest) = text.split_once([' ', '\t']).unwrap_or((text, ""));
@@ -340,7 +357,7 @@ fn bearer_token(values: &[&[u8]]) -> Result<BearerToken, ExtractError> {
     if token.is_empty() {
         return Err(ExtractError::EmptyToken);
     }
-    if token.contains([' ', '\t']) {
+    if token.bytes().any(|b| b == b' ' || b == b'\t') {
         return Err(ExtractError::MultipleValues);
     }
     Ok(BearerToken(token.to_owned()))

@@ -327,7 +327,11 @@ impl ExchangeService {
                 }
                 let swapped = self
                     .vending
-                    .swap_identity(verified.identity, assertion.as_bytes(), deadline)
+                    .swap_identity(
+                        std::sync::Arc::new(verified.identity),
+                        assertion.as_bytes(),
+                        deadline,
+                    )
                     .await?;
                 Ok(answer(&swapped, None))
             }

@@ -7,9 +7,10 @@ pub(crate) mod aws_iam;
 pub mod oidc;
 pub(crate) mod x509;
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use crate::credential::Credential;
+use crate::credential::{Credential, Fingerprint};
 
 pub use self::aws_iam::AwsIamConfig;
 use self::aws_iam::AwsIamVerifier;
@@ -160,12 +161,17 @@ impl Authenticator {
     }
 
     /// A bearer value: an AWS IAM token by its prefix, else a JWT of a trusted issuer.
-    async fn verify_bearer(&self, token: &str, deadline: Instant) -> Result<Identity, AuthError> {
+    async fn verify_bearer(
+        &self,
+        token: &str,
+        fingerprint: &Fingerprint,
+        deadline: Instant,
+    ) -> Result<Arc<Identity>, AuthError> {
         if !token.starts_with(TOKEN_PREFIX) {
-            return self.oidc.verify(token, deadline).await;
+            return self.oidc.verify_known(token, fingerprint, deadline).await;
         }
         match &self.aws_iam {
-            Some(aws_iam) => aws_iam.verify(token, deadline).await,
+            Some(aws_iam) => aws_iam.verify(token, fingerprint, deadline).await,
             None => Err(AuthError::AwsToken("AWS IAM identities are not enabled")),
         }
     }
@@ -175,12 +181,14 @@ impl Authenticator {
         &self.oidc
     }
 
-    /// Verifies a credential; network work (a key refetch) stops at `deadline`.
+    /// Verifies a credential; network work (a key refetch) stops at `deadline`. A remembered
+    /// verification is shared, not copied.
     pub async fn authenticate(
         &self,
         credential: &Credential,
+        fingerprint: &Fingerprint,
         deadline: Instant,
-    ) -> Result<Identity, AuthError> {
+    ) -> Result<Arc<Identity>, AuthError> {
         let certificate = |cert| match &self.x509 {
             Some(x509) => x509.verify(cert, crate::clock::unix_now()),
             None => Err(AuthError::Certificate(
@@ -188,14 +196,20 @@ impl Authenticator {
             )),
         };
         match credential {
-            Credential::Bearer(token) => self.verify_bearer(token.expose(), deadline).await,
-            Credential::Certificate(cert) => certificate(cert),
+            Credential::Bearer(token) => {
+                self.verify_bearer(token.expose(), fingerprint, deadline)
+                    .await
+            }
+            Credential::Certificate(cert) => certificate(cert).map(Arc::new),
             Credential::Both(token, cert) => {
                 // The bearer token says who; the certificate binds the minted token to the key.
-                let mut identity = self.verify_bearer(token.expose(), deadline).await?;
+                let mut identity = self
+                    .verify_bearer(token.expose(), fingerprint, deadline)
+                    .await?;
                 let proof = certificate(cert)?;
-                identity.expires_at = identity.expires_at.min(proof.expires_at);
-                identity.certificate = proof.certificate;
+                let bound = Arc::make_mut(&mut identity);
+                bound.expires_at = bound.expires_at.min(proof.expires_at);
+                bound.certificate = proof.certificate;
                 Ok(identity)
             }
         }

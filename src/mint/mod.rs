@@ -30,6 +30,7 @@ pub use self::config::{
 pub use self::keyring::KeyRing;
 pub use self::keys::{KeyError, SigningAlgorithm, SigningKey};
 pub use self::own::OwnToken;
+use crate::credential::Fingerprint;
 use crate::grants::Grants;
 use crate::identity::Identity;
 use crate::telemetry::Metrics;
@@ -106,12 +107,12 @@ impl Minter {
     }
 
     /// A token for `identity` with `grants`, reused from the cache when the same
-    /// `credential` (the inbound credential's bytes) was swapped recently.
+    /// credential (`credential`: its [`Fingerprint`]) was swapped recently.
     pub async fn mint_cached(
         self: &Arc<Self>,
         identity: &Identity,
         grants: &Arc<Grants>,
-        credential: &[u8],
+        credential: &Fingerprint,
         now: u64,
     ) -> Result<MintedToken, MintError> {
         let Some(cache) = &self.cache else {
@@ -123,7 +124,7 @@ impl Minter {
             Found::Fresh(token) => Ok(token),
             Found::RefreshDue(token) => {
                 let (minter, identity, grants) = (self.clone(), identity.clone(), grants.clone());
-                let credential = credential.to_vec();
+                let credential = *credential;
                 tokio::spawn(async move {
                     minter.refresh(&identity, &grants, &credential).await;
                 });
@@ -140,7 +141,7 @@ impl Minter {
     }
 
     /// Mints a replacement in the background and caches it under the current ring.
-    async fn refresh(&self, identity: &Identity, grants: &Grants, credential: &[u8]) {
+    async fn refresh(&self, identity: &Identity, grants: &Grants, credential: &Fingerprint) {
         let Some(cache) = &self.cache else {
             return;
         };
@@ -160,7 +161,7 @@ impl Minter {
         &self,
         identity: &Identity,
         grants: &Grants,
-        credential: &[u8],
+        credential: &Fingerprint,
         kid: &str,
     ) -> TokenKey {
         let mut hash = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);

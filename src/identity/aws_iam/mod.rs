@@ -64,14 +64,17 @@ impl AwsIamVerifier {
     }
 
     /// Verifies a `k8s-aws-v1.` token; the STS call gives up at `deadline`.
-    pub async fn verify(&self, token: &str, deadline: Instant) -> Result<Identity, AuthError> {
+    /// `fingerprint` is the token's SHA-256 ([`crate::credential::fingerprint_of`]).
+    pub async fn verify(
+        &self,
+        token: &str,
+        fingerprint: &crate::credential::Fingerprint,
+        deadline: Instant,
+    ) -> Result<Arc<Identity>, AuthError> {
         let request = presigned::parse(token, &self.endpoints, unix_now())?;
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-        let mut fingerprint = [0u8; 32];
-        fingerprint.copy_from_slice(digest.as_ref());
         let identity = self
             .remembered
-            .try_get_with(fingerprint, async {
+            .try_get_with(*fingerprint, async {
                 let caller = self.sts.caller_identity(&request, deadline).await?;
                 let principal = arn::canonical(&caller.arn).ok_or_else(|| {
                     tracing::warn!("STS answered with an ARN that is not an IAM principal");
@@ -103,6 +106,6 @@ impl AwsIamVerifier {
                 "expired: signed more than 15 minutes ago",
             ));
         }
-        Ok(identity.as_ref().clone())
+        Ok(identity)
     }
 }

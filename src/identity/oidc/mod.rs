@@ -34,7 +34,7 @@ pub struct OidcVerifier {
 
 /// A verified token: who it proved, and the key that proved it.
 struct Verified {
-    identity: Identity,
+    identity: Arc<Identity>,
     kid: Option<String>,
 }
 
@@ -177,11 +177,19 @@ impl OidcVerifier {
     /// A token verified before is accepted again without its signature check while it has not
     /// expired and the key that verified it is still published by its issuer (a key the IdP
     /// withdraws takes its tokens' verifications with it).
-    pub async fn verify(&self, token: &str, deadline: Instant) -> Result<Identity, AuthError> {
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-        let mut fingerprint = [0u8; 32];
-        fingerprint.copy_from_slice(digest.as_ref());
-        if let Some(known) = self.verified.get(&fingerprint)
+    pub async fn verify(&self, token: &str, deadline: Instant) -> Result<Arc<Identity>, AuthError> {
+        let fingerprint = crate::credential::fingerprint_of(token.as_bytes());
+        self.verify_known(token, &fingerprint, deadline).await
+    }
+
+    /// [`Self::verify`] for a token whose SHA-256 the caller already has.
+    pub async fn verify_known(
+        &self,
+        token: &str,
+        fingerprint: &crate::credential::Fingerprint,
+        deadline: Instant,
+    ) -> Result<Arc<Identity>, AuthError> {
+        if let Some(known) = self.verified.get(fingerprint)
             && known.identity.expires_at > unix_now()
             && self.still_published(&known)
         {
@@ -190,8 +198,9 @@ impl OidcVerifier {
         let (identity, kid, _) = self
             .verify_signature_and_claims(token, Audience::OfIssuer, deadline)
             .await?;
+        let identity = Arc::new(identity);
         self.verified.insert(
-            fingerprint,
+            *fingerprint,
             Arc::new(Verified {
                 identity: identity.clone(),
                 kid,
