@@ -122,7 +122,7 @@ impl TokenVending {
     /// The credential's identity, then its grants, then the minted token.
     pub async fn swap_credential(
         &self,
-        credential: Credential,
+        credential: Credential<'_>,
         deadline: Instant,
     ) -> Result<Swapped, SwapError> {
         let stages = async {

@@ -38,27 +38,28 @@ pub struct InboundRequest<'a> {
 
 /// A credential found in a request, not yet verified.
 #[derive(Clone, PartialEq, Eq)]
-pub enum Credential {
+pub enum Credential<'a> {
     /// `Authorization: Bearer <jwt>` from an identity provider.
-    Bearer(BearerToken),
+    Bearer(BearerToken<'a>),
     /// A client certificate.
     Certificate(ClientCertificate),
     /// Both, when `client_certs.when_both: require_both`.
-    Both(BearerToken, ClientCertificate),
+    Both(BearerToken<'a>, ClientCertificate),
 }
 
-/// A bearer token's text. Its `Debug` never shows the token.
-#[derive(Clone, PartialEq, Eq)]
-pub struct BearerToken(String);
+/// A bearer token's text, borrowed from the request it came in (a Check copies no token).
+/// Its `Debug` never shows the token.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct BearerToken<'a>(&'a str);
 
-impl BearerToken {
+impl<'a> BearerToken<'a> {
     /// The token text, for verification only; never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
+    pub fn expose(&self) -> &'a str {
+        self.0
     }
 }
 
-impl fmt::Debug for BearerToken {
+impl fmt::Debug for BearerToken<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "BearerToken(<{} bytes>)", self.0.len())
     }
@@ -108,7 +109,7 @@ pub fn fingerprint_of(bytes: &[u8]) -> Fingerprint {
     fingerprint
 }
 
-impl Credential {
+impl Credential<'_> {
     /// SHA-256 of [`Self::as_bytes`], computed once per Check and shared by every cache.
     pub fn fingerprint(&self) -> Fingerprint {
         fingerprint_of(self.as_bytes())
@@ -123,7 +124,7 @@ impl Credential {
     }
 }
 
-impl fmt::Debug for Credential {
+impl fmt::Debug for Credential<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Credential::Bearer(token) => token.fmt(f),
@@ -193,7 +194,10 @@ impl Extractor {
     }
 
     /// Finds the credential a request carries.
-    pub fn extract(&self, request: &InboundRequest<'_>) -> Result<Credential, ExtractError> {
+    pub fn extract<'a>(
+        &self,
+        request: &InboundRequest<'a>,
+    ) -> Result<Credential<'a>, ExtractError> {
         let bearer = match request.authorization.as_slice() {
             [] => None,
             values => Some(bearer_token(values)?),
@@ -324,7 +328,7 @@ fn pem_certificates(encoded: &str) -> Result<Vec<Vec<u8>>, ExtractError> {
 }
 
 /// The bearer token of the `authorization` value(s).
-fn bearer_token(values: &[&[u8]]) -> Result<BearerToken, ExtractError> {
+fn bearer_token<'a>(values: &[&'a [u8]]) -> Result<BearerToken<'a>, ExtractError> {
     let raw = match values {
         [one] => *one,
         _ => return Err(ExtractError::MultipleValues),
@@ -360,7 +364,7 @@ fn bearer_token(values: &[&[u8]]) -> Result<BearerToken, ExtractError> {
     if token.bytes().any(|b| b == b' ' || b == b'\t') {
         return Err(ExtractError::MultipleValues);
     }
-    Ok(BearerToken(token.to_owned()))
+    Ok(BearerToken(token))
 }
 
 #[cfg(test)]
@@ -368,11 +372,11 @@ mod tests {
     use super::*;
 
     /// Bearer tokens only (client certificates off).
-    fn extract(request: &InboundRequest<'_>) -> Result<Credential, ExtractError> {
+    fn extract<'a>(request: &InboundRequest<'a>) -> Result<Credential<'a>, ExtractError> {
         Extractor::default().extract(request)
     }
 
-    fn from(header: &[u8]) -> Result<Credential, ExtractError> {
+    fn from(header: &[u8]) -> Result<Credential<'_>, ExtractError> {
         extract(&InboundRequest {
             authorization: vec![header],
             ..Default::default()

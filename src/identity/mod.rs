@@ -185,7 +185,7 @@ impl Authenticator {
     /// verification is shared, not copied.
     pub async fn authenticate(
         &self,
-        credential: &Credential,
+        credential: &Credential<'_>,
         fingerprint: &Fingerprint,
         deadline: Instant,
     ) -> Result<Arc<Identity>, AuthError> {
