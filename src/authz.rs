@@ -23,7 +23,8 @@ use serde::Deserialize;
 
 use crate::config::ConfigCheck;
 use crate::credential::{ExtractError, InboundRequest};
-use crate::pipeline::{Passage, SwapError, Swapped, TokenVending};
+use crate::decision_log::{Decision, DecisionLog};
+use crate::pipeline::{Passage, SwapError, Swapped, TokenVending, Trail};
 use crate::telemetry::{Metrics, Outcome};
 
 /// Used when a Check carries no `grpc-timeout` (Envoy always sends one).
@@ -79,6 +80,7 @@ pub struct AuthzService {
     vending: Arc<TokenVending>,
     remove_headers: Vec<String>,
     metrics: Arc<Metrics>,
+    decisions: Option<Arc<DecisionLog>>,
 }
 
 impl AuthzService {
@@ -87,11 +89,13 @@ impl AuthzService {
         vending: Arc<TokenVending>,
         remove_headers: Vec<String>,
         metrics: Arc<Metrics>,
+        decisions: Option<Arc<DecisionLog>>,
     ) -> Self {
         Self {
             vending,
             remove_headers,
             metrics,
+            decisions,
         }
     }
 
@@ -105,6 +109,10 @@ impl AuthzService {
             .map(ReadHeaders::of)
             .unwrap_or_default();
         let request_id = request_id(&headers.request_id);
+        let trace_id = crate::decision_log::trace_id(
+            headers.traceparent.first().copied(),
+            headers.b3_trace_id.first().copied(),
+        );
         let inbound = InboundRequest {
             authorization: headers.authorization,
             peer_certificate: check
@@ -116,28 +124,69 @@ impl AuthzService {
             alb_certificate: headers.alb_certificate,
         };
         // Every line logged during the Check (a JWKS refetch, a store warning) carries the id.
+        let mut trail = Trail::default();
         let outcome = self
             .vending
-            .check(&inbound, deadline)
+            .check(&inbound, deadline, &mut trail)
             .instrument(tracing::info_span!("check", request_id = %request_id))
             .await;
+        let decision = |outcome: Outcome, status: u16| Decision {
+            time: String::new(),
+            request_id,
+            trace_id,
+            front_door: "ext_authz",
+            credential: trail.credential,
+            issuer: None,
+            subject: None,
+            outcome: outcome.label(),
+            status,
+            reason: None,
+            kid: None,
+            cache_hit: trail.cache_hit,
+            stages: trail.stages,
+        };
         match outcome {
             Ok(Passage::Swapped(swapped)) => {
                 self.metrics.count(Outcome::Ok);
                 tracing::debug!(request_id = %request_id, subject = %swapped.identity.subject, kid = %swapped.minted.kid, "credential swapped");
+                self.record(Decision {
+                    issuer: Some(&swapped.identity.issuer),
+                    subject: Some(&swapped.identity.subject),
+                    kid: Some(&swapped.minted.kid),
+                    ..decision(Outcome::Ok, 200)
+                });
                 self.ok_response(&swapped)
             }
             Ok(Passage::OwnToken(own)) => {
                 self.metrics.count(Outcome::Ok);
                 tracing::debug!(request_id = %request_id, subject = %own.subject, "our own token passes unchanged");
+                self.record(Decision {
+                    subject: Some(&own.subject),
+                    reason: Some("our own token passes unchanged"),
+                    ..decision(Outcome::Ok, 200)
+                });
                 self.pass_response(&own.subject)
             }
             Err(error) => {
                 let denial = Denial::from(&error);
                 self.metrics.count(denial.outcome);
                 tracing::info!(request_id = %request_id, status = denial.http_status as i32, reason = %error, "request denied");
+                self.record(Decision {
+                    reason: Some(&denial.description),
+                    ..decision(denial.outcome, denial.http_status as u16)
+                });
                 denial.into_response()
             }
+        }
+    }
+
+    /// Writes `decision` to the decision log, when there is one, stamped now.
+    fn record(&self, decision: Decision<'_>) {
+        if let Some(log) = &self.decisions {
+            log.record(&Decision {
+                time: crate::decision_log::now_rfc3339(),
+                ..decision
+            });
         }
     }
 
@@ -220,6 +269,8 @@ struct ReadHeaders<'a> {
     xfcc: Vec<&'a [u8]>,
     alb_certificate: Vec<&'a [u8]>,
     request_id: Vec<&'a [u8]>,
+    traceparent: Vec<&'a [u8]>,
+    b3_trace_id: Vec<&'a [u8]>,
 }
 
 impl<'a> ReadHeaders<'a> {
@@ -249,7 +300,7 @@ impl<'a> ReadHeaders<'a> {
 
     /// Where values of the header `name` go; `None` for a header this service ignores.
     fn values_of(&mut self, name: &str) -> Option<&mut Vec<&'a [u8]>> {
-        // `eq_ignore_ascii_case` compares lengths first, so most headers cost four length tests.
+        // `eq_ignore_ascii_case` compares lengths first, so most headers cost a few length tests.
         let is = |wanted: &str| name.eq_ignore_ascii_case(wanted);
         if is("authorization") {
             Some(&mut self.authorization)
@@ -259,6 +310,10 @@ impl<'a> ReadHeaders<'a> {
             Some(&mut self.alb_certificate)
         } else if is("x-request-id") {
             Some(&mut self.request_id)
+        } else if is("traceparent") {
+            Some(&mut self.traceparent)
+        } else if is("x-b3-traceid") {
+            Some(&mut self.b3_trace_id)
         } else {
             None
         }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use crate::authz::ResponseConfig;
 use crate::credential::ClientCertsConfig;
+use crate::decision_log::TelemetryConfig;
 use crate::exchange::ExchangeConfig;
 use crate::grants::{GrantsConfig, GrantsFile};
 use crate::identity::AwsIamConfig;
@@ -43,6 +44,8 @@ pub struct Config {
     pub exchange: ExchangeConfig,
     /// How SIGTERM ends the process.
     pub shutdown: ShutdownConfig,
+    /// The decision log.
+    pub telemetry: TelemetryConfig,
     /// What is allowed but probably not meant (`check-config` prints these; `serve` logs them).
     pub warnings: Vec<ConfigProblem>,
 }
@@ -69,6 +72,8 @@ struct ConfigFile {
     exchange: ExchangeConfig,
     #[serde(default)]
     shutdown: ShutdownConfig,
+    #[serde(default)]
+    telemetry: TelemetryConfig,
 }
 
 /// One problem found in a config, with where it was found.
@@ -244,6 +249,9 @@ impl ConfigFile {
         self.response.check("response", check);
         self.exchange.check("exchange", check);
         self.listen.check("listen", &self.client_certs, check);
+        self.telemetry
+            .decision_log
+            .check("telemetry.decision_log", check);
         Some(Config {
             listen: self.listen,
             token: self.token,
@@ -255,6 +263,7 @@ impl ConfigFile {
             response: self.response,
             exchange: self.exchange,
             shutdown: self.shutdown,
+            telemetry: self.telemetry,
             warnings: Vec::new(),
         })
     }

@@ -18,6 +18,7 @@ mod bind;
 mod clock;
 mod config;
 mod credential;
+mod decision_log;
 pub mod demo;
 mod exchange;
 mod file_stamp;

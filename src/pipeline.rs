@@ -11,7 +11,9 @@ use crate::clock::unix_now;
 use crate::credential::{
     Credential, ExtractError, Extractor, Fingerprint, InboundRequest, fingerprint_of,
 };
+use crate::decision_log::{Micros, StageTimes};
 use crate::grants::{GrantsError, GrantsLookup};
+use crate::identity::aws_iam::presigned::TOKEN_PREFIX as AWS_TOKEN_PREFIX;
 use crate::identity::{AuthError, Authenticator, Identity};
 use crate::mint::{MintError, MintedToken, Minter, OwnToken};
 
@@ -22,6 +24,27 @@ pub struct TokenVending {
     grants: GrantsLookup,
     minter: Arc<Minter>,
     accept_own: bool,
+}
+
+/// What a Check went through, for the decision log: the credential's kind, each stage's time,
+/// and whether the token came from the cache.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Trail {
+    /// [`kind_of`] the credential; `None` when none was found.
+    pub credential: Option<&'static str>,
+    pub stages: StageTimes,
+    /// Whether the minted token was served from the cache; `None` before minting.
+    pub cache_hit: Option<bool>,
+}
+
+/// The credential's kind as the decision log names it.
+fn kind_of(credential: &Credential<'_>) -> &'static str {
+    match credential {
+        Credential::Bearer(token) if token.expose().starts_with(AWS_TOKEN_PREFIX) => "aws_iam",
+        Credential::Bearer(_) => "bearer",
+        Credential::Certificate(_) => "certificate",
+        Credential::Both(..) => "bearer+certificate",
+    }
 }
 
 /// What a Check lets through.
@@ -92,19 +115,25 @@ impl TokenVending {
 
     /// A Check: our own valid token passes unchanged (when `token.accept_own`); any other
     /// credential is swapped.
+    /// `trail` records what the Check went through, for the decision log.
     pub async fn check(
         &self,
         request: &InboundRequest<'_>,
         deadline: Instant,
+        trail: &mut Trail,
     ) -> Result<Passage, SwapError> {
-        let credential = self.extractor.extract(request)?;
+        let started = Instant::now();
+        let credential = self.extractor.extract(request);
+        trail.stages.extract = Some(Micros(started.elapsed()));
+        let credential = credential?;
+        trail.credential = Some(kind_of(&credential));
         if self.accept_own
             && let Credential::Bearer(token) = &credential
             && let Some(verdict) = self.minter.verify_own(token.expose())
         {
             return Ok(Passage::OwnToken(verdict?));
         }
-        self.swap_credential(credential, deadline)
+        self.swap_traced(credential, deadline, trail)
             .await
             .map(|swapped| Passage::Swapped(Box::new(swapped)))
     }
@@ -125,13 +154,26 @@ impl TokenVending {
         credential: Credential<'_>,
         deadline: Instant,
     ) -> Result<Swapped, SwapError> {
+        self.swap_traced(credential, deadline, &mut Trail::default())
+            .await
+    }
+
+    async fn swap_traced(
+        &self,
+        credential: Credential<'_>,
+        deadline: Instant,
+        trail: &mut Trail,
+    ) -> Result<Swapped, SwapError> {
         let stages = async {
+            let started = Instant::now();
             let fingerprint = credential.fingerprint();
             let identity = self
                 .authenticator
                 .authenticate(&credential, &fingerprint, deadline)
-                .await?;
-            self.grant_and_mint(identity, &fingerprint, deadline).await
+                .await;
+            trail.stages.authenticate = Some(Micros(started.elapsed()));
+            self.grant_and_mint(identity?, &fingerprint, deadline, trail)
+                .await
         };
         tokio::time::timeout_at(deadline.into(), stages)
             .await
@@ -149,7 +191,7 @@ impl TokenVending {
         let fingerprint = fingerprint_of(credential);
         tokio::time::timeout_at(
             deadline.into(),
-            self.grant_and_mint(identity, &fingerprint, deadline),
+            self.grant_and_mint(identity, &fingerprint, deadline, &mut Trail::default()),
         )
         .await
         .unwrap_or(Err(SwapError::DeadlineExceeded))
@@ -160,12 +202,19 @@ impl TokenVending {
         identity: Arc<Identity>,
         credential: &Fingerprint,
         deadline: Instant,
+        trail: &mut Trail,
     ) -> Result<Swapped, SwapError> {
-        let grants = self.grants.grants_for(&identity, deadline).await?;
+        let started = Instant::now();
+        let grants = self.grants.grants_for(&identity, deadline).await;
+        let granted = Instant::now();
+        trail.stages.grants = Some(Micros(granted - started));
         let minted = self
             .minter
-            .mint_cached(&identity, &grants, credential, unix_now())
-            .await?;
+            .mint_cached(&identity, &grants?, credential, unix_now())
+            .await;
+        trail.stages.mint = Some(Micros(granted.elapsed()));
+        let (minted, cache_hit) = minted?;
+        trail.cache_hit = Some(cache_hit);
         Ok(Swapped { identity, minted })
     }
 }

@@ -17,6 +17,7 @@ use crate::authz::AuthzService;
 use crate::bind::{BoundAuthz, bind_authz, bind_tcp, local_addr};
 use crate::config::Config;
 use crate::credential::Extractor;
+use crate::decision_log::DecisionLog;
 use crate::exchange::ExchangeService;
 use crate::grants::dynamodb::DynamoGrants;
 use crate::grants::file::GrantsFileError;
@@ -65,6 +66,9 @@ pub enum StartError {
     /// certificate.
     #[error("{0}")]
     HttpClient(String),
+    /// The decision log's file could not be opened.
+    #[error("telemetry.decision_log.path: {0}")]
+    DecisionLog(String),
 }
 
 /// A running sidecar; dropping it does not stop it, [`RunningSidecar::shutdown`] does.
@@ -235,10 +239,15 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     vending.authenticator().oidc().prefetch(PREFETCH_WAIT).await;
     background.extend(vending.authenticator().oidc().spawn_refreshers());
 
+    let decisions = DecisionLog::start(&config.telemetry.decision_log, metrics.clone())
+        .await
+        .map_err(StartError::DecisionLog)?
+        .map(Arc::new);
     let authz = AuthzService::new(
         vending.clone(),
         config.response.remove_headers.clone(),
         metrics.clone(),
+        decisions,
     );
     let handshake = config.listen.handshake_timeout;
     tasks.push(match authz_listener {

@@ -50,6 +50,16 @@ pub enum Outcome {
     Unavailable,
 }
 
+impl Outcome {
+    /// The label `/metrics` and the decision log use.
+    pub fn label(self) -> &'static str {
+        OUTCOMES
+            .iter()
+            .find(|(o, _)| *o == self)
+            .map_or("ok", |(_, label)| label)
+    }
+}
+
 const OUTCOMES: [(Outcome, &str); 4] = [
     (Outcome::Ok, "ok"),
     (Outcome::Unauthenticated, "unauthenticated"),
@@ -71,6 +81,7 @@ pub struct Metrics {
     token_cache_refreshes: AtomicU64,
     token_cache_evictions: AtomicU64,
     grants_file_reloads_refused: AtomicU64,
+    decision_log_dropped: AtomicU64,
     /// `/exchange` answers by (grant type, outcome); both labels are fixed texts of ours.
     exchanges: std::sync::Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
 }
@@ -152,6 +163,11 @@ impl Metrics {
         self.token_cache_evictions.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A decision-log line was dropped because the writer fell behind.
+    pub fn decision_log_dropped(&self) {
+        self.decision_log_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut text = String::from(
@@ -211,6 +227,12 @@ impl Metrics {
             "evs_tv_grants_file_reloads_refused_total",
             "Changes of the grants file refused (unparsable, empty, vanished); the last good grants serve.",
             &[("", &self.grants_file_reloads_refused)],
+        );
+        counter(
+            &mut text,
+            "evs_tv_decision_log_dropped_total",
+            "Decision-log lines dropped because the writer fell behind.",
+            &[("", &self.decision_log_dropped)],
         );
         text.push_str(
             "# HELP evs_tv_exchanges_total /exchange answers, by grant type and outcome (ok, busy, or the OAuth error).\n\

@@ -107,36 +107,36 @@ impl Minter {
     }
 
     /// A token for `identity` with `grants`, reused from the cache when the same
-    /// credential (`credential`: its [`Fingerprint`]) was swapped recently.
+    /// credential (`credential`: its [`Fingerprint`]) was swapped recently; `true` with it
+    /// when it came from the cache.
     pub async fn mint_cached(
         self: &Arc<Self>,
         identity: &Identity,
         grants: &Arc<Grants>,
         credential: &Fingerprint,
         now: u64,
-    ) -> Result<MintedToken, MintError> {
+    ) -> Result<(MintedToken, bool), MintError> {
         let Some(cache) = &self.cache else {
-            return self.mint(identity, grants, now);
+            return self.mint(identity, grants, now).map(|token| (token, false));
         };
         let ring = self.ring.load();
         let key = self.token_key(identity, grants, credential, ring.active().kid());
         match cache.find(&key, now, ring.generation()).await {
-            Found::Fresh(token) => Ok(token),
+            Found::Fresh(token) => Ok((token, true)),
             Found::RefreshDue(token) => {
                 let (minter, identity, grants) = (self.clone(), identity.clone(), grants.clone());
                 let credential = *credential;
                 tokio::spawn(async move {
                     minter.refresh(&identity, &grants, &credential).await;
                 });
-                Ok(token)
+                Ok((token, true))
             }
-            Found::Miss => {
-                cache
-                    .mint_once(key, now, ring.generation(), || {
-                        self.mint_with(&ring, identity, grants, now)
-                    })
-                    .await
-            }
+            Found::Miss => cache
+                .mint_once(key, now, ring.generation(), || {
+                    self.mint_with(&ring, identity, grants, now)
+                })
+                .await
+                .map(|token| (token, false)),
         }
     }
 
