@@ -131,7 +131,6 @@ impl AuthzService {
             .instrument(tracing::info_span!("check", request_id = %request_id))
             .await;
         let decision = |outcome: Outcome, status: u16| Decision {
-            time: String::new(),
             request_id,
             trace_id,
             front_door: "ext_authz",
@@ -180,13 +179,10 @@ impl AuthzService {
         }
     }
 
-    /// Writes `decision` to the decision log, when there is one, stamped now.
+    /// Writes `decision` to the decision log, when there is one.
     fn record(&self, decision: Decision<'_>) {
         if let Some(log) = &self.decisions {
-            log.record(&Decision {
-                time: crate::decision_log::now_rfc3339(),
-                ..decision
-            });
+            log.record(&decision);
         }
     }
 

@@ -93,11 +93,9 @@ impl Serialize for Micros {
     }
 }
 
-/// One decision, as written.
+/// One decision; written with its `time` in front.
 #[derive(Debug, Serialize)]
 pub struct Decision<'a> {
-    /// RFC 3339, UTC, milliseconds.
-    pub time: String,
     pub request_id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trace_id: Option<&'a str>,
@@ -168,7 +166,18 @@ impl DecisionLog {
         if decision.outcome == "ok" && !self.sampled() {
             return;
         }
-        let Ok(mut line) = serde_json::to_string(decision) else {
+        /// The line: the time it was written (RFC 3339, UTC, milliseconds), then the decision.
+        #[derive(Serialize)]
+        struct Stamped<'d, 'a> {
+            time: String,
+            #[serde(flatten)]
+            decision: &'d Decision<'a>,
+        }
+        let stamped = Stamped {
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            decision,
+        };
+        let Ok(mut line) = serde_json::to_string(&stamped) else {
             return;
         };
         line.push('\n');
@@ -220,37 +229,6 @@ async fn write_lines(
     }
 }
 
-/// Now, as RFC 3339 UTC with milliseconds.
-pub fn now_rfc3339() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs();
-    let (days, of_day) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60,
-        now.subsec_millis()
-    )
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (H. Hinnant's algorithm).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 /// The trace id of a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`) or a B3
 /// `x-b3-traceid` value; `None` for anything else (a header is caller-controlled text).
 pub fn trace_id<'a>(traceparent: Option<&'a [u8]>, b3: Option<&'a [u8]>) -> Option<&'a str> {
@@ -272,14 +250,6 @@ pub fn trace_id<'a>(traceparent: Option<&'a [u8]>, b3: Option<&'a [u8]>) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dates_are_gregorian() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(civil_from_days(20_780), (2026, 11, 23));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-    }
 
     #[test]
     fn trace_ids_come_only_from_well_formed_headers() {

@@ -22,7 +22,7 @@ fn render(folder: &str) -> Vec<Value> {
         .arg(repo(&format!("deploy/kubernetes/{folder}")))
         .output()
         .unwrap_or_else(|e| {
-            panic!("kubectl is needed to render the manifests (Debian/Ubuntu: the kubectl package): {e}")
+            panic!("kubectl (1.27 or newer, for kustomize v5: the Kubernetes project's apt repository) is needed to render the manifests: {e}")
         });
     assert!(
         output.status.success(),
