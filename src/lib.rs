@@ -20,6 +20,7 @@ mod config;
 mod credential;
 mod decision_log;
 pub mod demo;
+mod digest_map;
 mod exchange;
 mod file_stamp;
 mod grants;

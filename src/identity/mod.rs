@@ -29,10 +29,11 @@ pub struct Identity {
     pub name: Option<String>,
     /// Unix time after which the credential is no longer valid.
     pub expires_at: u64,
-    /// Set when a client certificate proved (or was bound to) the identity.
-    pub certificate: Option<CertificateClaims>,
-    /// Set when an AWS IAM principal proved the identity.
-    pub aws: Option<AwsClaims>,
+    /// Set when a client certificate proved (or was bound to) the identity (boxed: most
+    /// identities have none, and a remembered identity should stay small).
+    pub certificate: Option<Box<CertificateClaims>>,
+    /// Set when an AWS IAM principal proved the identity (boxed, as the certificate).
+    pub aws: Option<Box<AwsClaims>>,
 }
 
 /// What an AWS IAM identity adds to the minted token.

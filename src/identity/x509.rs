@@ -118,11 +118,11 @@ impl X509Verifier {
             email: None,
             name: None,
             expires_at: not_after,
-            certificate: Some(CertificateClaims {
+            certificate: Some(Box::new(CertificateClaims {
                 cn,
                 org,
                 thumbprint_s256: URL_SAFE_NO_PAD.encode(digest.as_ref()),
-            }),
+            })),
             aws: None,
         })
     }

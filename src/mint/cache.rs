@@ -10,28 +10,65 @@
 //! cache, and every entry remembers the ring it was signed under, so a token is never served
 //! after its key left the ring. Since the minted `exp` never exceeds the credential's, neither
 //! does a cached token outlive the credential it came from.
+//!
+//! An entry keeps only what its key does not already pin down: the signature (raw) and the
+//! token's times and `jti`. Everything else the payload says is a function of what the key
+//! hashes — identity, grants, audience, signing key — so a hit renders the payload again from
+//! the Check's own identity and grants, byte for byte as it was signed, and the signing key adds
+//! its shared header. An entry is a third of the token's text (see the README's memory figures).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use moka::Expiry;
-use moka::future::Cache;
-use moka::ops::compute::{CompResult, Op};
+use tokio::sync::OnceCell;
 
 use super::TokenCacheConfig;
-use super::{MintError, MintedToken};
+use super::{KeyRing, MintError, MintedToken, Signed};
+use crate::digest_map::{DigestMap, Expiring};
 use crate::telemetry::Metrics;
 
 /// SHA-256 of what a token depends on.
 pub type TokenKey = [u8; 32];
 
-/// A cached token and whether its replacement is being minted.
-struct Cached {
-    token: MintedToken,
+/// What a token says besides its identity, grants and signer: when, and which one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// Its `iat` (and `nbf`).
+    pub issued_at: u64,
+    /// Its `exp`.
+    pub expires_at: u64,
+    /// Its `jti`, raw.
+    pub jti: [u8; 16],
+}
+
+/// Renders a cached token's text from its stamp and raw signature (the minter, with the
+/// Check's identity and grants and the ring's active key).
+pub trait Render {
+    /// The compact JWS; `None` if it cannot be rendered (then the cache misses).
+    fn render(&self, stamp: &Stamp, signature: &[u8]) -> Option<MintedToken>;
+}
+
+/// A cached token, as the parts its key does not pin down.
+struct CachedToken {
+    signature: Box<[u8]>,
+    stamp: Stamp,
+    /// No longer served from this second on (its `min_remaining_percent` point).
+    servable_until: u64,
     /// The key ring generation it was signed under.
     ring_generation: u64,
-    refreshing: AtomicBool,
+    /// A replacement is being minted.
+    refreshing: bool,
+}
+
+impl Expiring for CachedToken {
+    fn expired(&self, now: u64) -> bool {
+        now >= self.servable_until
+    }
+
+    fn heap_bytes(&self) -> usize {
+        // The allocator's header and rounding included.
+        self.signature.len().next_multiple_of(16) + 16
+    }
 }
 
 /// What a look-up found.
@@ -44,9 +81,13 @@ pub enum Found {
     Miss,
 }
 
+/// A mint in progress for one key, shared by every caller that missed it meanwhile.
+type Flight = Arc<OnceCell<Result<MintedToken, MintError>>>;
+
 /// The cache of minted tokens.
 pub struct TokenCache {
-    entries: Cache<TokenKey, Arc<Cached>>,
+    entries: DigestMap<CachedToken>,
+    in_flight: Mutex<HashMap<TokenKey, Flight>>,
     /// Serve only above this share of the lifetime left.
     min_remaining: f64,
     /// Start a background refresh at or below this share.
@@ -54,84 +95,47 @@ pub struct TokenCache {
     metrics: Arc<Metrics>,
 }
 
-/// What one entry costs besides its token's text: moka's node, timer and deque bookkeeping, the
-/// key and the `Cached` around the token (measured with `cargo bench --bench cache_memory`).
-const ENTRY_OVERHEAD: u64 = 480;
-
-/// An entry's weight: its bytes, but never less than `max_bytes / max_entries`, so one weighted
-/// capacity enforces both bounds.
-fn entry_weight(token: &MintedToken, floor: u64) -> u32 {
-    let bytes = ENTRY_OVERHEAD + token.token.len() as u64;
-    u32::try_from(bytes.max(floor)).unwrap_or(u32::MAX)
-}
-
-/// Entries leave the cache when they stop being servable.
-struct UntilUnservable {
-    min_remaining: f64,
-}
-
-impl Expiry<TokenKey, Arc<Cached>> for UntilUnservable {
-    fn expire_after_create(
-        &self,
-        _key: &TokenKey,
-        value: &Arc<Cached>,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        let token = &value.token;
-        let lifetime = token.expires_at.saturating_sub(token.issued_at) as f64;
-        let servable_until = token.expires_at as f64 - lifetime * self.min_remaining;
-        let now = crate::clock::unix_now() as f64;
-        Some(Duration::from_secs_f64((servable_until - now).max(0.0)))
-    }
-}
-
 impl TokenCache {
     /// A cache as `config` describes; counts into `metrics`.
     pub fn new(config: &TokenCacheConfig, metrics: Arc<Metrics>) -> Self {
         let min_remaining = f64::from(config.min_remaining_percent) / 100.0;
-        let evictions = metrics.clone();
-        let floor = config.max_bytes / config.max_entries.max(1);
         Self {
-            entries: Cache::builder()
-                .max_capacity(config.max_bytes)
-                .weigher(move |_key, cached: &Arc<Cached>| entry_weight(&cached.token, floor))
-                .expire_after(UntilUnservable { min_remaining })
-                .eviction_listener(move |_key, _value, cause| {
-                    if cause == moka::notification::RemovalCause::Size {
-                        evictions.token_cache_eviction();
-                    }
-                })
-                .build(),
+            entries: DigestMap::new(config.max_entries, config.max_bytes),
+            in_flight: Mutex::default(),
             min_remaining,
             refresh_at: (min_remaining + 0.1).min(0.99),
             metrics,
         }
     }
 
-    /// Looks a key up at `now` (Unix seconds) for ring `generation`.
-    pub async fn find(&self, key: &TokenKey, now: u64, generation: u64) -> Found {
-        let Some(cached) = self.entries.get(key).await else {
-            self.metrics.token_cache_miss();
-            return Found::Miss;
-        };
-        match self.share_left(&cached, now, generation) {
-            share if share > self.refresh_at => {
-                self.metrics.token_cache_hit();
-                Found::Fresh(cached.token.clone())
+    /// Looks a key up at `now` (Unix seconds) under `ring`, rendering a hit with `render`.
+    pub fn find(&self, key: &TokenKey, now: u64, ring: &KeyRing, render: &impl Render) -> Found {
+        let found = self.entries.read(key, now, |cached| {
+            let share = self.share_left(cached, now, ring.generation());
+            if share <= self.min_remaining {
+                return Found::Miss;
             }
-            share if share > self.min_remaining => {
-                self.metrics.token_cache_hit();
-                // Only the first caller past the refresh point starts the replacement.
-                if cached.refreshing.swap(true, Ordering::AcqRel) {
-                    Found::Fresh(cached.token.clone())
-                } else {
-                    self.metrics.token_cache_refresh();
-                    Found::RefreshDue(cached.token.clone())
-                }
+            let Some(token) = render.render(&cached.stamp, &cached.signature) else {
+                return Found::Miss;
+            };
+            // Only the first caller past the refresh point starts the replacement.
+            if share <= self.refresh_at && !std::mem::replace(&mut cached.refreshing, true) {
+                Found::RefreshDue(token)
+            } else {
+                Found::Fresh(token)
             }
-            _ => {
+        });
+        match found.unwrap_or(Found::Miss) {
+            Found::Miss => {
                 self.metrics.token_cache_miss();
                 Found::Miss
+            }
+            found => {
+                self.metrics.token_cache_hit();
+                if matches!(found, Found::RefreshDue(_)) {
+                    self.metrics.token_cache_refresh();
+                }
+                found
             }
         }
     }
@@ -141,77 +145,158 @@ impl TokenCache {
         &self,
         key: TokenKey,
         now: u64,
-        generation: u64,
-        mint: impl FnOnce() -> Result<MintedToken, MintError>,
+        ring: &KeyRing,
+        render: &impl Render,
+        mint: impl FnOnce() -> Result<Signed, MintError>,
     ) -> Result<MintedToken, MintError> {
-        let outcome = self
-            .entries
+        let flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
             .entry(key)
-            .and_try_compute_with(|existing| {
-                let servable = existing.is_some_and(|e| {
-                    self.share_left(e.value(), now, generation) > self.min_remaining
-                });
-                let minted = if servable { None } else { Some(mint()) };
-                async move {
-                    match minted {
-                        None => Ok(Op::Nop),
-                        Some(minted) => Ok(Op::Put(Arc::new(Cached {
-                            token: minted?,
-                            ring_generation: generation,
-                            refreshing: AtomicBool::new(false),
-                        }))),
-                    }
+            .or_default()
+            .clone();
+        let minted = flight
+            .get_or_init(|| async {
+                // A flight that ended between this caller's miss and now left its token.
+                if let Some(token) = self.peek(&key, now, ring, render) {
+                    return Ok(token);
                 }
+                let signed = mint()?;
+                let token = signed.minted.clone();
+                self.store(key, signed, ring.generation(), now);
+                Ok(token)
             })
-            .await?;
-        match outcome {
-            CompResult::Inserted(entry)
-            | CompResult::ReplacedWith(entry)
-            | CompResult::Unchanged(entry) => Ok(entry.into_value().token.clone()),
-            CompResult::StillNone(_) | CompResult::Removed(_) => Err(MintError::Signing),
+            .await
+            .clone();
+        let mut in_flight = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if in_flight
+            .get(&key)
+            .is_some_and(|current| Arc::ptr_eq(current, &flight))
+        {
+            in_flight.remove(&key);
         }
+        minted
     }
 
-    /// Stores a token minted in the background.
-    pub async fn store(&self, key: TokenKey, token: MintedToken, generation: u64) {
-        let cached = Cached {
-            token,
+    /// A servable token of `key`, without counting or starting a refresh.
+    fn peek(
+        &self,
+        key: &TokenKey,
+        now: u64,
+        ring: &KeyRing,
+        render: &impl Render,
+    ) -> Option<MintedToken> {
+        self.entries
+            .read(key, now, |cached| {
+                (self.share_left(cached, now, ring.generation()) > self.min_remaining)
+                    .then(|| render.render(&cached.stamp, &cached.signature))
+                    .flatten()
+            })
+            .flatten()
+    }
+
+    /// Stores a token signed under ring `generation`.
+    pub fn store(&self, key: TokenKey, signed: Signed, generation: u64, now: u64) {
+        let Signed {
+            stamp, signature, ..
+        } = signed;
+        let lifetime = stamp.expires_at.saturating_sub(stamp.issued_at);
+        let served_for = lifetime as f64 * (1.0 - self.min_remaining);
+        let cached = CachedToken {
+            signature: signature.into_boxed_slice(),
+            stamp,
+            servable_until: stamp.issued_at + served_for as u64,
             ring_generation: generation,
-            refreshing: AtomicBool::new(false),
+            refreshing: false,
         };
-        self.entries.insert(key, Arc::new(cached)).await;
+        for _ in 0..self.entries.insert(key, cached, now) {
+            self.metrics.token_cache_eviction();
+        }
     }
 
     /// Drops every cached token (the key ring changed).
     pub fn clear(&self) {
-        self.entries.invalidate_all();
+        self.entries.clear();
     }
 
     /// The share of its lifetime a token has left at `now`; 0 when it was signed under
     /// another key ring.
-    fn share_left(&self, cached: &Cached, now: u64, generation: u64) -> f64 {
+    fn share_left(&self, cached: &CachedToken, now: u64, generation: u64) -> f64 {
         if cached.ring_generation != generation {
             return 0.0;
         }
-        let token = &cached.token;
-        let lifetime = token.expires_at.saturating_sub(token.issued_at);
+        let Stamp {
+            issued_at,
+            expires_at,
+            ..
+        } = cached.stamp;
+        let lifetime = expires_at.saturating_sub(issued_at);
         if lifetime == 0 {
             return 0.0;
         }
-        token.expires_at.saturating_sub(now) as f64 / lifetime as f64
+        expires_at.saturating_sub(now) as f64 / lifetime as f64
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mint::{SigningAlgorithm, SigningKey};
 
-    fn token(issued_at: u64, expires_at: u64) -> MintedToken {
-        MintedToken {
-            token: format!("t-{issued_at}").into(),
+    fn ring() -> KeyRing {
+        let key = SigningKey::generate(SigningAlgorithm::EdDsa, 0).unwrap();
+        KeyRing::new(0, vec![key])
+    }
+
+    /// Payloads of `.1` bytes that depend only on the stamp, signed by `.0`.
+    struct Padded<'a>(&'a SigningKey, usize);
+
+    impl Padded<'_> {
+        fn payload(&self, stamp: &Stamp) -> String {
+            format!(
+                r#"{{"iat":{},"pad":"{}"}}"#,
+                stamp.issued_at,
+                "x".repeat(self.1)
+            )
+        }
+    }
+
+    impl Render for Padded<'_> {
+        fn render(&self, stamp: &Stamp, signature: &[u8]) -> Option<MintedToken> {
+            Some(MintedToken {
+                token: self
+                    .0
+                    .assemble_jws(self.payload(stamp).as_bytes(), signature),
+                issued_at: stamp.issued_at,
+                expires_at: stamp.expires_at,
+                kid: self.0.shared_kid(),
+            })
+        }
+    }
+
+    /// A token signed by `ring`'s key with a payload of `payload_len` bytes.
+    fn signed(ring: &KeyRing, issued_at: u64, expires_at: u64, payload_len: usize) -> Signed {
+        let stamp = Stamp {
             issued_at,
             expires_at,
-            kid: "k".into(),
+            jti: [1; 16],
+        };
+        let key = ring.active();
+        let payload = Padded(key, payload_len).payload(&stamp);
+        let (token, signature) = key.sign_jws_parts(payload.as_bytes()).unwrap();
+        Signed {
+            minted: MintedToken {
+                token,
+                issued_at,
+                expires_at,
+                kid: key.shared_kid(),
+            },
+            stamp,
+            signature,
         }
     }
 
@@ -219,72 +304,138 @@ mod tests {
         TokenCache::new(&TokenCacheConfig::default(), Arc::default())
     }
 
-    #[tokio::test]
-    async fn a_token_serves_while_more_than_half_its_life_is_left_and_refreshes_before() {
-        // Entries also expire by the wall clock, so the token lives around now.
-        let now = crate::clock::unix_now();
-        let cache = cache();
+    fn token_of(found: Found) -> Option<String> {
+        match found {
+            Found::Fresh(minted) | Found::RefreshDue(minted) => Some(minted.token),
+            Found::Miss => None,
+        }
+    }
+
+    #[test]
+    fn a_cached_token_is_served_as_the_exact_text_that_was_signed() {
+        let (now, ring, cache) = (crate::clock::unix_now(), ring(), cache());
+        let signed = signed(&ring, now, now + 1_000, 200);
+        let original = signed.minted.token.clone();
+        cache.store([3; 32], signed, ring.generation(), now);
+        assert_eq!(
+            token_of(cache.find(&[3; 32], now, &ring, &Padded(ring.active(), 200))),
+            Some(original)
+        );
+    }
+
+    #[test]
+    fn a_token_serves_while_more_than_half_its_life_is_left_and_refreshes_before() {
+        let (now, ring, cache) = (crate::clock::unix_now(), ring(), cache());
+        let render = Padded(ring.active(), 10);
         let key = [7u8; 32];
-        cache.store(key, token(now, now + 1_000), 1).await;
+        cache.store(
+            key,
+            signed(&ring, now, now + 1_000, 10),
+            ring.generation(),
+            now,
+        );
         assert!(matches!(
-            cache.find(&key, now + 100, 1).await,
+            cache.find(&key, now + 100, &ring, &render),
             Found::Fresh(_)
         ));
-        // 55 % of the life spent: past the refresh point (60 % left), still servable.
+        // 55 % of the life spent: past the refresh point (60 % left), still servable, and
+        // only the first caller past it refreshes.
         assert!(matches!(
-            cache.find(&key, now + 450, 1).await,
+            cache.find(&key, now + 450, &ring, &render),
             Found::RefreshDue(_)
         ));
-        // Half or less left: never served.
-        assert!(matches!(cache.find(&key, now + 500, 1).await, Found::Miss));
-    }
-
-    #[tokio::test]
-    async fn a_token_of_another_key_ring_or_after_clear_is_never_served() {
-        let now = crate::clock::unix_now();
-        let cache = cache();
-        let key = [9u8; 32];
-        cache.store(key, token(now, now + 1_000), 1).await;
         assert!(matches!(
-            cache.find(&key, now + 10, 1).await,
+            cache.find(&key, now + 451, &ring, &render),
             Found::Fresh(_)
         ));
-        assert!(matches!(cache.find(&key, now + 10, 2).await, Found::Miss));
-        cache.clear();
-        assert!(matches!(cache.find(&key, now + 10, 1).await, Found::Miss));
+        // Half or less left: never served.
+        assert!(matches!(
+            cache.find(&key, now + 500, &ring, &render),
+            Found::Miss
+        ));
     }
 
-    async fn fill(config: TokenCacheConfig) -> (u64, u64) {
-        let now = crate::clock::unix_now();
+    #[test]
+    fn a_token_of_another_key_ring_or_after_clear_is_never_served() {
+        let (now, ring, cache) = (crate::clock::unix_now(), ring(), cache());
+        let render = Padded(ring.active(), 10);
+        let key = [9u8; 32];
+        cache.store(
+            key,
+            signed(&ring, now, now + 1_000, 10),
+            ring.generation(),
+            now,
+        );
+        assert!(matches!(
+            cache.find(&key, now + 10, &ring, &render),
+            Found::Fresh(_)
+        ));
+        assert!(matches!(
+            cache.find(&key, now + 10, &self::ring(), &render),
+            Found::Miss
+        ));
+        cache.clear();
+        assert!(matches!(
+            cache.find(&key, now + 10, &ring, &render),
+            Found::Miss
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_misses_of_one_key_share_one_signature() {
+        let (now, ring) = (crate::clock::unix_now(), Arc::new(ring()));
+        let cache = Arc::new(cache());
+        let signatures = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let callers: Vec<_> = (0..8)
+            .map(|_| {
+                let (ring, cache, signatures) = (ring.clone(), cache.clone(), signatures.clone());
+                tokio::spawn(async move {
+                    cache
+                        .mint_once([5; 32], now, &ring, &Padded(ring.active(), 10), || {
+                            signatures.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            std::thread::sleep(std::time::Duration::from_millis(50));
+                            Ok(signed(&ring, now, now + 1_000, 10))
+                        })
+                        .await
+                        .unwrap()
+                        .token
+                })
+            })
+            .collect();
+        let mut tokens = Vec::new();
+        for caller in callers {
+            tokens.push(caller.await.unwrap());
+        }
+        assert_eq!(signatures.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert!(tokens.iter().all(|token| *token == tokens[0]));
+    }
+
+    fn fill(config: TokenCacheConfig) -> (usize, usize) {
+        let (now, ring) = (crate::clock::unix_now(), ring());
         let cache = TokenCache::new(&config, Arc::default());
         for i in 0..200u8 {
-            let mut minted = token(now, now + 1_000);
-            minted.token = "x".repeat(1_000).into();
-            cache.store([i; 32], minted, 1).await;
+            let signed = signed(&ring, now, now + 1_000, 1_000);
+            cache.store([i; 32], signed, ring.generation(), now);
         }
-        cache.entries.run_pending_tasks().await;
-        (cache.entries.entry_count(), cache.entries.weighted_size())
+        (cache.entries.len(), cache.entries.bytes())
     }
 
-    #[tokio::test]
-    async fn the_cache_stays_within_max_bytes_and_within_max_entries() {
+    #[test]
+    fn the_cache_stays_within_max_bytes_and_within_max_entries() {
         let by_bytes = TokenCacheConfig {
-            max_bytes: 20_000,
+            max_bytes: 16_000,
             ..Default::default()
         };
-        let (entries, bytes) = fill(by_bytes).await;
-        assert!(bytes <= 20_000, "{bytes} bytes held");
-        assert!(
-            (1..=13).contains(&entries),
-            "{entries} tokens of ~1.5 KB held"
-        );
+        let (entries, bytes) = fill(by_bytes);
+        assert!(bytes <= 16_000, "{bytes} bytes held");
+        assert!((32..=64).contains(&entries), "{entries} tokens held");
 
         let by_entries = TokenCacheConfig {
-            max_entries: 5,
+            max_entries: 64,
             ..Default::default()
         };
-        let (entries, _) = fill(by_entries).await;
-        assert!((1..=5).contains(&entries), "{entries} tokens held");
+        let (entries, _) = fill(by_entries);
+        assert!((32..=64).contains(&entries), "{entries} tokens held");
     }
 
     #[test]

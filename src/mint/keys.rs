@@ -223,16 +223,36 @@ impl SigningKey {
 
     /// Signs a JSON payload into a compact JWS: `header.payload.signature`.
     pub fn sign_jws(&self, payload_json: &[u8]) -> Result<String, KeyError> {
-        let header = &self.encoded_header;
-        let mut token =
-            String::with_capacity(header.len() + 2 + (payload_json.len() + 512) * 4 / 3 + 4);
-        token.push_str(header);
-        token.push('.');
+        self.sign_jws_parts(payload_json).map(|(token, _)| token)
+    }
+
+    /// [`Self::sign_jws`], with the raw signature too (what a token cache keeps).
+    pub fn sign_jws_parts(&self, payload_json: &[u8]) -> Result<(String, Vec<u8>), KeyError> {
+        let mut token = self.jws_with_capacity(payload_json.len(), 512);
         URL_SAFE_NO_PAD.encode_string(payload_json, &mut token);
         let signature = self.sign(token.as_bytes())?;
         token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
+        Ok((token, signature))
+    }
+
+    /// The compact JWS of a payload this key signed earlier, from its raw parts.
+    pub fn assemble_jws(&self, payload_json: &[u8], signature: &[u8]) -> String {
+        let mut token = self.jws_with_capacity(payload_json.len(), signature.len());
+        URL_SAFE_NO_PAD.encode_string(payload_json, &mut token);
+        token.push('.');
         URL_SAFE_NO_PAD.encode_string(signature, &mut token);
-        Ok(token)
+        token
+    }
+
+    /// The header and its dot, in a string with room for the rest.
+    fn jws_with_capacity(&self, payload_len: usize, signature_len: usize) -> String {
+        let header = &self.encoded_header;
+        let mut token =
+            String::with_capacity(header.len() + 2 + (payload_len + signature_len) * 4 / 3 + 4);
+        token.push_str(header);
+        token.push('.');
+        token
     }
 
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {

@@ -20,7 +20,7 @@ use arc_swap::ArcSwap;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use self::cache::{Found, TokenCache, TokenKey};
+use self::cache::{Found, Render, Stamp, TokenCache, TokenKey};
 use self::claims::MintedClaims;
 pub(crate) use self::claims::WRITTEN_CLAIMS;
 pub(crate) use self::config::SigningFile;
@@ -38,8 +38,8 @@ use crate::telemetry::Metrics;
 /// A minted token.
 #[derive(Clone)]
 pub struct MintedToken {
-    /// The compact JWS, in one exact-size allocation shared by every Check it answers.
-    pub token: Arc<str>,
+    /// The compact JWS.
+    pub token: String,
     /// Its `iat` (and `nbf`).
     pub issued_at: u64,
     /// Its `exp`.
@@ -57,8 +57,38 @@ impl std::fmt::Debug for MintedToken {
     }
 }
 
+/// A token just signed, with the raw parts the cache keeps of it.
+pub(crate) struct Signed {
+    minted: MintedToken,
+    stamp: Stamp,
+    signature: Vec<u8>,
+}
+
+/// Renders cached tokens of one Check: its identity and grants, signed by the ring's active key.
+struct Rendering<'a> {
+    minter: &'a Minter,
+    key: &'a SigningKey,
+    identity: &'a Identity,
+    grants: &'a Grants,
+}
+
+impl Render for Rendering<'_> {
+    fn render(&self, stamp: &Stamp, signature: &[u8]) -> Option<MintedToken> {
+        let payload = self
+            .minter
+            .payload(self.identity, self.grants, stamp)
+            .ok()?;
+        Some(MintedToken {
+            token: self.key.assemble_jws(&payload, signature),
+            issued_at: stamp.issued_at,
+            expires_at: stamp.expires_at,
+            kid: self.key.shared_kid(),
+        })
+    }
+}
+
 /// Why a token could not be minted.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum MintError {
     /// The credential expires before a token could be used.
     #[error("the credential has expired")]
@@ -121,7 +151,13 @@ impl Minter {
         };
         let ring = self.ring.load();
         let key = self.token_key(identity, grants, credential, ring.active().kid());
-        match cache.find(&key, now, ring.generation()).await {
+        let rendering = Rendering {
+            minter: self,
+            key: ring.active(),
+            identity,
+            grants,
+        };
+        match cache.find(&key, now, &ring, &rendering) {
             Found::Fresh(token) => Ok((token, true)),
             Found::RefreshDue(token) => {
                 let (minter, identity, grants) = (self.clone(), identity.clone(), grants.clone());
@@ -132,7 +168,7 @@ impl Minter {
                 Ok((token, true))
             }
             Found::Miss => cache
-                .mint_once(key, now, ring.generation(), || {
+                .mint_once(key, now, &ring, &rendering, || {
                     self.mint_with(&ring, identity, grants, now)
                 })
                 .await
@@ -148,9 +184,9 @@ impl Minter {
         let ring = self.ring.load_full();
         let now = crate::clock::unix_now();
         match self.mint_with(&ring, identity, grants, now) {
-            Ok(token) => {
+            Ok(signed) => {
                 let key = self.token_key(identity, grants, credential, ring.active().kid());
-                cache.store(key, token, ring.generation()).await;
+                cache.store(key, signed, ring.generation(), now);
             }
             Err(e) => tracing::debug!(error = %e, "background token refresh failed"),
         }
@@ -211,6 +247,7 @@ impl Minter {
         now: u64,
     ) -> Result<MintedToken, MintError> {
         self.mint_with(&self.ring.load(), identity, grants, now)
+            .map(|signed| signed.minted)
     }
 
     fn mint_with(
@@ -219,32 +256,57 @@ impl Minter {
         identity: &Identity,
         grants: &Grants,
         now: u64,
-    ) -> Result<MintedToken, MintError> {
+    ) -> Result<Signed, MintError> {
         let expires_at = identity
             .expires_at
             .min(now.saturating_add(self.lifetime.as_secs()));
         if expires_at <= now {
             return Err(MintError::CredentialExpired);
         }
-        let mut jti = [0u8; 16];
-        aws_lc_rs::rand::fill(&mut jti).map_err(|_| MintError::Signing)?;
+        let mut stamp = Stamp {
+            issued_at: now,
+            expires_at,
+            jti: [0u8; 16],
+        };
+        aws_lc_rs::rand::fill(&mut stamp.jti).map_err(|_| MintError::Signing)?;
+        let payload = self.payload(identity, grants, &stamp)?;
+        let key = ring.active();
+        let (token, signature) = key
+            .sign_jws_parts(&payload)
+            .map_err(|_| MintError::Signing)?;
+        let minted = MintedToken {
+            token,
+            issued_at: now,
+            expires_at,
+            kid: key.shared_kid(),
+        };
+        Ok(Signed {
+            minted,
+            stamp,
+            signature,
+        })
+    }
+
+    /// The payload JSON of a token for `identity` with `grants` and `stamp`: the same bytes
+    /// for the same inputs, which is what lets the cache keep only the signature.
+    fn payload(
+        &self,
+        identity: &Identity,
+        grants: &Grants,
+        stamp: &Stamp,
+    ) -> Result<Vec<u8>, MintError> {
+        let mut jti = [0u8; 22];
+        let written = URL_SAFE_NO_PAD
+            .encode_slice(stamp.jti, &mut jti)
+            .map_err(|_| MintError::Signing)?;
         let claims = MintedClaims {
             minter: self,
             identity,
             grants,
-            issued_at: now,
-            expires_at,
-            jti: &URL_SAFE_NO_PAD.encode(jti),
+            issued_at: stamp.issued_at,
+            expires_at: stamp.expires_at,
+            jti: std::str::from_utf8(&jti[..written]).map_err(|_| MintError::Signing)?,
         };
-        let payload = serde_json::to_vec(&claims).map_err(|_| MintError::Signing)?;
-
-        let key = ring.active();
-        let token = key.sign_jws(&payload).map_err(|_| MintError::Signing)?;
-        Ok(MintedToken {
-            token: token.into(),
-            issued_at: now,
-            expires_at,
-            kid: key.shared_kid(),
-        })
+        serde_json::to_vec(&claims).map_err(|_| MintError::Signing)
     }
 }

@@ -91,12 +91,12 @@ impl AwsIamVerifier {
                     name: None,
                     expires_at: request.window_end,
                     certificate: None,
-                    aws: Some(AwsClaims {
+                    aws: Some(Box::new(AwsClaims {
                         account: principal.account,
                         user_id: caller.user_id,
                         session: principal.session,
                         role_name: principal.role_name,
-                    }),
+                    })),
                 }))
             })
             .await

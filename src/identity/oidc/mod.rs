@@ -23,39 +23,36 @@ use self::jwks::{IssuerKeys, KeySet, VerifyKey};
 use self::unverified::{UnverifiedJwt, map_jwt_error};
 use super::{AuthError, Identity};
 use crate::clock::unix_now;
+use crate::digest_map::{DigestMap, Expiring};
 
 /// Verifies bearer tokens against the configured issuers.
 pub struct OidcVerifier {
     issuers: HashMap<String, TrustedIssuer>,
     /// Tokens already verified, by SHA-256 of the token: a repeated token skips the signature
     /// check (90 % of a cached swap's cost, see the README's benchmarks).
-    verified: moka::sync::Cache<[u8; 32], Arc<Verified>>,
+    verified: DigestMap<Verified>,
 }
 
 /// A verified token: who it proved, and the key that proved it.
 struct Verified {
     identity: Arc<Identity>,
-    kid: Option<String>,
+    kid: Option<Box<str>>,
+}
+
+/// Verified tokens are forgotten at their `exp`.
+impl Expiring for Verified {
+    fn expired(&self, now: u64) -> bool {
+        now >= self.identity.expires_at
+    }
+
+    fn heap_bytes(&self) -> usize {
+        // The identity is shared with the Checks it answers; counted here as its struct.
+        std::mem::size_of::<Identity>() + self.kid.as_ref().map_or(0, |kid| kid.len() + 16)
+    }
 }
 
 /// Upper bound of remembered verifications.
 const VERIFIED_CAPACITY: u64 = 100_000;
-
-/// Verified tokens are forgotten at their `exp`.
-struct UntilTokenExpiry;
-
-impl moka::Expiry<[u8; 32], Arc<Verified>> for UntilTokenExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &[u8; 32],
-        value: &Arc<Verified>,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(Duration::from_secs(
-            value.identity.expires_at.saturating_sub(unix_now()),
-        ))
-    }
-}
 
 /// A configured issuer with its keys and validation rules, fixed at start-up.
 struct TrustedIssuer {
@@ -115,10 +112,7 @@ impl OidcVerifier {
                 (trusted.issuer.clone(), issuer)
             })
             .collect();
-        let verified = moka::sync::Cache::builder()
-            .max_capacity(VERIFIED_CAPACITY)
-            .expire_after(UntilTokenExpiry)
-            .build();
+        let verified = DigestMap::new(VERIFIED_CAPACITY, u64::MAX);
         Self { issuers, verified }
     }
 
@@ -189,23 +183,22 @@ impl OidcVerifier {
         fingerprint: &crate::credential::Fingerprint,
         deadline: Instant,
     ) -> Result<Arc<Identity>, AuthError> {
-        if let Some(known) = self.verified.get(fingerprint)
-            && known.identity.expires_at > unix_now()
-            && self.still_published(&known)
-        {
-            return Ok(known.identity.clone());
+        let now = unix_now();
+        let remembered = self.verified.read(fingerprint, now, |known| {
+            self.still_published(known).then(|| known.identity.clone())
+        });
+        if let Some(Some(identity)) = remembered {
+            return Ok(identity);
         }
         let (identity, kid, _) = self
             .verify_signature_and_claims(token, Audience::OfIssuer, deadline)
             .await?;
         let identity = Arc::new(identity);
-        self.verified.insert(
-            *fingerprint,
-            Arc::new(Verified {
-                identity: identity.clone(),
-                kid,
-            }),
-        );
+        let verified = Verified {
+            identity: identity.clone(),
+            kid: kid.map(String::into_boxed_str),
+        };
+        self.verified.insert(*fingerprint, verified, now);
         Ok(identity)
     }
 
