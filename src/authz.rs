@@ -101,6 +101,7 @@ impl AuthzService {
 
     /// Runs the swap for one CheckRequest and builds the answer.
     pub async fn answer(&self, check: &CheckRequest, deadline: Instant) -> CheckResponse {
+        let started = Instant::now();
         let headers = check
             .attributes
             .as_ref()
@@ -146,7 +147,8 @@ impl AuthzService {
         };
         match outcome {
             Ok(Passage::Swapped(swapped)) => {
-                self.metrics.count(Outcome::Ok);
+                self.metrics
+                    .checked(Outcome::Ok, started.elapsed(), &trail.stages);
                 tracing::debug!(request_id = %request_id, subject = %swapped.identity.subject, kid = %swapped.minted.kid, "credential swapped");
                 self.record(Decision {
                     issuer: Some(&swapped.identity.issuer),
@@ -157,7 +159,8 @@ impl AuthzService {
                 self.ok_response(&swapped)
             }
             Ok(Passage::OwnToken(own)) => {
-                self.metrics.count(Outcome::Ok);
+                self.metrics
+                    .checked(Outcome::Ok, started.elapsed(), &trail.stages);
                 tracing::debug!(request_id = %request_id, subject = %own.subject, "our own token passes unchanged");
                 self.record(Decision {
                     subject: Some(&own.subject),
@@ -168,7 +171,8 @@ impl AuthzService {
             }
             Err(error) => {
                 let denial = Denial::from(&error);
-                self.metrics.count(denial.outcome);
+                self.metrics
+                    .checked(denial.outcome, started.elapsed(), &trail.stages);
                 tracing::info!(request_id = %request_id, status = denial.http_status as i32, reason = %error, "request denied");
                 self.record(Decision {
                     reason: Some(&denial.description),

@@ -153,7 +153,6 @@ impl<V: Expiring> DigestMap<V> {
         }
     }
 
-    #[cfg(test)]
     /// How many entries are held (expired ones not yet met included).
     pub fn len(&self) -> usize {
         self.shards
@@ -168,7 +167,6 @@ impl<V: Expiring> DigestMap<V> {
             .sum()
     }
 
-    #[cfg(test)]
     /// What the held entries cost, by [`Self::cost`].
     pub fn bytes(&self) -> usize {
         self.shards

@@ -19,7 +19,7 @@ use crate::mint::keyring::KeyRingReloader;
 use crate::mint::{Minter, WRITTEN_CLAIMS};
 use crate::pipeline::TokenVending;
 use crate::side_port::SideTls;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Live, Metrics};
 
 /// What the side port reads.
 pub struct SidePortState {
@@ -195,12 +195,24 @@ async fn readyz(State(state): State<Arc<SidePortState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<SidePortState>>) -> Response {
+    let ring = state.minter.ring();
+    let live = Live {
+        published_keys: ring.kids().len(),
+        active_key_age_seconds: state.minter.active_key_age(),
+        key_ring_reload_failing: state.keys.last_error().is_some(),
+        issuer_keys_age_seconds: (state.vending.authenticator().oidc().keys_ages())
+            .into_iter()
+            .map(|(issuer, age)| (issuer, age.map(|age| age.as_secs_f64())))
+            .collect(),
+        token_cache: state.minter.cache_size(),
+        grants_cache_entries: state.vending.grants().cached_entries(),
+    };
     (
         [(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4"),
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
         )],
-        state.metrics.render(),
+        state.metrics.render(&live),
     )
         .into_response()
 }

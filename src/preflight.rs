@@ -45,7 +45,8 @@ pub async fn check_files(config: &Config) -> Vec<String> {
         problems.push(e.to_string());
     }
     if config.aws_iam.enabled
-        && let Err(e) = crate::identity::aws_iam::AwsIamVerifier::new(&config.aws_iam)
+        && let Err(e) =
+            crate::identity::aws_iam::AwsIamVerifier::new(&config.aws_iam, Default::default())
     {
         problems.push(e);
     }

@@ -157,14 +157,17 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     background.extend(grants.background);
 
     let client = issuer_client(&config.trust)?;
-    let oidc = OidcVerifier::new(&config.trust, client);
+    let oidc = OidcVerifier::new(&config.trust, client, metrics.clone());
     let x509 = if config.client_certs.enabled {
         Some(X509Verifier::from_config(&config.client_certs)?)
     } else {
         None
     };
     let aws_iam = if config.aws_iam.enabled {
-        Some(AwsIamVerifier::new(&config.aws_iam).map_err(StartError::HttpClient)?)
+        Some(
+            AwsIamVerifier::new(&config.aws_iam, metrics.clone())
+                .map_err(StartError::HttpClient)?,
+        )
     } else {
         None
     };
@@ -380,7 +383,7 @@ pub async fn probe_remote_stores(config: &Config) -> Result<Vec<String>, Vec<Str
     }
     match issuer_client(&config.trust) {
         Ok(client) => {
-            let oidc = OidcVerifier::new(&config.trust, client);
+            let oidc = OidcVerifier::new(&config.trust, client, Default::default());
             oidc.prefetch(FETCH_TIMEOUT).await;
             for issuer in oidc.status() {
                 match (&issuer.last_error, issuer.keys_loaded) {

@@ -185,7 +185,7 @@ async fn verify_as_backend(minted: &str, sidecar: &crate::RunningSidecar) -> Res
             )),
         )
     };
-    let verifier = OidcVerifier::new(&[ours], reqwest::Client::new());
+    let verifier = OidcVerifier::new(&[ours], reqwest::Client::new(), Default::default());
     let deadline = Instant::now() + Duration::from_secs(5);
     verifier
         .verify(minted, deadline)

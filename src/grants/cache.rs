@@ -165,6 +165,7 @@ impl<S: GrantSource> CachedGrants<S> {
         let store_deadline = deadline
             .checked_sub(STALE_ANSWER_MARGIN)
             .unwrap_or(deadline);
+        let asked = Instant::now();
         let answer = tokio::time::timeout_at(
             store_deadline.into(),
             self.store.lookup(key, store_deadline),
@@ -176,12 +177,13 @@ impl<S: GrantSource> CachedGrants<S> {
         });
         match answer {
             Ok(grants) => {
-                self.metrics.grants_store_answer(grants.is_some());
+                self.metrics
+                    .grants_store_answer(grants.is_some(), asked.elapsed());
                 slot.succeeded(grants.clone());
                 Ok(grants)
             }
             Err(GrantsError::Unavailable) => {
-                self.metrics.grants_store_error();
+                self.metrics.grants_store_error(asked.elapsed());
                 slot.failed();
                 match &stale {
                     Some(stale) => Ok(self.serve_stale(key, stale)),
@@ -221,6 +223,10 @@ impl<S: GrantSource> CachedGrants<S> {
 impl<S: GrantSource> GrantSource for CachedGrants<S> {
     fn lookup<'a>(&'a self, key: &'a str, deadline: Instant) -> LookupFuture<'a> {
         Box::pin(self.lookup_cached(key, deadline))
+    }
+
+    fn cached_entries(&self) -> Option<u64> {
+        Some(self.slots.entry_count())
     }
 }
 

@@ -92,6 +92,11 @@ pub trait GrantSource: Send + Sync {
     fn warning(&self) -> Option<String> {
         None
     }
+
+    /// How many subjects a caching source holds (`None`: it does not cache).
+    fn cached_entries(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Why no grants were produced.
@@ -182,6 +187,14 @@ impl GrantsLookup {
     /// What the sources want an operator to see (refused reloads), for `/readyz`.
     pub fn warnings(&self) -> Vec<String> {
         self.sources.iter().filter_map(|s| s.warning()).collect()
+    }
+
+    /// Subjects held by the caching sources; `None` when no source caches.
+    pub fn cached_entries(&self) -> Option<u64> {
+        self.sources
+            .iter()
+            .filter_map(|s| s.cached_entries())
+            .reduce(|a, b| a + b)
     }
 
     /// The grants of `identity`: the first source, and within it the first key, with an

@@ -218,6 +218,11 @@ impl TokenCache {
         }
     }
 
+    /// How many tokens are cached, and what they cost in bytes.
+    pub fn size(&self) -> (usize, usize) {
+        (self.entries.len(), self.entries.bytes())
+    }
+
     /// Drops every cached token (the key ring changed).
     pub fn clear(&self) {
         self.entries.clear();

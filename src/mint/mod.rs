@@ -105,6 +105,8 @@ pub struct Minter {
     lifetime: Duration,
     grants_claim: String,
     ring: ArcSwap<KeyRing>,
+    /// When the signing key last changed (Unix seconds).
+    active_since: std::sync::atomic::AtomicU64,
     cache: Option<TokenCache>,
 }
 
@@ -118,8 +120,20 @@ impl Minter {
             lifetime: token.lifetime,
             grants_claim: token.grants_claim.clone(),
             ring: ArcSwap::from_pointee(ring),
+            active_since: crate::clock::unix_now().into(),
             cache: cache.enabled.then(|| TokenCache::new(cache, metrics)),
         }
+    }
+
+    /// Seconds since the signing key last changed (or since start-up).
+    pub fn active_key_age(&self) -> u64 {
+        crate::clock::unix_now()
+            .saturating_sub(self.active_since.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Tokens cached and their bytes; `None` with the cache off.
+    pub fn cache_size(&self) -> Option<(usize, usize)> {
+        self.cache.as_ref().map(TokenCache::size)
     }
 
     /// The current key ring.
@@ -130,6 +144,12 @@ impl Minter {
     /// Swaps in a new key ring; tokens minted from now on are signed by its active key, and
     /// no token cached under the old ring is served again.
     pub fn replace_ring(&self, ring: KeyRing) {
+        if ring.active().kid() != self.ring.load().active().kid() {
+            self.active_since.store(
+                crate::clock::unix_now(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         self.ring.store(Arc::new(ring));
         if let Some(cache) = &self.cache {
             cache.clear();

@@ -5,6 +5,7 @@
 pub mod aws_iam;
 pub mod certs;
 pub mod envoy;
+pub mod kustomize;
 pub mod moto;
 pub mod process;
 pub mod python;

@@ -32,6 +32,7 @@ pub struct AwsIamVerifier {
     endpoints: StsEndpoints,
     sts: StsCaller,
     remembered: moka::future::Cache<[u8; 32], Arc<Identity>>,
+    metrics: Arc<crate::telemetry::Metrics>,
 }
 
 /// Remembered identities are forgotten when their token's window ends.
@@ -52,7 +53,10 @@ impl moka::Expiry<[u8; 32], Arc<Identity>> for UntilWindowEnds {
 
 impl AwsIamVerifier {
     /// A verifier for the enabled `aws_iam:` section.
-    pub(crate) fn new(config: &AwsIamConfig) -> Result<Self, String> {
+    pub(crate) fn new(
+        config: &AwsIamConfig,
+        metrics: Arc<crate::telemetry::Metrics>,
+    ) -> Result<Self, String> {
         Ok(Self {
             endpoints: StsEndpoints::new(config.sts_endpoint.as_deref()),
             sts: StsCaller::new(config.server_id.clone(), config.sts_timeout)?,
@@ -60,6 +64,7 @@ impl AwsIamVerifier {
                 .max_capacity(REMEMBERED_CAPACITY)
                 .expire_after(UntilWindowEnds)
                 .build(),
+            metrics,
         })
     }
 
@@ -75,7 +80,11 @@ impl AwsIamVerifier {
         let identity = self
             .remembered
             .try_get_with(*fingerprint, async {
-                let caller = self.sts.caller_identity(&request, deadline).await?;
+                let started = Instant::now();
+                let caller = self.sts.caller_identity(&request, deadline).await;
+                let answered = !matches!(caller, Err(AuthError::StsUnavailable));
+                self.metrics.key_fetch("sts", answered, started.elapsed());
+                let caller = caller?;
                 let principal = arn::canonical(&caller.arn).ok_or_else(|| {
                     tracing::warn!("STS answered with an ARN that is not an IAM principal");
                     AuthError::StsUnavailable

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::telemetry::Metrics;
+
 use arc_swap::ArcSwapOption;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -87,6 +89,7 @@ pub struct IssuerKeys {
     /// Set when an unknown-`kid` refetch starts, cleared when one succeeds: while set, the
     /// issuer is taken to be down and later misses answer at once instead of waiting again.
     refetch_failing: std::sync::atomic::AtomicBool,
+    metrics: Arc<Metrics>,
 }
 
 /// An unknown-`kid` refetch could not reach the issuer: the sidecar cannot tell whether the
@@ -96,7 +99,11 @@ pub struct IssuerUnreachable;
 
 impl IssuerKeys {
     /// Sets up (without fetching) the keys of one configured issuer.
-    pub fn new(config: &TrustedIssuerConfig, client: reqwest::Client) -> Self {
+    pub fn new(
+        config: &TrustedIssuerConfig,
+        client: reqwest::Client,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             issuer: config.issuer.clone(),
             configured_jwks_uri: config.jwks_uri.clone(),
@@ -109,6 +116,7 @@ impl IssuerKeys {
             last_error: ArcSwapOption::empty(),
             fetch_gate: tokio::sync::Mutex::new(None),
             refetch_failing: std::sync::atomic::AtomicBool::new(false),
+            metrics,
         }
     }
 
@@ -127,6 +135,14 @@ impl IssuerKeys {
         self.current
             .load_full()
             .filter(|set| set.fetched_at.elapsed() <= self.max_stale)
+    }
+
+    /// How long ago the last keys were fetched, stale or not; `None` if never.
+    pub fn age(&self) -> Option<Duration> {
+        self.current
+            .load()
+            .as_ref()
+            .map(|set| set.fetched_at.elapsed())
     }
 
     /// The reason the last fetch failed, if it did.
@@ -210,7 +226,11 @@ impl IssuerKeys {
     }
 
     async fn fetch_and_store(&self) -> Result<(), FetchError> {
-        match self.fetch().await {
+        let started = Instant::now();
+        let fetched = self.fetch().await;
+        self.metrics
+            .key_fetch("jwks", fetched.is_ok(), started.elapsed());
+        match fetched {
             Ok(set) => {
                 tracing::info!(issuer = %self.issuer, keys = set.by_kid.len() + set.without_kid.len(), "issuer keys fetched");
                 self.current.store(Some(Arc::new(set)));

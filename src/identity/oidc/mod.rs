@@ -97,11 +97,15 @@ pub struct IssuerStatus {
 
 impl OidcVerifier {
     /// Sets up one key cache per configured issuer; nothing is fetched yet.
-    pub fn new(trust: &[TrustedIssuerConfig], client: reqwest::Client) -> Self {
+    pub fn new(
+        trust: &[TrustedIssuerConfig],
+        client: reqwest::Client,
+        metrics: Arc<crate::telemetry::Metrics>,
+    ) -> Self {
         let issuers = trust
             .iter()
             .map(|trusted| {
-                let keys = IssuerKeys::new(trusted, client.clone());
+                let keys = IssuerKeys::new(trusted, client.clone(), metrics.clone());
                 let issuer = TrustedIssuer {
                     keys: Arc::new(keys),
                     audiences: trusted.audiences.clone(),
@@ -164,6 +168,14 @@ impl OidcVerifier {
             .collect();
         status.sort_by(|a, b| a.issuer.cmp(&b.issuer));
         status
+    }
+
+    /// Per configured issuer, how long ago its keys were fetched (`None`: never).
+    pub fn keys_ages(&self) -> Vec<(String, Option<Duration>)> {
+        self.issuers
+            .iter()
+            .map(|(issuer, trusted)| (issuer.clone(), trusted.keys.age()))
+            .collect()
     }
 
     /// Verifies a bearer token; a key refetch gives up at `deadline`.

@@ -17,7 +17,7 @@ fn trusting(issuer: &str, jwks_uri: Option<String>, algorithms: &[Algorithm]) ->
         algorithms: algorithms.to_vec(),
         ..TrustedIssuerConfig::with_defaults(issuer, jwks_uri)
     };
-    OidcVerifier::new(&[config], reqwest::Client::new())
+    OidcVerifier::new(&[config], reqwest::Client::new(), Default::default())
 }
 
 fn deadline() -> Instant {

@@ -1,0 +1,66 @@
+//! Logs and metrics.
+//!
+//! Logs go to stderr through `tracing` (level from `RUST_LOG`, default `info`); nothing logged
+//! anywhere in the crate carries a token, a key or a certificate. Dependencies are held to
+//! `info` whatever `RUST_LOG` says: at `debug` and `trace` the AWS SDK writes canonical
+//! requests with session tokens, and HTTP stacks dump headers. Metrics ([`metrics`]) are
+//! `prometheus-client` counters and histograms, served on `/metrics`.
+
+mod metrics;
+mod process;
+
+pub use self::metrics::{Live, Metrics};
+
+/// Installs the stderr log subscriber at `default_level` unless `RUST_LOG` says otherwise.
+/// `json` switches to one JSON object per line.
+pub fn init_logging(json: bool, default_level: &str) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
+    let requested = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // Colours only on a terminal: a log file or collector gets plain `key=value` text.
+    let output = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let output = if json {
+        output.json().boxed()
+    } else {
+        output.boxed()
+    };
+    let _ = tracing_subscriber::registry()
+        .with(requested)
+        .with(output.with_filter(tracing_subscriber::filter::filter_fn(safe_to_log)))
+        .try_init();
+}
+
+/// Our own events at any level; a dependency's only up to `info`.
+fn safe_to_log(event: &tracing::Metadata<'_>) -> bool {
+    event.target().starts_with(env!("CARGO_CRATE_NAME")) || *event.level() <= tracing::Level::INFO
+}
+
+/// How a Check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A token was minted.
+    Ok = 0,
+    /// 401.
+    Unauthenticated = 1,
+    /// 403.
+    Forbidden = 2,
+    /// 503.
+    Unavailable = 3,
+}
+
+impl Outcome {
+    /// The label `/metrics` and the decision log use.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Unauthenticated => "unauthenticated",
+            Outcome::Forbidden => "forbidden",
+            Outcome::Unavailable => "unavailable",
+        }
+    }
+}
