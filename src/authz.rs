@@ -109,7 +109,7 @@ impl AuthzService {
             .and_then(|r| r.http.as_ref())
             .map(ReadHeaders::of)
             .unwrap_or_default();
-        let request_id = request_id(&headers.request_id);
+        let request_id = crate::decision_log::request_id(&headers.request_id);
         let trace_id = crate::decision_log::trace_id(
             headers.traceparent.first().copied(),
             headers.b3_trace_id.first().copied(),
@@ -129,7 +129,11 @@ impl AuthzService {
         let outcome = self
             .vending
             .check(&inbound, deadline, &mut trail)
-            .instrument(tracing::info_span!("check", request_id = %request_id))
+            .instrument(tracing::info_span!(
+                "check",
+                request_id = %request_id,
+                trace_id = trace_id.unwrap_or("-")
+            ))
             .await;
         let decision = |outcome: Outcome, status: u16| Decision {
             request_id,
@@ -246,17 +250,6 @@ impl Authorization for AuthzService {
         Ok(Response::new(
             self.answer(request.get_ref(), deadline).await,
         ))
-    }
-}
-
-/// Envoy's `x-request-id` for the logs: at most 128 visible ASCII characters, else `-` (a
-/// header is caller-controlled text and must not forge log lines).
-fn request_id<'a>(values: &[&'a [u8]]) -> &'a str {
-    match values {
-        [one] if one.len() <= 128 && one.iter().all(|b| b.is_ascii_graphic()) => {
-            std::str::from_utf8(one).unwrap_or("-")
-        }
-        _ => "-",
     }
 }
 

@@ -70,6 +70,17 @@ impl DecisionLogConfig {
     }
 }
 
+/// Envoy's `x-request-id` for the logs: at most 128 visible ASCII characters, else `-` (a
+/// header is caller-controlled text and must not forge log lines).
+pub(crate) fn request_id<'a>(values: &[&'a [u8]]) -> &'a str {
+    match values {
+        [one] if one.len() <= 128 && one.iter().all(|b| b.is_ascii_graphic()) => {
+            std::str::from_utf8(one).unwrap_or("-")
+        }
+        _ => "-",
+    }
+}
+
 /// How long each stage of a decision took; a stage that did not run is absent.
 #[derive(Debug, Default, Clone, Copy, Serialize)]
 pub struct StageTimes {

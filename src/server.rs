@@ -196,6 +196,10 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         }
         None => None,
     };
+    let decisions = DecisionLog::start(&config.telemetry.decision_log, metrics.clone())
+        .await
+        .map_err(StartError::DecisionLog)?
+        .map(Arc::new);
     let (stop, stopped) = watch::channel(false);
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let side_state = Arc::new(SidePortState {
@@ -213,6 +217,7 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
                 &config.token.audience,
                 vending.clone(),
                 metrics.clone(),
+                decisions.clone(),
             ))
         }),
         tls: side_tls.clone(),
@@ -242,10 +247,6 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     vending.authenticator().oidc().prefetch(PREFETCH_WAIT).await;
     background.extend(vending.authenticator().oidc().spawn_refreshers());
 
-    let decisions = DecisionLog::start(&config.telemetry.decision_log, metrics.clone())
-        .await
-        .map_err(StartError::DecisionLog)?
-        .map(Arc::new);
     let authz = AuthzService::new(
         vending.clone(),
         config.response.remove_headers.clone(),

@@ -190,3 +190,63 @@ telemetry: { decision_log: { enabled: true, sample_ok: 1.5 } }
         "{error}"
     );
 }
+
+/// `/exchange` decisions are logged like Checks, with `front_door: exchange`, the grant type as
+/// the credential and the OAuth error as the outcome of a refusal.
+#[tokio::test]
+async fn exchange_decisions_are_logged_with_their_grant_type_and_oauth_outcome() {
+    let h = Harness::start_with(logging("1")).await;
+    let token = h.user_token();
+    let exchange = async |subject_token: &str, request_id: &str| {
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .append_pair(
+                "grant_type",
+                "urn:ietf:params:oauth:grant-type:token-exchange",
+            )
+            .append_pair("subject_token", subject_token)
+            .append_pair(
+                "subject_token_type",
+                "urn:ietf:params:oauth:token-type:id_token",
+            )
+            .finish();
+        let response = reqwest::Client::new()
+            .post(h.http_url("/exchange"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("x-request-id", request_id)
+            .body(body)
+            .send()
+            .await
+            .expect("POST /exchange");
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.expect("JSON answer"))
+    };
+    let (status, issued) = exchange(&token, "ex-ok").await;
+    assert_eq!(status, 200, "{issued}");
+    let (status, refused) = exchange("not.a.jwt", "ex-bad").await;
+    assert_eq!(status, 400, "{refused}");
+
+    let decisions = wait_for_lines(&h, 2).await;
+    let ok = decisions
+        .iter()
+        .find(|d| d["request_id"] == "ex-ok")
+        .unwrap();
+    assert_eq!(ok["front_door"], "exchange");
+    assert_eq!(ok["credential"], "token_exchange");
+    assert_eq!((&ok["outcome"], &ok["status"]), (&json!("ok"), &json!(200)));
+    assert_eq!(ok["subject"], "user@example.com");
+    assert_eq!(ok["issuer"], h.idp.issuer());
+    let access_token = issued["access_token"].as_str().unwrap();
+    assert_eq!(ok["kid"], segment(access_token, 0)["kid"]);
+    let bad = decisions
+        .iter()
+        .find(|d| d["request_id"] == "ex-bad")
+        .unwrap();
+    assert_eq!(
+        (&bad["outcome"], &bad["status"]),
+        (&json!("invalid_grant"), &json!(400))
+    );
+    assert!(bad.get("subject").is_none(), "{bad}");
+    let raw = lines(&h);
+    assert_holds_no_piece_of(&raw, "the IdP token", &token);
+    assert_holds_no_piece_of(&raw, "the minted token", access_token);
+}

@@ -29,6 +29,7 @@ use self::request::{Grant, ISSUED_TOKEN_TYPE};
 use crate::clock::unix_now;
 use crate::config::ConfigCheck;
 use crate::credential::{CertSource, ClientCertificate, Credential, InboundRequest};
+use crate::decision_log::{Decision, DecisionLog, request_id, trace_id};
 use crate::identity::AuthError;
 use crate::pipeline::{SwapError, Swapped, TokenVending};
 use crate::telemetry::Metrics;
@@ -103,6 +104,7 @@ pub(crate) struct ExchangeService {
     runtime: ExchangeRuntime,
     vending: Arc<TokenVending>,
     metrics: Arc<Metrics>,
+    decisions: Option<Arc<DecisionLog>>,
     /// What a JWT bearer assertion's `aud` must name: the endpoint URL or our issuer.
     endpoint_audiences: Vec<String>,
     /// What `audience` / `resource` may ask for: the minted `aud` values.
@@ -135,11 +137,13 @@ impl ExchangeService {
         audiences: &[String],
         vending: Arc<TokenVending>,
         metrics: Arc<Metrics>,
+        decisions: Option<Arc<DecisionLog>>,
     ) -> Self {
         Self {
             runtime: ExchangeRuntime::start(),
             vending,
             metrics,
+            decisions,
             endpoint_audiences: vec![
                 issuer.to_owned(),
                 format!("{}/exchange", issuer.trim_end_matches('/')),
@@ -211,16 +215,51 @@ impl ExchangeService {
             }
             Err(error) => ("unparsed", Err(error)),
         };
+        let header = |name: &str| headers.get(name).map(HeaderValue::as_bytes);
+        let decision = Decision {
+            request_id: request_id(&header("x-request-id").map_or(vec![], |id| vec![id])),
+            trace_id: trace_id(header("traceparent"), header("x-b3-traceid")),
+            front_door: "exchange",
+            credential: Some(grant_type),
+            issuer: None,
+            subject: None,
+            outcome: "ok",
+            status: 200,
+            reason: None,
+            kid: None,
+            cache_hit: None,
+            stages: Default::default(),
+        };
         match result {
-            Ok(answer) => {
+            Ok((swapped, issued_token_type)) => {
                 self.metrics.count_exchange(grant_type, "ok");
+                self.record(Decision {
+                    issuer: Some(&swapped.identity.issuer),
+                    subject: Some(&swapped.identity.subject),
+                    kid: Some(&swapped.minted.kid),
+                    ..decision
+                });
+                let answer = answer(&swapped, issued_token_type.as_deref());
                 (StatusCode::OK, no_store(), axum::Json(answer)).into_response()
             }
             Err(error) => {
                 self.metrics.count_exchange(grant_type, error.error);
                 tracing::info!(grant_type, status = error.status, error = error.error, reason = %error.description, "exchange refused");
+                self.record(Decision {
+                    outcome: error.error,
+                    status: error.status,
+                    reason: Some(&error.description),
+                    ..decision
+                });
                 error.into_response()
             }
+        }
+    }
+
+    /// Writes `decision` to the decision log, when there is one.
+    fn record(&self, decision: Decision<'_>) {
+        if let Some(log) = &self.decisions {
+            log.record(&decision);
         }
     }
 
@@ -262,7 +301,7 @@ impl ExchangeService {
         &self,
         exchange: Grant,
         client_certificate: Option<&TlsClientCertificate>,
-    ) -> Result<serde_json::Value, OAuthError> {
+    ) -> Result<(Swapped, Option<String>), OAuthError> {
         let deadline = Instant::now() + self.timeout;
         let certificate = || {
             client_certificate
@@ -284,7 +323,7 @@ impl ExchangeService {
         match exchange {
             Grant::Reference { token } => {
                 let swapped = self.swap_bearer(&token, deadline).await?;
-                Ok(answer(&swapped, None))
+                Ok((swapped, None))
             }
             Grant::TokenExchange {
                 subject_token,
@@ -310,7 +349,7 @@ impl ExchangeService {
                     }
                 };
                 let issued = requested_token_type.unwrap_or_else(|| ISSUED_TOKEN_TYPE.to_owned());
-                Ok(answer(&swapped, Some(&issued)))
+                Ok((swapped, Some(issued)))
             }
             Grant::JwtBearer { assertion } => {
                 let verified = self
@@ -333,14 +372,14 @@ impl ExchangeService {
                         deadline,
                     )
                     .await?;
-                Ok(answer(&swapped, None))
+                Ok((swapped, None))
             }
             Grant::ClientCredentials => {
                 let swapped = self
                     .vending
                     .swap_credential(certificate()?, deadline)
                     .await?;
-                Ok(answer(&swapped, None))
+                Ok((swapped, None))
             }
         }
     }
