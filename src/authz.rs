@@ -25,6 +25,7 @@ use crate::config::ConfigCheck;
 use crate::credential::{ExtractError, InboundRequest};
 use crate::decision_log::{Decision, DecisionLog};
 use crate::pipeline::{Passage, SwapError, Swapped, TokenVending, Trail};
+use crate::telemetry::traces::{B3Headers, DecisionSpan};
 use crate::telemetry::{Metrics, Outcome};
 
 /// Used when a Check carries no `grpc-timeout` (Envoy always sends one).
@@ -81,6 +82,8 @@ pub struct AuthzService {
     remove_headers: Vec<String>,
     metrics: Arc<Metrics>,
     decisions: Option<Arc<DecisionLog>>,
+    /// `telemetry.trace_subjects`.
+    trace_subjects: bool,
 }
 
 impl AuthzService {
@@ -90,17 +93,25 @@ impl AuthzService {
         remove_headers: Vec<String>,
         metrics: Arc<Metrics>,
         decisions: Option<Arc<DecisionLog>>,
+        trace_subjects: bool,
     ) -> Self {
         Self {
             vending,
             remove_headers,
             metrics,
             decisions,
+            trace_subjects,
         }
     }
 
-    /// Runs the swap for one CheckRequest and builds the answer.
-    pub async fn answer(&self, check: &CheckRequest, deadline: Instant) -> CheckResponse {
+    /// Runs the swap for one CheckRequest and builds the answer; its span is a child of
+    /// `call_traceparent` (the trace context of the ext_authz call itself) when that is set.
+    async fn answer(
+        &self,
+        check: &CheckRequest,
+        deadline: Instant,
+        call_traceparent: Option<&[u8]>,
+    ) -> CheckResponse {
         let started = Instant::now();
         let headers = check
             .attributes
@@ -110,8 +121,9 @@ impl AuthzService {
             .map(ReadHeaders::of)
             .unwrap_or_default();
         let request_id = crate::decision_log::request_id(&headers.request_id);
+        // The request's trace, or the ext_authz call's (the same trace when Envoy traces).
         let trace_id = crate::decision_log::trace_id(
-            headers.traceparent.first().copied(),
+            headers.traceparent.first().copied().or(call_traceparent),
             headers.b3_trace_id.first().copied(),
         );
         let inbound = InboundRequest {
@@ -124,17 +136,31 @@ impl AuthzService {
             xfcc: headers.xfcc,
             alb_certificate: headers.alb_certificate,
         };
-        // Every line logged during the Check (a JWKS refetch, a store warning) carries the id.
+        // Every line logged during the Check (a JWKS refetch, a store warning) carries the ids,
+        // and with traces on, the span is the Check's in the caller's trace.
+        let parent = crate::telemetry::traces::parent_context(
+            call_traceparent,
+            headers.traceparent.first().copied(),
+            B3Headers {
+                trace_id: headers.b3_trace_id.first().copied(),
+                span_id: headers.b3_span_id.first().copied(),
+                sampled: headers.b3_sampled.first().copied(),
+            },
+        );
+        let span = DecisionSpan::start(
+            "ext_authz.Check",
+            request_id,
+            trace_id,
+            parent,
+            self.trace_subjects,
+        );
         let mut trail = Trail::default();
         let outcome = self
             .vending
             .check(&inbound, deadline, &mut trail)
-            .instrument(tracing::info_span!(
-                "check",
-                request_id = %request_id,
-                trace_id = trace_id.unwrap_or("-")
-            ))
+            .instrument(span.span().clone())
             .await;
+        span.credential(trail.credential);
         let decision = |outcome: Outcome, status: u16| Decision {
             request_id,
             trace_id,
@@ -153,6 +179,12 @@ impl AuthzService {
             Ok(Passage::Swapped(swapped)) => {
                 self.metrics
                     .checked(Outcome::Ok, started.elapsed(), &trail.stages);
+                span.allowed(
+                    Some(&swapped.identity.issuer),
+                    &swapped.identity.subject,
+                    Some(&swapped.minted.kid),
+                    trail.cache_hit,
+                );
                 tracing::debug!(request_id = %request_id, subject = %swapped.identity.subject, kid = %swapped.minted.kid, "credential swapped");
                 self.record(Decision {
                     issuer: Some(&swapped.identity.issuer),
@@ -165,6 +197,7 @@ impl AuthzService {
             Ok(Passage::OwnToken(own)) => {
                 self.metrics
                     .checked(Outcome::Ok, started.elapsed(), &trail.stages);
+                span.allowed(None, &own.subject, None, None);
                 tracing::debug!(request_id = %request_id, subject = %own.subject, "our own token passes unchanged");
                 self.record(Decision {
                     subject: Some(&own.subject),
@@ -177,6 +210,11 @@ impl AuthzService {
                 let denial = Denial::from(&error);
                 self.metrics
                     .checked(denial.outcome, started.elapsed(), &trail.stages);
+                span.refused(
+                    denial.outcome.label(),
+                    denial.http_status as u16,
+                    &denial.description,
+                );
                 tracing::info!(request_id = %request_id, status = denial.http_status as i32, reason = %error, "request denied");
                 self.record(Decision {
                     reason: Some(&denial.description),
@@ -247,8 +285,13 @@ impl Authorization for AuthzService {
             .and_then(parse_grpc_timeout)
             .unwrap_or(DEFAULT_DEADLINE);
         let deadline = Instant::now() + budget.saturating_sub(DEADLINE_MARGIN);
+        let call_traceparent = request
+            .metadata()
+            .get("traceparent")
+            .map(|value| value.as_bytes());
         Ok(Response::new(
-            self.answer(request.get_ref(), deadline).await,
+            self.answer(request.get_ref(), deadline, call_traceparent)
+                .await,
         ))
     }
 }
@@ -264,6 +307,8 @@ struct ReadHeaders<'a> {
     request_id: Vec<&'a [u8]>,
     traceparent: Vec<&'a [u8]>,
     b3_trace_id: Vec<&'a [u8]>,
+    b3_span_id: Vec<&'a [u8]>,
+    b3_sampled: Vec<&'a [u8]>,
 }
 
 impl<'a> ReadHeaders<'a> {
@@ -307,6 +352,10 @@ impl<'a> ReadHeaders<'a> {
             Some(&mut self.traceparent)
         } else if is("x-b3-traceid") {
             Some(&mut self.b3_trace_id)
+        } else if is("x-b3-spanid") {
+            Some(&mut self.b3_span_id)
+        } else if is("x-b3-sampled") {
+            Some(&mut self.b3_sampled)
         } else {
             None
         }

@@ -30,6 +30,10 @@ const QUEUE_LINES: usize = 8192;
 pub struct TelemetryConfig {
     /// `telemetry.decision_log`.
     pub decision_log: DecisionLogConfig,
+    /// `telemetry.otlp`: where traces go.
+    pub otlp: crate::telemetry::OtlpConfig,
+    /// Put verified subjects on spans (off: a trace backend often has wider access than logs).
+    pub trace_subjects: bool,
 }
 
 /// `telemetry.decision_log:`.

@@ -46,4 +46,4 @@ pub use mint::{KeyError, KeyRing, MintedToken, Minter, OwnToken, SigningAlgorith
 pub use pipeline::{Passage, SwapError, Swapped, TokenVending};
 pub use preflight::check_files;
 pub use server::{AuthzAddress, RunningSidecar, StartError, probe_remote_stores, start};
-pub use telemetry::{Metrics, Outcome, init_logging};
+pub use telemetry::{Metrics, OtlpConfig, Outcome, Traces, init_logging, init_logging_and_traces};

@@ -112,12 +112,26 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, log_json } => {
-            evs_token_vending::init_logging(log_json, "info");
             let config = match Config::load(&config) {
                 Ok(config) => config,
                 Err(e) => return fail(&e),
             };
-            runtime().block_on(serve(config))
+            let runtime = runtime();
+            // The span exporter's gRPC client lives on the runtime.
+            let traces = {
+                let _inside = runtime.enter();
+                evs_token_vending::init_logging_and_traces(log_json, "info", &config.telemetry.otlp)
+            };
+            let traces = match traces {
+                Ok(traces) => traces,
+                Err(e) => return fail(&e),
+            };
+            let code = runtime.block_on(serve(config));
+            if let Some(traces) = traces {
+                let _inside = runtime.enter();
+                traces.shutdown();
+            }
+            code
         }
         Command::Demo => {
             // The demo's output is the story; only warnings interrupt it.

@@ -7,6 +7,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use tracing::Instrument;
+
 use crate::clock::unix_now;
 use crate::credential::{
     Credential, ExtractError, Extractor, Fingerprint, InboundRequest, fingerprint_of,
@@ -123,7 +125,8 @@ impl TokenVending {
         trail: &mut Trail,
     ) -> Result<Passage, SwapError> {
         let started = Instant::now();
-        let credential = self.extractor.extract(request);
+        let credential =
+            tracing::info_span!("extract").in_scope(|| self.extractor.extract(request));
         trail.stages.extract = Some(Micros(started.elapsed()));
         let credential = credential?;
         trail.credential = Some(kind_of(&credential));
@@ -170,6 +173,7 @@ impl TokenVending {
             let identity = self
                 .authenticator
                 .authenticate(&credential, &fingerprint, deadline)
+                .instrument(tracing::info_span!("authenticate"))
                 .await;
             trail.stages.authenticate = Some(Micros(started.elapsed()));
             self.grant_and_mint(identity?, &fingerprint, deadline, trail)
@@ -205,15 +209,22 @@ impl TokenVending {
         trail: &mut Trail,
     ) -> Result<Swapped, SwapError> {
         let started = Instant::now();
-        let grants = self.grants.grants_for(&identity, deadline).await;
+        let grants = self
+            .grants
+            .grants_for(&identity, deadline)
+            .instrument(tracing::info_span!("grants"))
+            .await;
         let granted = Instant::now();
         trail.stages.grants = Some(Micros(granted - started));
+        let span = tracing::info_span!("mint", cache_hit = tracing::field::Empty);
         let minted = self
             .minter
             .mint_cached(&identity, &grants?, credential, unix_now())
+            .instrument(span.clone())
             .await;
         trail.stages.mint = Some(Micros(granted.elapsed()));
         let (minted, cache_hit) = minted?;
+        span.record("cache_hit", cache_hit);
         trail.cache_hit = Some(cache_hit);
         Ok(Swapped { identity, minted })
     }

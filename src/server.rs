@@ -218,6 +218,7 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
                 vending.clone(),
                 metrics.clone(),
                 decisions.clone(),
+                config.telemetry.trace_subjects,
             ))
         }),
         tls: side_tls.clone(),
@@ -252,6 +253,7 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         config.response.remove_headers.clone(),
         metrics.clone(),
         decisions,
+        config.telemetry.trace_subjects,
     );
     let handshake = config.listen.handshake_timeout;
     tasks.push(match authz_listener {

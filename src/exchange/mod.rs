@@ -19,6 +19,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 pub(crate) use self::answer::OAuthError;
 use self::answer::{answer, no_store};
@@ -33,6 +34,7 @@ use crate::decision_log::{Decision, DecisionLog, request_id, trace_id};
 use crate::identity::AuthError;
 use crate::pipeline::{SwapError, Swapped, TokenVending};
 use crate::telemetry::Metrics;
+use crate::telemetry::traces::{B3Headers, DecisionSpan, parent_context};
 
 /// Largest request body read.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -105,6 +107,8 @@ pub(crate) struct ExchangeService {
     vending: Arc<TokenVending>,
     metrics: Arc<Metrics>,
     decisions: Option<Arc<DecisionLog>>,
+    /// `telemetry.trace_subjects`.
+    trace_subjects: bool,
     /// What a JWT bearer assertion's `aud` must name: the endpoint URL or our issuer.
     endpoint_audiences: Vec<String>,
     /// What `audience` / `resource` may ask for: the minted `aud` values.
@@ -138,12 +142,14 @@ impl ExchangeService {
         vending: Arc<TokenVending>,
         metrics: Arc<Metrics>,
         decisions: Option<Arc<DecisionLog>>,
+        trace_subjects: bool,
     ) -> Self {
         Self {
             runtime: ExchangeRuntime::start(),
             vending,
             metrics,
             decisions,
+            trace_subjects,
             endpoint_audiences: vec![
                 issuer.to_owned(),
                 format!("{}/exchange", issuer.trim_end_matches('/')),
@@ -208,17 +214,39 @@ impl ExchangeService {
             return OAuthError::with(503, "temporarily_unavailable", "too many exchanges at once")
                 .into_response();
         };
-        let (grant_type, result) = match self.read(headers, body).await {
-            Ok(exchange) => {
-                let grant_type = exchange.grant_type();
-                (grant_type, self.run(exchange, client_certificate).await)
-            }
-            Err(error) => ("unparsed", Err(error)),
-        };
         let header = |name: &str| headers.get(name).map(HeaderValue::as_bytes);
+        let request_id = request_id(&header("x-request-id").map_or(vec![], |id| vec![id]));
+        let trace_id = trace_id(header("traceparent"), header("x-b3-traceid"));
+        let parent = parent_context(
+            None,
+            header("traceparent"),
+            B3Headers {
+                trace_id: header("x-b3-traceid"),
+                span_id: header("x-b3-spanid"),
+                sampled: header("x-b3-sampled"),
+            },
+        );
+        let span = DecisionSpan::start(
+            "POST /exchange",
+            request_id,
+            trace_id,
+            parent,
+            self.trace_subjects,
+        );
+        let swap = async {
+            match self.read(headers, body).await {
+                Ok(exchange) => {
+                    let grant_type = exchange.grant_type();
+                    (grant_type, self.run(exchange, client_certificate).await)
+                }
+                Err(error) => ("unparsed", Err(error)),
+            }
+        };
+        let (grant_type, result) = swap.instrument(span.span().clone()).await;
+        span.credential(Some(grant_type));
         let decision = Decision {
-            request_id: request_id(&header("x-request-id").map_or(vec![], |id| vec![id])),
-            trace_id: trace_id(header("traceparent"), header("x-b3-traceid")),
+            request_id,
+            trace_id,
             front_door: "exchange",
             credential: Some(grant_type),
             issuer: None,
@@ -233,6 +261,13 @@ impl ExchangeService {
         match result {
             Ok((swapped, issued_token_type)) => {
                 self.metrics.count_exchange(grant_type, "ok");
+                let identity = &swapped.identity;
+                span.allowed(
+                    Some(&identity.issuer),
+                    &identity.subject,
+                    Some(&swapped.minted.kid),
+                    None,
+                );
                 self.record(Decision {
                     issuer: Some(&swapped.identity.issuer),
                     subject: Some(&swapped.identity.subject),
@@ -244,6 +279,7 @@ impl ExchangeService {
             }
             Err(error) => {
                 self.metrics.count_exchange(grant_type, error.error);
+                span.refused(error.error, error.status, &error.description);
                 tracing::info!(grant_type, status = error.status, error = error.error, reason = %error.description, "exchange refused");
                 self.record(Decision {
                     outcome: error.error,

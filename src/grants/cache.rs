@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use moka::future::Cache;
+use tracing::Instrument;
 
 use super::GrantsCacheConfig;
 use super::{GrantSource, Grants, GrantsError, LookupFuture};
@@ -168,7 +169,9 @@ impl<S: GrantSource> CachedGrants<S> {
         let asked = Instant::now();
         let answer = tokio::time::timeout_at(
             store_deadline.into(),
-            self.store.lookup(key, store_deadline),
+            self.store
+                .lookup(key, store_deadline)
+                .instrument(tracing::info_span!("grants.store")),
         )
         .await
         .unwrap_or_else(|_| {

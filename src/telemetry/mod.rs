@@ -8,13 +8,33 @@
 
 mod metrics;
 mod process;
+pub(crate) mod traces;
 
 pub use self::metrics::{Live, Metrics};
+pub use self::traces::{OtlpConfig, Traces};
 
 /// Installs the stderr log subscriber at `default_level` unless `RUST_LOG` says otherwise.
 /// `json` switches to one JSON object per line.
 pub fn init_logging(json: bool, default_level: &str) {
+    install(json, default_level, None);
+}
+
+/// [`init_logging`], plus span export to the OTLP endpoint `otlp` names (or the standard
+/// environment does), when there is one. Call inside the Tokio runtime; shut the returned
+/// export down at exit so queued spans are sent.
+pub fn init_logging_and_traces(
+    json: bool,
+    default_level: &str,
+    otlp: &OtlpConfig,
+) -> Result<Option<Traces>, String> {
+    let traces = traces::exporter(otlp)?;
+    install(json, default_level, traces.as_ref().map(Traces::tracer));
+    Ok(traces)
+}
+
+fn install(json: bool, default_level: &str, tracer: Option<opentelemetry_sdk::trace::SdkTracer>) {
     use tracing_subscriber::Layer;
+    use tracing_subscriber::filter::filter_fn;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
@@ -29,9 +49,22 @@ pub fn init_logging(json: bool, default_level: &str) {
     } else {
         output.boxed()
     };
+    // Spans of ours at `info` and above, whatever the log level: the trace of a Check.
+    let spans = tracer.map(|tracer| {
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(filter_fn(|meta| {
+                meta.target().starts_with(env!("CARGO_CRATE_NAME"))
+                    && *meta.level() <= tracing::Level::INFO
+            }))
+    });
     let _ = tracing_subscriber::registry()
-        .with(requested)
-        .with(output.with_filter(tracing_subscriber::filter::filter_fn(safe_to_log)))
+        .with(
+            output
+                .with_filter(requested)
+                .with_filter(filter_fn(safe_to_log)),
+        )
+        .with(spans)
         .try_init();
 }
 

@@ -14,6 +14,7 @@ mod sts;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 pub use self::client::iam_token;
 pub use self::config::AwsIamConfig;
@@ -81,7 +82,11 @@ impl AwsIamVerifier {
             .remembered
             .try_get_with(*fingerprint, async {
                 let started = Instant::now();
-                let caller = self.sts.caller_identity(&request, deadline).await;
+                let caller = self
+                    .sts
+                    .caller_identity(&request, deadline)
+                    .instrument(tracing::info_span!("sts.get_caller_identity"))
+                    .await;
                 let answered = !matches!(caller, Err(AuthError::StsUnavailable));
                 self.metrics.key_fetch("sts", answered, started.elapsed());
                 let caller = caller?;

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tracing::Instrument;
+
 use crate::telemetry::Metrics;
 
 use arc_swap::ArcSwapOption;
@@ -227,7 +229,10 @@ impl IssuerKeys {
 
     async fn fetch_and_store(&self) -> Result<(), FetchError> {
         let started = Instant::now();
-        let fetched = self.fetch().await;
+        let fetched = self
+            .fetch()
+            .instrument(tracing::info_span!("jwks.fetch", issuer = %self.issuer))
+            .await;
         self.metrics
             .key_fetch("jwks", fetched.is_ok(), started.elapsed());
         match fetched {

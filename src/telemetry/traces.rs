@@ -1,0 +1,284 @@
+//! OpenTelemetry traces: one span per Check (and per `/exchange`) with a child per stage,
+//! exported over OTLP/gRPC when an endpoint is configured, and joined to the caller's trace.
+//!
+//! The endpoint is `telemetry.otlp.endpoint`, else the standard `OTEL_EXPORTER_OTLP_ENDPOINT`;
+//! with neither, nothing is exported and spans cost what the log's spans already cost.
+//! `OTEL_SERVICE_NAME` and `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` are read by the
+//! OpenTelemetry SDK as its specification says. A span's parent is the trace context Envoy
+//! sends in the ext_authz call's own gRPC metadata (`traceparent`, when its tracing is on),
+//! else the checked request's `traceparent` or B3 headers. Spans carry no token, key or
+//! certificate; subjects only with `telemetry.trace_subjects: true`.
+
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use serde::Deserialize;
+
+/// `telemetry.otlp:`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// The collector's OTLP/gRPC endpoint (`http://otel-collector:4317`); unset: the
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` environment variable, else no export.
+    pub endpoint: Option<String>,
+}
+
+impl OtlpConfig {
+    /// The endpoint to export to, if any.
+    fn endpoint(&self) -> Option<String> {
+        self.endpoint
+            .clone()
+            .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").ok())
+            .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
+            .filter(|endpoint| !endpoint.trim().is_empty())
+    }
+}
+
+/// The running export: flushed and stopped on [`Traces::shutdown`].
+pub struct Traces(SdkTracerProvider);
+
+impl Traces {
+    /// Sends the spans still queued, waiting at most the SDK's timeout.
+    pub fn shutdown(self) {
+        let _ = self.0.shutdown();
+    }
+}
+
+/// Builds the OTLP exporter when an endpoint is configured; must run inside the Tokio runtime
+/// (the gRPC client lives there).
+pub(super) fn exporter(config: &OtlpConfig) -> Result<Option<Traces>, String> {
+    let Some(endpoint) = config.endpoint() else {
+        return Ok(None);
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint.clone())
+        .build()
+        .map_err(|e| format!("telemetry.otlp.endpoint {endpoint}: {e}"))?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build();
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build();
+    Ok(Some(Traces(provider)))
+}
+
+impl Traces {
+    pub(super) fn tracer(&self) -> opentelemetry_sdk::trace::SdkTracer {
+        use opentelemetry::trace::TracerProvider as _;
+        self.0.tracer("evs-token-vending")
+    }
+}
+
+/// The span of one decision (a Check or an exchange): its children are the stages, its
+/// attributes the outcome. Recorded fields are fixed texts of ours, the verified issuer and
+/// `kid`, and the subject only when `subjects` is set.
+pub struct DecisionSpan {
+    span: tracing::Span,
+    subjects: bool,
+}
+
+impl DecisionSpan {
+    /// A span named `name` (`ext_authz.Check`, `POST /exchange`) under `parent` if any.
+    pub fn start(
+        name: &'static str,
+        request_id: &str,
+        trace_id: Option<&str>,
+        parent: Option<Context>,
+        subjects: bool,
+    ) -> Self {
+        use tracing::field::Empty;
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let span = tracing::info_span!(
+            "decision",
+            otel.name = name,
+            otel.kind = "server",
+            request_id = %request_id,
+            trace_id = trace_id.unwrap_or("-"),
+            credential = Empty,
+            issuer = Empty,
+            subject = Empty,
+            kid = Empty,
+            cache_hit = Empty,
+            outcome = Empty,
+            http.status_code = Empty,
+            otel.status_code = Empty,
+            otel.status_description = Empty,
+        );
+        if let Some(parent) = parent {
+            let _ = span.set_parent(parent);
+        }
+        Self { span, subjects }
+    }
+
+    /// The span, to run the decision in.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// What was presented, once known.
+    pub fn credential(&self, kind: Option<&str>) {
+        if let Some(kind) = kind {
+            self.span.record("credential", kind);
+        }
+    }
+
+    /// A token was minted (or ours passed): who, and which key signed it.
+    pub fn allowed(
+        &self,
+        issuer: Option<&str>,
+        subject: &str,
+        kid: Option<&str>,
+        cache_hit: Option<bool>,
+    ) {
+        let span = &self.span;
+        span.record("outcome", "ok");
+        span.record("http.status_code", 200i64);
+        if let Some(issuer) = issuer {
+            span.record("issuer", issuer);
+        }
+        if self.subjects {
+            span.record("subject", subject);
+        }
+        if let Some(kid) = kid {
+            span.record("kid", kid);
+        }
+        if let Some(hit) = cache_hit {
+            span.record("cache_hit", hit);
+        }
+    }
+
+    /// Refused: the outcome, the HTTP status and the reason, as an error status.
+    pub fn refused(&self, outcome: &str, status: u16, reason: &str) {
+        let span = &self.span;
+        span.record("outcome", outcome);
+        span.record("http.status_code", i64::from(status));
+        span.record("otel.status_code", "ERROR");
+        span.record("otel.status_description", reason);
+    }
+}
+
+/// The parent of a Check's span: the ext_authz call's own `traceparent` (Envoy's span for the
+/// call), else the checked request's `traceparent`, else its B3 `x-b3-traceid` and
+/// `x-b3-spanid`. Malformed values are ignored.
+pub fn parent_context(
+    call_traceparent: Option<&[u8]>,
+    request_traceparent: Option<&[u8]>,
+    b3: B3Headers<'_>,
+) -> Option<Context> {
+    let context = call_traceparent
+        .and_then(traceparent)
+        .or_else(|| request_traceparent.and_then(traceparent))
+        .or_else(|| b3_context(b3))?;
+    Some(Context::new().with_remote_span_context(context))
+}
+
+/// W3C `traceparent`: `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`.
+fn traceparent(value: &[u8]) -> Option<SpanContext> {
+    let text = std::str::from_utf8(value).ok()?;
+    let mut parts = text.trim().split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if version != "00" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+        return None;
+    }
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    span_context(trace, span, flags & 1 == 1)
+}
+
+/// B3 multi-header propagation: `x-b3-traceid` (16 or 32 hex), `x-b3-spanid`, `x-b3-sampled`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct B3Headers<'a> {
+    /// `x-b3-traceid`.
+    pub trace_id: Option<&'a [u8]>,
+    /// `x-b3-spanid`.
+    pub span_id: Option<&'a [u8]>,
+    /// `x-b3-sampled`.
+    pub sampled: Option<&'a [u8]>,
+}
+
+fn b3_context(b3: B3Headers<'_>) -> Option<SpanContext> {
+    let sampled = b3.sampled;
+    let trace = std::str::from_utf8(b3.trace_id?).ok()?;
+    let span = std::str::from_utf8(b3.span_id?).ok()?;
+    let trace = match trace.len() {
+        16 => format!("{:0>32}", trace),
+        32 => trace.to_owned(),
+        _ => return None,
+    };
+    let sampled = sampled.is_none_or(|value| value == b"1" || value == b"true");
+    span_context(&trace, span, sampled)
+}
+
+fn span_context(trace: &str, span: &str, sampled: bool) -> Option<SpanContext> {
+    let trace_id = TraceId::from_hex(trace).ok()?;
+    let span_id = SpanId::from_hex(span).ok()?;
+    if trace_id == TraceId::INVALID || span_id == SpanId::INVALID {
+        return None;
+    }
+    let flags = if sampled {
+        TraceFlags::SAMPLED
+    } else {
+        TraceFlags::default()
+    };
+    Some(SpanContext::new(
+        trace_id,
+        span_id,
+        flags,
+        true,
+        TraceState::default(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_calls_own_traceparent_wins_then_the_requests_then_b3() {
+        let call = b"00-11111111111111111111111111111111-2222222222222222-01";
+        let request = b"00-33333333333333333333333333333333-4444444444444444-01";
+        let b3 = B3Headers {
+            trace_id: Some(b"5555555555555555"),
+            span_id: Some(b"6666666666666666"),
+            sampled: None,
+        };
+        let trace = |context: Option<Context>| {
+            let context = context.expect("a parent");
+            let span = context.span();
+            let span = span.span_context();
+            (span.trace_id().to_string(), span.span_id().to_string())
+        };
+        assert_eq!(
+            trace(parent_context(Some(call), Some(request), b3)).1,
+            "2222222222222222"
+        );
+        assert_eq!(
+            trace(parent_context(None, Some(request), b3)).1,
+            "4444444444444444"
+        );
+        assert_eq!(
+            trace(parent_context(None, None, b3)),
+            (
+                "00000000000000005555555555555555".to_owned(),
+                "6666666666666666".to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn malformed_or_all_zero_contexts_are_ignored() {
+        for bad in [
+            &b"00-00000000000000000000000000000000-2222222222222222-01"[..],
+            b"01-11111111111111111111111111111111-2222222222222222-01",
+            b"00-1111-2222222222222222-01",
+            b"00-zz111111111111111111111111111111-2222222222222222-01",
+            b"\xff",
+        ] {
+            assert!(parent_context(Some(bad), None, B3Headers::default()).is_none());
+        }
+    }
+}
