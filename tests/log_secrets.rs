@@ -165,6 +165,10 @@ fn a_denial_is_logged_with_the_request_id_envoy_sent_in_header_map() {
                 .check(raw_check_request(&[
                     ("authorization", token),
                     ("x-request-id", id),
+                    (
+                        "traceparent",
+                        b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                    ),
                 ]))
                 .await
                 .unwrap()
@@ -181,8 +185,9 @@ fn a_denial_is_logged_with_the_request_id_envoy_sent_in_header_map() {
             .collect();
         assert_eq!(denials.len(), 2, "{log}");
         assert!(
-            denials[0].contains("request_id=6f1c2c0e-envoy-request-id"),
-            "{log}"
+            denials[0].contains("request_id=6f1c2c0e-envoy-request-id")
+                && denials[0].contains("trace_id=4bf92f3577b34da6a3ce929d0e0e4736"),
+            "the request and trace ids: {log}"
         );
         assert!(
             denials[1].contains("request_id=-"),

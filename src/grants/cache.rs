@@ -99,6 +99,14 @@ impl<S: GrantSource> CachedGrants<S> {
             slots: Cache::builder()
                 .max_capacity(config.max_entries)
                 .time_to_idle(keep)
+                .eviction_listener({
+                    let metrics = metrics.clone();
+                    move |_, _, cause| {
+                        if cause == moka::notification::RemovalCause::Size {
+                            metrics.grants_cache_eviction();
+                        }
+                    }
+                })
                 .build(),
             ttl: config.ttl,
             negative_ttl: config.negative_ttl,
@@ -279,6 +287,31 @@ mod tests {
 
     fn soon() -> Instant {
         Instant::now() + Duration::from_secs(1)
+    }
+
+    #[tokio::test]
+    async fn subjects_evicted_for_room_are_counted_and_the_size_is_bounded() {
+        let store = Arc::new(CountingStore::default());
+        let config = GrantsCacheConfig {
+            ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(60),
+            max_entries: 4,
+            stale_for: Duration::from_secs(60),
+        };
+        let metrics = Arc::new(Metrics::default());
+        let cached = CachedGrants::new(store, &config, metrics.clone());
+        for subject in 0..40 {
+            let _ = cached.lookup(&format!("user-{subject}"), soon()).await;
+        }
+        cached.slots.run_pending_tasks().await;
+        assert!(cached.cached_entries().unwrap() <= 4);
+        let text = metrics.render(&Default::default());
+        let evicted: u64 = text
+            .lines()
+            .find_map(|line| line.strip_prefix("evs_tv_grants_cache_evictions_total "))
+            .and_then(|n| n.parse().ok())
+            .expect("the eviction counter");
+        assert!(evicted >= 30, "{evicted} evictions counted");
     }
 
     #[tokio::test]

@@ -67,6 +67,7 @@ pub struct Metrics {
     grants_store: Family<Label, Counter>,
     grants_store_seconds: Histograms<Label>,
     grants_cache_hits: Counter,
+    grants_cache_evictions: Counter,
     grants_stale_served: Counter,
     grants_file_reloads_refused: Counter,
     key_fetches: Family<Labels, Counter>,
@@ -90,6 +91,7 @@ impl Default for Metrics {
             grants_store: Family::default(),
             grants_store_seconds: histograms(),
             grants_cache_hits: Counter::default(),
+            grants_cache_evictions: Counter::default(),
             grants_stale_served: Counter::default(),
             grants_file_reloads_refused: Counter::default(),
             key_fetches: Family::default(),
@@ -130,6 +132,11 @@ impl Default for Metrics {
             "evs_tv_grants_cache_hits",
             "Grants look-ups answered by the cache",
             metrics.grants_cache_hits.clone(),
+        );
+        r.register(
+            "evs_tv_grants_cache_evictions",
+            "Subjects dropped from the grants cache to stay within max_entries",
+            metrics.grants_cache_evictions.clone(),
         );
         r.register(
             "evs_tv_grants_stale_served",
@@ -273,6 +280,11 @@ impl Metrics {
         self.grants_store_seconds
             .get_or_create(&result)
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// The grants cache dropped a subject to stay within its bound.
+    pub fn grants_cache_eviction(&self) {
+        self.grants_cache_evictions.inc();
     }
 
     /// Stale grants were served because the store failed.

@@ -97,7 +97,7 @@ impl DecisionSpan {
             otel.name = name,
             otel.kind = "server",
             request_id = %request_id,
-            trace_id = trace_id.unwrap_or("-"),
+            trace_id = %trace_id.unwrap_or("-"),
             credential = Empty,
             issuer = Empty,
             subject = Empty,

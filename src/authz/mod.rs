@@ -7,24 +7,27 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
-use envoy_types::pb::envoy::config::core::v3::{HeaderValue, HeaderValueOption};
+use envoy_types::pb::envoy::config::core::v3::HeaderValueOption;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
 use envoy_types::pb::envoy::service::auth::v3::{
-    CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse, check_response,
+    CheckRequest, CheckResponse, OkHttpResponse, check_response,
 };
-use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode as HttpStatusCode};
-use envoy_types::pb::google::protobuf::{BoolValue, Struct, Value, value};
+use envoy_types::pb::google::protobuf::Struct;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use serde::Deserialize;
 
+mod denial;
+mod headers;
+
+use self::denial::Denial;
+use self::headers::{ReadHeaders, overwrite_header, string_value};
 use crate::config::ConfigCheck;
-use crate::credential::{ExtractError, InboundRequest};
+use crate::credential::InboundRequest;
 use crate::decision_log::{Decision, DecisionLog};
-use crate::pipeline::{Passage, SwapError, Swapped, TokenVending, Trail};
+use crate::pipeline::{Passage, Swapped, TokenVending, Trail};
 use crate::telemetry::traces::{B3Headers, DecisionSpan};
 use crate::telemetry::{Metrics, Outcome};
 
@@ -215,7 +218,7 @@ impl AuthzService {
                     denial.http_status as u16,
                     &denial.description,
                 );
-                tracing::info!(request_id = %request_id, status = denial.http_status as i32, reason = %error, "request denied");
+                tracing::info!(request_id = %request_id, trace_id = %trace_id.unwrap_or("-"), status = denial.http_status as i32, reason = %error, "request denied");
                 self.record(Decision {
                     reason: Some(&denial.description),
                     ..decision(denial.outcome, denial.http_status as u16)
@@ -293,194 +296,6 @@ impl Authorization for AuthzService {
             self.answer(request.get_ref(), deadline, call_traceparent)
                 .await,
         ))
-    }
-}
-
-/// Every value of each header this service reads, borrowed from the CheckRequest. With
-/// `encode_raw_headers` Envoy sends `header_map` (raw bytes, one entry per header line), read in
-/// one pass; otherwise the `headers` map. An absent header costs no allocation.
-#[derive(Default)]
-struct ReadHeaders<'a> {
-    authorization: Vec<&'a [u8]>,
-    xfcc: Vec<&'a [u8]>,
-    alb_certificate: Vec<&'a [u8]>,
-    request_id: Vec<&'a [u8]>,
-    traceparent: Vec<&'a [u8]>,
-    b3_trace_id: Vec<&'a [u8]>,
-    b3_span_id: Vec<&'a [u8]>,
-    b3_sampled: Vec<&'a [u8]>,
-}
-
-impl<'a> ReadHeaders<'a> {
-    fn of(
-        http: &'a envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
-    ) -> Self {
-        let mut read = Self::default();
-        if let Some(map) = http.header_map.as_ref().filter(|m| !m.headers.is_empty()) {
-            for header in &map.headers {
-                if let Some(values) = read.values_of(&header.key) {
-                    values.push(if header.raw_value.is_empty() {
-                        header.value.as_bytes()
-                    } else {
-                        header.raw_value.as_slice()
-                    });
-                }
-            }
-        } else {
-            for (name, value) in &http.headers {
-                if let Some(values) = read.values_of(name) {
-                    values.push(value.as_bytes());
-                }
-            }
-        }
-        read
-    }
-
-    /// Where values of the header `name` go; `None` for a header this service ignores.
-    fn values_of(&mut self, name: &str) -> Option<&mut Vec<&'a [u8]>> {
-        // `eq_ignore_ascii_case` compares lengths first, so most headers cost a few length tests.
-        let is = |wanted: &str| name.eq_ignore_ascii_case(wanted);
-        if is("authorization") {
-            Some(&mut self.authorization)
-        } else if is("x-forwarded-client-cert") {
-            Some(&mut self.xfcc)
-        } else if is("x-amzn-mtls-clientcert") {
-            Some(&mut self.alb_certificate)
-        } else if is("x-request-id") {
-            Some(&mut self.request_id)
-        } else if is("traceparent") {
-            Some(&mut self.traceparent)
-        } else if is("x-b3-traceid") {
-            Some(&mut self.b3_trace_id)
-        } else if is("x-b3-spanid") {
-            Some(&mut self.b3_span_id)
-        } else if is("x-b3-sampled") {
-            Some(&mut self.b3_sampled)
-        } else {
-            None
-        }
-    }
-}
-
-/// A header that replaces every existing value. Envoy 1.40 reads only the deprecated
-/// `append` flag; newer Envoy reads `append_action` when `append` is unset. Both are set so
-/// every version overwrites (see ENVOY_NOTES).
-#[allow(deprecated)]
-fn overwrite_header(key: &str, value: String) -> HeaderValueOption {
-    HeaderValueOption {
-        header: Some(HeaderValue {
-            key: key.to_owned(),
-            value,
-            ..Default::default()
-        }),
-        append: Some(BoolValue { value: false }),
-        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
-        ..Default::default()
-    }
-}
-
-fn add_header(key: &str, value: String) -> HeaderValueOption {
-    HeaderValueOption {
-        header: Some(HeaderValue {
-            key: key.to_owned(),
-            value,
-            ..Default::default()
-        }),
-        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
-        ..Default::default()
-    }
-}
-
-fn string_value(text: &str) -> Value {
-    Value {
-        kind: Some(value::Kind::StringValue(text.to_owned())),
-    }
-}
-
-/// A refusal, in the terms both Envoy and the caller see.
-struct Denial {
-    http_status: HttpStatusCode,
-    grpc_code: tonic::Code,
-    outcome: Outcome,
-    /// RFC 6750 error code, or `None` when no credential was presented at all.
-    error: Option<&'static str>,
-    description: String,
-}
-
-impl From<&SwapError> for Denial {
-    fn from(error: &SwapError) -> Self {
-        let description = error.to_string();
-        let unauthenticated = |code| Denial {
-            http_status: HttpStatusCode::Unauthorized,
-            grpc_code: tonic::Code::Unauthenticated,
-            outcome: Outcome::Unauthenticated,
-            error: code,
-            description: description.clone(),
-        };
-        let unavailable = Denial {
-            http_status: HttpStatusCode::ServiceUnavailable,
-            grpc_code: tonic::Code::Unavailable,
-            outcome: Outcome::Unavailable,
-            error: Some("temporarily_unavailable"),
-            description: description.clone(),
-        };
-        match error {
-            SwapError::Extract(ExtractError::Missing) => unauthenticated(None),
-            SwapError::Extract(_) => unauthenticated(Some("invalid_request")),
-            SwapError::Auth(e) if e.is_unavailable() => unavailable,
-            SwapError::Auth(_) => unauthenticated(Some("invalid_token")),
-            SwapError::Grants(crate::grants::GrantsError::UnknownSubject) => Denial {
-                http_status: HttpStatusCode::Forbidden,
-                grpc_code: tonic::Code::PermissionDenied,
-                outcome: Outcome::Forbidden,
-                error: Some("access_denied"),
-                description,
-            },
-            SwapError::Mint(crate::mint::MintError::CredentialExpired) => {
-                unauthenticated(Some("invalid_token"))
-            }
-            SwapError::Grants(_) | SwapError::Mint(_) | SwapError::DeadlineExceeded => unavailable,
-        }
-    }
-}
-
-impl Denial {
-    fn into_response(self) -> CheckResponse {
-        let error = self.error.unwrap_or("invalid_request");
-        let body = serde_json::json!({
-            "error": error,
-            "error_description": self.description,
-        })
-        .to_string();
-        let mut headers = vec![add_header("content-type", "application/json".into())];
-        if self.http_status == HttpStatusCode::Unauthorized {
-            // Descriptions are fixed texts of ours: no quotes, CR or LF can reach the header.
-            let challenge = match self.error {
-                Some(code) => format!(
-                    r#"Bearer error="{code}", error_description="{}""#,
-                    self.description.replace('"', "'")
-                ),
-                None => "Bearer".to_owned(),
-            };
-            headers.push(add_header("www-authenticate", challenge));
-        }
-        CheckResponse {
-            status: Some(RpcStatus {
-                code: self.grpc_code as i32,
-                message: self.description,
-                ..Default::default()
-            }),
-            http_response: Some(check_response::HttpResponse::DeniedResponse(
-                DeniedHttpResponse {
-                    status: Some(HttpStatus {
-                        code: self.http_status as i32,
-                    }),
-                    headers,
-                    body,
-                },
-            )),
-            dynamic_metadata: None,
-        }
     }
 }
 
