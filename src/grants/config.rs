@@ -11,8 +11,10 @@ use crate::config::ConfigCheck;
 /// `grants:`, typed.
 #[derive(Debug, Clone)]
 pub struct GrantsConfig {
-    /// The sources, in the order they are asked; the first that knows the identity answers.
+    /// The sources, in the order they are asked.
     pub sources: Vec<GrantSourceConfig>,
+    /// How the sources' answers combine.
+    pub merge: MergePolicy,
     /// Cache settings (used by remote stores).
     pub cache: GrantsCacheConfig,
     /// What a subject without an entry gets.
@@ -66,6 +68,8 @@ pub(crate) struct GrantsFile {
     iam_role_tags: IamRoleTagsConfig,
     #[serde(default)]
     cache: GrantsCacheConfig,
+    #[serde(default)]
+    merge: MergePolicy,
     #[serde(default)]
     unknown_subject: UnknownSubjectPolicy,
     #[serde(default)]
@@ -130,6 +134,7 @@ impl GrantsConfig {
         }
         (sources.len() == kinds.len()).then_some(Self {
             sources,
+            merge: file.merge,
             cache: file.cache,
             unknown_subject: file.unknown_subject,
             malformed_item: file.malformed_item,
@@ -237,6 +242,19 @@ impl Default for GrantsCacheConfig {
             stale_for: Duration::from_secs(300),
         }
     }
+}
+
+/// `grants.merge`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MergePolicy {
+    /// The first source that knows the identity answers alone.
+    #[default]
+    First,
+    /// Every source is asked; the roles of all that know the identity are combined,
+    /// de-duplicated and sorted. A source that cannot answer fails the look-up (503): never a
+    /// silently smaller grant.
+    Union,
 }
 
 /// `grants.unknown_subject`.

@@ -23,7 +23,7 @@ use self::cache::CachedGrants;
 pub(crate) use self::config::GrantsFile;
 pub use self::config::{
     DynamoDbConfig, GrantSourceConfig, GrantsCacheConfig, GrantsConfig, IamRoleTagsConfig,
-    MalformedItemPolicy, UnknownSubjectPolicy,
+    MalformedItemPolicy, MergePolicy, UnknownSubjectPolicy,
 };
 use self::dynamodb::DynamoGrants;
 use self::file::{FileGrants, GrantsFileError, RELOAD_INTERVAL};
@@ -64,6 +64,28 @@ impl Grants {
             databases,
             fingerprint: Default::default(),
         }
+    }
+
+    /// Every role of every one of `all`, de-duplicated and sorted: one canonical form, so
+    /// the minted claim and the token cache's key do not depend on the sources' order.
+    pub fn union(all: &[Arc<Grants>]) -> Self {
+        let mut global: Vec<String> = all.iter().flat_map(|g| g.global.iter().cloned()).collect();
+        global.sort();
+        global.dedup();
+        let mut databases: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for grants in all {
+            for (database, roles) in &grants.databases {
+                databases
+                    .entry(database.clone())
+                    .or_default()
+                    .extend(roles.iter().cloned());
+            }
+        }
+        for roles in databases.values_mut() {
+            roles.sort();
+            roles.dedup();
+        }
+        Self::new(global, databases)
     }
 
     /// SHA-256 of the canonical JSON (the token cache's key part), computed on first use.
@@ -116,6 +138,7 @@ pub enum GrantsError {
 /// Grants look-up over the ordered sources, with the fallback order and the policies.
 pub struct GrantsLookup {
     sources: Vec<Arc<dyn GrantSource>>,
+    merge: MergePolicy,
     unknown_subject: UnknownSubjectPolicy,
     malformed_item: MalformedItemPolicy,
     empty: Arc<Grants>,
@@ -131,11 +154,13 @@ impl GrantsLookup {
     /// Wraps sources (asked in order) with the policies.
     pub fn new(
         sources: Vec<Arc<dyn GrantSource>>,
+        merge: MergePolicy,
         unknown_subject: UnknownSubjectPolicy,
         malformed_item: MalformedItemPolicy,
     ) -> Self {
         Self {
             sources,
+            merge,
             unknown_subject,
             malformed_item,
             empty: Arc::new(Grants::default()),
@@ -179,7 +204,12 @@ impl GrantsLookup {
             }
         }
         Ok(ConnectedGrants {
-            lookup: Self::new(sources, config.unknown_subject, config.malformed_item),
+            lookup: Self::new(
+                sources,
+                config.merge,
+                config.unknown_subject,
+                config.malformed_item,
+            ),
             background,
         })
     }
@@ -197,31 +227,53 @@ impl GrantsLookup {
             .reduce(|a, b| a + b)
     }
 
-    /// The grants of `identity`: the first source, and within it the first key, with an
-    /// entry wins.
+    /// The grants of `identity`. Within a source the first key (subject, then e-mail) with an
+    /// entry answers; across sources, `merge: first` takes the first source that knows the
+    /// identity and `merge: union` combines every source that does.
     pub async fn grants_for(
         &self,
         identity: &Identity,
         deadline: Instant,
     ) -> Result<Arc<Grants>, GrantsError> {
+        let mut known: Vec<Arc<Grants>> = Vec::new();
         for source in &self.sources {
-            for key in identity.grant_keys() {
-                match source.lookup(key, deadline).await {
-                    Ok(Some(grants)) => return Ok(grants),
-                    Ok(None) => {}
-                    Err(GrantsError::Malformed)
-                        if self.malformed_item == MalformedItemPolicy::Empty =>
-                    {
-                        return Ok(self.empty.clone());
-                    }
-                    Err(e) => return Err(e),
+            if let Some(grants) = self.ask(source.as_ref(), identity, deadline).await? {
+                if self.merge == MergePolicy::First {
+                    return Ok(grants);
                 }
+                known.push(grants);
             }
         }
-        match self.unknown_subject {
-            UnknownSubjectPolicy::Empty => Ok(self.empty.clone()),
-            UnknownSubjectPolicy::Deny => Err(GrantsError::UnknownSubject),
+        match known.len() {
+            0 => match self.unknown_subject {
+                UnknownSubjectPolicy::Empty => Ok(self.empty.clone()),
+                UnknownSubjectPolicy::Deny => Err(GrantsError::UnknownSubject),
+            },
+            1 => Ok(known.swap_remove(0)),
+            _ => Ok(Arc::new(Grants::union(&known))),
         }
+    }
+
+    /// One source's answer for `identity`: its entry under the first key that has one.
+    async fn ask(
+        &self,
+        source: &dyn GrantSource,
+        identity: &Identity,
+        deadline: Instant,
+    ) -> Result<Option<Arc<Grants>>, GrantsError> {
+        for key in identity.grant_keys() {
+            match source.lookup(key, deadline).await {
+                Ok(Some(grants)) => return Ok(Some(grants)),
+                Ok(None) => {}
+                Err(GrantsError::Malformed)
+                    if self.malformed_item == MalformedItemPolicy::Empty =>
+                {
+                    return Ok(Some(self.empty.clone()));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -239,5 +291,146 @@ mod fingerprint_tests {
         assert_ne!(writer.fingerprint(), reader.fingerprint());
         // A computed fingerprint is not part of equality.
         assert_eq!(writer, read("databases: { production: [reader, writer] }"));
+    }
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A source with fixed answers per key, counting its look-ups.
+    #[derive(Default)]
+    struct Fixed {
+        answers: HashMap<&'static str, Result<Option<Arc<Grants>>, GrantsError>>,
+        asked: AtomicUsize,
+    }
+
+    impl Fixed {
+        fn knowing(key: &'static str, yaml: &str) -> Arc<Self> {
+            let grants = serde_norway::from_str(yaml).unwrap();
+            let answers = HashMap::from([(key, Ok(Some(Arc::new(grants))))]);
+            Arc::new(Self {
+                answers,
+                ..Default::default()
+            })
+        }
+
+        fn down() -> Arc<Self> {
+            let answers = HashMap::from([("alice", Err(GrantsError::Unavailable))]);
+            Arc::new(Self {
+                answers,
+                ..Default::default()
+            })
+        }
+    }
+
+    impl GrantSource for Arc<Fixed> {
+        fn lookup<'a>(&'a self, key: &'a str, _deadline: Instant) -> LookupFuture<'a> {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            let answer = self.answers.get(key).cloned().unwrap_or(Ok(None));
+            Box::pin(async move { answer })
+        }
+    }
+
+    fn alice() -> Identity {
+        Identity {
+            subject: "alice".into(),
+            issuer: "https://idp.example.com".into(),
+            email: None,
+            name: None,
+            expires_at: u64::MAX,
+            certificate: None,
+            aws: None,
+        }
+    }
+
+    fn lookup(merge: MergePolicy, sources: &[&Arc<Fixed>]) -> GrantsLookup {
+        let sources = sources
+            .iter()
+            .map(|s| Arc::new((*s).clone()) as Arc<dyn GrantSource>)
+            .collect();
+        GrantsLookup::new(
+            sources,
+            merge,
+            UnknownSubjectPolicy::Deny,
+            MalformedItemPolicy::Unavailable,
+        )
+    }
+
+    fn soon() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(1)
+    }
+
+    #[tokio::test]
+    async fn union_combines_every_source_that_knows_the_identity_in_one_canonical_form() {
+        let file = Fixed::knowing(
+            "alice",
+            "{ global: [reader], databases: { orders: [writer] } }",
+        );
+        let store = Fixed::knowing(
+            "alice",
+            "{ global: [reader, admin], databases: { orders: [reader, writer], billing: [reader] } }",
+        );
+        let stranger = Fixed::knowing("bob", "{ global: [admin] }");
+        let union = lookup(MergePolicy::Union, &[&file, &stranger, &store]);
+        let grants = union.grants_for(&alice(), soon()).await.unwrap();
+        assert_eq!(grants.global, ["admin", "reader"]);
+        assert_eq!(grants.databases["orders"], ["reader", "writer"]);
+        assert_eq!(grants.databases["billing"], ["reader"]);
+        // The sources' order does not change the grants, so neither the token nor its cache key.
+        let reversed = lookup(MergePolicy::Union, &[&store, &file]);
+        let again = reversed.grants_for(&alice(), soon()).await.unwrap();
+        assert_eq!(again.fingerprint(), grants.fingerprint());
+    }
+
+    #[tokio::test]
+    async fn under_union_a_source_that_cannot_answer_is_503_never_a_smaller_grant() {
+        let file = Fixed::knowing("alice", "{ global: [reader] }");
+        let union = lookup(MergePolicy::Union, &[&file, &Fixed::down()]);
+        assert_eq!(
+            union.grants_for(&alice(), soon()).await.unwrap_err(),
+            GrantsError::Unavailable
+        );
+    }
+
+    #[tokio::test]
+    async fn first_takes_the_first_source_that_knows_and_asks_no_further() {
+        let file = Fixed::knowing("alice", "{ global: [reader] }");
+        let store = Fixed::knowing("alice", "{ global: [admin] }");
+        let first = lookup(MergePolicy::First, &[&file, &store]);
+        let grants = first.grants_for(&alice(), soon()).await.unwrap();
+        assert_eq!(grants.global, ["reader"]);
+        assert_eq!(store.asked.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn when_no_source_knows_the_identity_the_unknown_subject_policy_decides() {
+        let stranger = Fixed::knowing("bob", "{ global: [admin] }");
+        let union = lookup(MergePolicy::Union, &[&stranger]);
+        assert_eq!(
+            union.grants_for(&alice(), soon()).await.unwrap_err(),
+            GrantsError::UnknownSubject
+        );
+    }
+
+    #[test]
+    fn merge_reads_first_or_union_and_refuses_the_rest_with_its_key() {
+        let config = |merge: &str| {
+            let yaml = format!(
+                "token: {{ issuer: https://tv.example.com }}
+signing: {{ dev_generate: true }}
+trust: [ {{ issuer: https://idp.example.com }} ]
+grants: {{ file: grants.yaml, merge: {merge} }}
+"
+            );
+            crate::Config::from_yaml(&yaml, std::path::Path::new("."))
+        };
+        assert_eq!(config("union").unwrap().grants.merge, MergePolicy::Union);
+        assert_eq!(config("first").unwrap().grants.merge, MergePolicy::First);
+        let error = config("all").unwrap_err();
+        assert_eq!(error.problems[0].path, "grants.merge", "{error}");
     }
 }
