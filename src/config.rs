@@ -252,6 +252,7 @@ impl ConfigFile {
         self.telemetry
             .decision_log
             .check("telemetry.decision_log", check);
+        self.telemetry.otlp.check("telemetry.otlp", check);
         Some(Config {
             listen: self.listen,
             token: self.token,

@@ -1,9 +1,10 @@
 //! OpenTelemetry traces: one span per Check (and per `/exchange`) with a child per stage,
 //! exported over OTLP/gRPC when an endpoint is configured, and joined to the caller's trace.
 //!
-//! The endpoint is `telemetry.otlp.endpoint`, else the standard `OTEL_EXPORTER_OTLP_ENDPOINT`;
-//! with neither, nothing is exported and spans cost what the log's spans already cost.
-//! `OTEL_SERVICE_NAME` and `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` are read by the
+//! The endpoint is `telemetry.otlp.endpoint`, else the standard
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`; with none, nothing is
+//! exported and spans cost what the log's spans already cost. `OTEL_SERVICE_NAME` (default
+//! `evs-token-vending`) and `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` are read by the
 //! OpenTelemetry SDK as its specification says. A span's parent is the trace context Envoy
 //! sends in the ext_authz call's own gRPC metadata (`traceparent`, when its tracing is on),
 //! else the checked request's `traceparent` or B3 headers. Spans carry no token, key or
@@ -25,6 +26,21 @@ pub struct OtlpConfig {
 }
 
 impl OtlpConfig {
+    /// Checks that a configured endpoint is an `http(s)://` URL.
+    pub(crate) fn check(&self, path: &str, check: &mut crate::config::ConfigCheck) {
+        let Some(endpoint) = &self.endpoint else {
+            return;
+        };
+        let usable = url::Url::parse(endpoint)
+            .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some());
+        if !usable {
+            check.problem(
+                format!("{path}.endpoint"),
+                "must be the collector's http:// or https:// URL (OTLP/gRPC, usually port 4317)",
+            );
+        }
+    }
+
     /// The endpoint to export to, if any.
     fn endpoint(&self) -> Option<String> {
         self.endpoint
@@ -43,6 +59,11 @@ impl Traces {
     pub fn shutdown(self) {
         let _ = self.0.shutdown();
     }
+
+    pub(super) fn tracer(&self) -> opentelemetry_sdk::trace::SdkTracer {
+        use opentelemetry::trace::TracerProvider as _;
+        self.0.tracer("evs-token-vending")
+    }
 }
 
 /// Builds the OTLP exporter when an endpoint is configured; must run inside the Tokio runtime
@@ -56,21 +77,17 @@ pub(super) fn exporter(config: &OtlpConfig) -> Result<Option<Traces>, String> {
         .with_endpoint(endpoint.clone())
         .build()
         .map_err(|e| format!("telemetry.otlp.endpoint {endpoint}: {e}"))?;
-    let resource = opentelemetry_sdk::Resource::builder()
-        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
-        .build();
+    let mut resource = opentelemetry_sdk::Resource::builder()
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+    if std::env::var_os("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("evs-token-vending");
+    }
+    let resource = resource.build();
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource)
         .build();
     Ok(Some(Traces(provider)))
-}
-
-impl Traces {
-    pub(super) fn tracer(&self) -> opentelemetry_sdk::trace::SdkTracer {
-        use opentelemetry::trace::TracerProvider as _;
-        self.0.tracer("evs-token-vending")
-    }
 }
 
 /// The span of one decision (a Check or an exchange): its children are the stages, its
@@ -267,6 +284,75 @@ mod tests {
                 "6666666666666666".to_owned()
             )
         );
+    }
+
+    /// Keeps every span it is given.
+    #[derive(Debug, Clone, Default)]
+    struct Keep(std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+    impl opentelemetry_sdk::trace::SpanExporter for Keep {
+        async fn export(
+            &self,
+            batch: Vec<opentelemetry_sdk::trace::SpanData>,
+        ) -> opentelemetry_sdk::error::OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    /// The attribute names of an allowed decision's span, recorded with `subjects` as given.
+    fn recorded_attributes(subjects: bool) -> Vec<String> {
+        use opentelemetry::trace::TracerProvider as _;
+        use tracing_subscriber::layer::SubscriberExt;
+        let kept = Keep::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(kept.clone())
+            .build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
+        tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
+            let span = DecisionSpan::start("ext_authz.Check", "req-1", None, None, subjects);
+            span.allowed(
+                Some("https://idp.example.com"),
+                "alice@example.com",
+                Some("k1"),
+                Some(true),
+            );
+        });
+        let spans = kept.0.lock().unwrap();
+        spans[0]
+            .attributes
+            .iter()
+            .map(|kv| kv.key.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn subjects_are_on_spans_only_when_trace_subjects_is_set() {
+        let without = recorded_attributes(false);
+        assert!(without.contains(&"issuer".to_owned()), "{without:?}");
+        assert!(!without.contains(&"subject".to_owned()), "{without:?}");
+        assert!(recorded_attributes(true).contains(&"subject".to_owned()));
+    }
+
+    #[test]
+    fn an_otlp_endpoint_must_be_an_http_url() {
+        let problems = |endpoint: &str| {
+            let yaml = format!(
+                "token: {{ issuer: https://tv.example.com }}
+signing: {{ dev_generate: true }}
+trust: [ {{ issuer: https://idp.example.com }} ]
+grants: {{ file: grants.yaml }}
+telemetry: {{ otlp: {{ endpoint: '{endpoint}' }} }}
+"
+            );
+            match crate::Config::from_yaml(&yaml, std::path::Path::new(".")) {
+                Ok(_) => Vec::new(),
+                Err(e) => e.problems.into_iter().map(|p| p.path).collect(),
+            }
+        };
+        assert!(problems("http://otel-collector:4317").is_empty());
+        assert_eq!(problems("otel-collector:4317"), ["telemetry.otlp.endpoint"]);
+        assert_eq!(problems("ftp://collector"), ["telemetry.otlp.endpoint"]);
     }
 
     #[test]
