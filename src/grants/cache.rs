@@ -148,6 +148,7 @@ impl<S: GrantSource> CachedGrants<S> {
             self.metrics.grants_cache_hit();
             return Ok(known.grants.clone());
         }
+        self.metrics.grants_cache_miss();
         let stale = known.filter(|k| self.is_servable_stale(k));
         // Someone is already asking the store, or it failed a moment ago: the last known
         // answer serves now, without queueing behind the call.
@@ -312,6 +313,10 @@ mod tests {
             .and_then(|n| n.parse().ok())
             .expect("the eviction counter");
         assert!(evicted >= 30, "{evicted} evictions counted");
+        assert!(
+            text.contains("evs_tv_grants_cache_misses_total 40\n"),
+            "every first look-up is a miss: {text}"
+        );
     }
 
     #[tokio::test]

@@ -67,6 +67,7 @@ pub struct Metrics {
     grants_store: Family<Label, Counter>,
     grants_store_seconds: Histograms<Label>,
     grants_cache_hits: Counter,
+    grants_cache_misses: Counter,
     grants_cache_evictions: Counter,
     grants_stale_served: Counter,
     grants_file_reloads_refused: Counter,
@@ -91,6 +92,7 @@ impl Default for Metrics {
             grants_store: Family::default(),
             grants_store_seconds: histograms(),
             grants_cache_hits: Counter::default(),
+            grants_cache_misses: Counter::default(),
             grants_cache_evictions: Counter::default(),
             grants_stale_served: Counter::default(),
             grants_file_reloads_refused: Counter::default(),
@@ -132,6 +134,11 @@ impl Default for Metrics {
             "evs_tv_grants_cache_hits",
             "Grants look-ups answered by the cache",
             metrics.grants_cache_hits.clone(),
+        );
+        r.register(
+            "evs_tv_grants_cache_misses",
+            "Grants look-ups that found no fresh entry on arrival (then served stale, or asked the store, or waited for the look-up already asking it)",
+            metrics.grants_cache_misses.clone(),
         );
         r.register(
             "evs_tv_grants_cache_evictions",
@@ -280,6 +287,11 @@ impl Metrics {
         self.grants_store_seconds
             .get_or_create(&result)
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// A grants look-up found no fresh entry.
+    pub fn grants_cache_miss(&self) {
+        self.grants_cache_misses.inc();
     }
 
     /// The grants cache dropped a subject to stay within its bound.
