@@ -26,18 +26,10 @@ pub struct OtlpConfig {
 }
 
 impl OtlpConfig {
-    /// Checks that a configured endpoint is an `http(s)://` URL.
+    /// Checks that a configured endpoint is an `http://` URL.
     pub(crate) fn check(&self, path: &str, check: &mut crate::config::ConfigCheck) {
-        let Some(endpoint) = &self.endpoint else {
-            return;
-        };
-        let usable = url::Url::parse(endpoint)
-            .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some());
-        if !usable {
-            check.problem(
-                format!("{path}.endpoint"),
-                "must be the collector's http:// or https:// URL (OTLP/gRPC, usually port 4317)",
-            );
+        if let Some(problem) = self.endpoint.as_deref().and_then(endpoint_problem) {
+            check.problem(format!("{path}.endpoint"), problem);
         }
     }
 
@@ -48,6 +40,18 @@ impl OtlpConfig {
             .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").ok())
             .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
             .filter(|endpoint| !endpoint.trim().is_empty())
+    }
+}
+
+/// Why `endpoint` cannot be exported to, if it cannot. This build speaks OTLP/gRPC in plain
+/// HTTP/2 only: send spans to a collector in the pod or on the node, which forwards them on.
+fn endpoint_problem(endpoint: &str) -> Option<&'static str> {
+    match url::Url::parse(endpoint) {
+        Ok(url) if url.scheme() == "http" && url.host().is_some() => None,
+        Ok(url) if url.scheme() == "https" => Some(
+            "https is not supported: export over http:// to a collector in the pod or on the node",
+        ),
+        _ => Some("must be the collector's http:// URL (OTLP/gRPC, usually port 4317)"),
     }
 }
 
@@ -72,6 +76,9 @@ pub(super) fn exporter(config: &OtlpConfig) -> Result<Option<Traces>, String> {
     let Some(endpoint) = config.endpoint() else {
         return Ok(None);
     };
+    if let Some(problem) = endpoint_problem(&endpoint) {
+        return Err(format!("OTLP endpoint {endpoint}: {problem}"));
+    }
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint.clone())
@@ -353,6 +360,10 @@ telemetry: {{ otlp: {{ endpoint: '{endpoint}' }} }}
         assert!(problems("http://otel-collector:4317").is_empty());
         assert_eq!(problems("otel-collector:4317"), ["telemetry.otlp.endpoint"]);
         assert_eq!(problems("ftp://collector"), ["telemetry.otlp.endpoint"]);
+        assert_eq!(
+            problems("https://collector:4317"),
+            ["telemetry.otlp.endpoint"]
+        );
     }
 
     #[test]
