@@ -206,7 +206,7 @@ async fn dev_idp(
         return fail(&format!("dev-idp: cannot write {}: {e}", file.display()));
     }
     println!("serving until Ctrl-C or SIGTERM; a restart makes a new key, so get a new token then");
-    wait_for_signal().await;
+    StopSignals::listen().next().await;
     ExitCode::SUCCESS
 }
 
@@ -242,6 +242,9 @@ async fn serve(config: Config) -> ExitCode {
     for warning in &config.warnings {
         tracing::warn!(%warning, "configuration");
     }
+    // Listened for before start-up: a signal that arrives while the sidecar starts (fetching
+    // issuer keys, say) drains it once started instead of killing it half-way.
+    let mut signals = StopSignals::listen();
     let mut sidecar = match evs_token_vending::start(config).await {
         Ok(sidecar) => sidecar,
         Err(e) => return fail(&e),
@@ -259,11 +262,11 @@ async fn serve(config: Config) -> ExitCode {
     });
     // First signal: drain (readiness fails, everything still serves), then stop accepting and
     // give in-flight work the grace period. A second signal ends the process at once.
-    wait_for_signal().await;
+    signals.next().await;
     sidecar.begin_drain();
     tracing::info!(drain = ?sidecar.drain, grace = ?sidecar.grace, "signal: draining, then shutting down");
-    tokio::spawn(async {
-        wait_for_signal().await;
+    tokio::spawn(async move {
+        signals.next().await;
         tracing::warn!("second signal: exiting at once");
         std::process::exit(0);
     });
@@ -275,17 +278,34 @@ async fn serve(config: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
+/// SIGTERM and SIGINT, each delivered once to [`StopSignals::next`].
+struct StopSignals {
+    term: Option<tokio::signal::unix::Signal>,
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn listen() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        Self {
+            term: signal(SignalKind::terminate()).ok(),
+            interrupt: signal(SignalKind::interrupt()).ok(),
+        }
+    }
+
+    /// The next SIGTERM or SIGINT (including one that arrived before this was called).
+    async fn next(&mut self) {
+        async fn one(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending().await,
             }
         }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+        tokio::select! {
+            () = one(&mut self.term) => {}
+            () = one(&mut self.interrupt) => {}
         }
     }
 }

@@ -68,3 +68,35 @@ async fn a_second_sigterm_during_the_drain_exits_at_once() {
     serve.terminate();
     serve.exit_status(second, Duration::from_secs(5)).await;
 }
+
+/// A SIGTERM while the sidecar is still starting (here: waiting up to 5 s for an issuer whose
+/// JWKS never answers) is not fatal: once started, it drains and exits 0 like any other.
+#[tokio::test]
+async fn a_sigterm_during_start_up_drains_once_started_instead_of_killing_it() {
+    // Accepts connections (the kernel's backlog) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let issuer = format!("http://127.0.0.1:{}", silent.local_addr().unwrap().port());
+    let mut serve = ServeProcess::trusting(
+        "signal-at-start",
+        &issuer,
+        "shutdown: { drain: 0s, grace: 1s }",
+        |_, _| {},
+    );
+    // The side port listens before the issuer prefetch ends; signal then.
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", serve.http)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "serve did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ready = reqwest::get(format!("http://127.0.0.1:{}/readyz", serve.http))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503, "still starting when signalled");
+    let signalled = Instant::now();
+    serve.terminate();
+    let status = serve.exit_status(signalled, Duration::from_secs(15)).await;
+    assert!(status.success(), "exit status {status}");
+}
