@@ -52,6 +52,7 @@ fn benchmarks(c: &mut Criterion) {
         expires_at: u64::MAX / 2,
         certificate: None,
         aws: None,
+        claims: None,
     };
     let grants: Grants = serde_norway::from_str(
         "global: [database_creator]\ndatabases: { production: [reader, writer], staging: [reader] }",

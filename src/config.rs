@@ -170,7 +170,9 @@ impl Config {
             }],
         })?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
-        Self::from_yaml(&text, base)
+        let mut config = Self::from_yaml(&text, base)?;
+        config.grants.watch_config_file(path);
+        Ok(config)
     }
 
     /// Parses and validates YAML text; relative paths are resolved against `base_dir`.

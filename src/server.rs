@@ -157,7 +157,8 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     background.extend(grants.background);
 
     let client = issuer_client(&config.trust)?;
-    let oidc = OidcVerifier::new(&config.trust, client, metrics.clone());
+    let oidc = OidcVerifier::new(&config.trust, client, metrics.clone())
+        .keeping_other_claims(config.grants.reads_idp_claims());
     let x509 = if config.client_certs.enabled {
         Some(X509Verifier::from_config(&config.client_certs)?)
     } else {

@@ -237,6 +237,10 @@ impl<S: GrantSource> GrantSource for CachedGrants<S> {
         Box::pin(self.lookup_cached(key, deadline))
     }
 
+    fn label(&self) -> String {
+        format!("{} (cached)", self.store.label())
+    }
+
     fn cached_entries(&self) -> Option<u64> {
         Some(self.slots.entry_count())
     }
@@ -271,6 +275,10 @@ mod tests {
                 }
                 Ok((key == "alice").then(|| Arc::new(Grants::default())))
             })
+        }
+
+        fn label(&self) -> String {
+            "counting".into()
         }
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::rules::{RuleSpec, RulesConfig};
 use crate::config::ConfigCheck;
 
 /// `grants:`, typed.
@@ -34,12 +35,17 @@ pub enum GrantSourceConfig {
     Dynamodb(DynamoDbConfig),
     /// The tags of an IAM caller's role.
     IamRoleTags(IamRoleTagsConfig),
+    /// Rules over identity attributes and IdP claims.
+    Rules(RulesConfig),
 }
 
 impl GrantSourceConfig {
     /// Whether this source can hold grants for AWS IAM identities (keyed by role ARN).
     pub(crate) fn answers_for_iam(&self) -> bool {
-        matches!(self, Self::Dynamodb(_) | Self::IamRoleTags(_))
+        matches!(
+            self,
+            Self::Dynamodb(_) | Self::IamRoleTags(_) | Self::Rules(_)
+        )
     }
 }
 
@@ -50,6 +56,7 @@ pub(crate) enum GrantSourceKind {
     File,
     Dynamodb,
     IamRoleTags,
+    Rules,
 }
 
 /// `grants:` as written: the source names, and each source's settings beside them.
@@ -66,6 +73,10 @@ pub(crate) struct GrantsFile {
     dynamodb: Option<DynamoDbConfig>,
     #[serde(default)]
     iam_role_tags: IamRoleTagsConfig,
+    #[serde(default)]
+    rules: Vec<RuleSpec>,
+    #[serde(default)]
+    rules_file: Option<PathBuf>,
     #[serde(default)]
     cache: GrantsCacheConfig,
     #[serde(default)]
@@ -97,6 +108,14 @@ impl GrantsConfig {
             (None, Some(list)) => list,
             (None, None) => vec![GrantSourceKind::File],
         };
+        if !kinds.contains(&GrantSourceKind::Rules)
+            && (!file.rules.is_empty() || file.rules_file.is_some())
+        {
+            check.problem(
+                format!("{path}.rules"),
+                "rules are set, but grants.sources does not name rules: they would grant nothing",
+            );
+        }
         let mut sources = Vec::new();
         for (i, kind) in kinds.iter().enumerate() {
             if kinds[..i].contains(kind) {
@@ -125,6 +144,31 @@ impl GrantsConfig {
                         "required when grants.source is dynamodb",
                     ),
                 },
+                GrantSourceKind::Rules => {
+                    let mut rules = RulesConfig {
+                        inline: file.rules.clone(),
+                        file: file.rules_file.clone(),
+                        config_file: None,
+                    };
+                    if let Some(rules_file) = &mut rules.file {
+                        check.resolve(rules_file);
+                    }
+                    if rules.inline.is_empty() && rules.file.is_none() {
+                        check.problem(
+                            format!("{path}.rules"),
+                            "required when grants.sources names rules (or set grants.rules_file)",
+                        );
+                        continue;
+                    }
+                    match rules.compile() {
+                        Ok(_) => sources.push(GrantSourceConfig::Rules(rules)),
+                        Err(problems) => {
+                            for (key, reason) in problems {
+                                check.problem(key, reason);
+                            }
+                        }
+                    }
+                }
                 GrantSourceKind::IamRoleTags => {
                     file.iam_role_tags
                         .check(&format!("{path}.iam_role_tags"), check);
@@ -140,6 +184,27 @@ impl GrantsConfig {
             malformed_item: file.malformed_item,
             allow_empty: file.allow_empty,
         })
+    }
+}
+
+impl GrantsConfig {
+    /// Whether a source reads IdP claims beyond the registered ones (rules do).
+    pub fn reads_idp_claims(&self) -> bool {
+        self.sources
+            .iter()
+            .any(|source| matches!(source, GrantSourceConfig::Rules(_)))
+    }
+
+    /// Notes the file the config was read from, so that `grants.rules` written in it is
+    /// reloaded when it changes.
+    pub(crate) fn watch_config_file(&mut self, config_file: &std::path::Path) {
+        for source in &mut self.sources {
+            if let GrantSourceConfig::Rules(rules) = source
+                && !rules.inline.is_empty()
+            {
+                rules.config_file = Some(config_file.to_owned());
+            }
+        }
     }
 }
 

@@ -114,6 +114,10 @@ impl GrantSource for DynamoGrants {
         // The cache in front bounds the call by the Check's deadline.
         Box::pin(self.get(key))
     }
+
+    fn label(&self) -> String {
+        format!("dynamodb table {}", self.table)
+    }
 }
 
 /// Reads the `grants` map of an item; the reason names what is wrong, never a value.

@@ -47,6 +47,9 @@ pub enum GrantsFileError {
         "grants file {path} holds no subjects ({reason}); set grants.allow_empty: true if that is meant"
     )]
     Empty { path: String, reason: &'static str },
+    /// The grant rules do not compile.
+    #[error("invalid grant rules: {reason}")]
+    Rules { reason: String },
 }
 
 #[derive(Default, Deserialize)]
@@ -114,6 +117,10 @@ impl GrantSource for FileGrants {
     fn lookup<'a>(&'a self, key: &'a str, _deadline: std::time::Instant) -> LookupFuture<'a> {
         let found = self.snapshot.load().get(key).cloned();
         Box::pin(async move { Ok(found) })
+    }
+
+    fn label(&self) -> String {
+        format!("file {}", self.path.display())
     }
 
     fn warning(&self) -> Option<String> {

@@ -95,6 +95,10 @@ impl GrantSource for IamRoleTags {
         // The cache in front bounds the call by the Check's deadline.
         Box::pin(self.tags_of(key))
     }
+
+    fn label(&self) -> String {
+        "iam_role_tags".to_owned()
+    }
 }
 
 /// The grants a role's tags describe; `None` when it has no `evs:` grants tag at all.

@@ -9,6 +9,7 @@ mod config;
 pub(crate) mod dynamodb;
 pub(crate) mod file;
 pub(crate) mod iam_tags;
+pub mod rules;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -28,6 +29,7 @@ pub use self::config::{
 use self::dynamodb::DynamoGrants;
 use self::file::{FileGrants, GrantsFileError, RELOAD_INTERVAL};
 use self::iam_tags::IamRoleTags;
+use self::rules::RulesGrants;
 use crate::identity::Identity;
 use crate::telemetry::Metrics;
 
@@ -69,9 +71,7 @@ impl Grants {
     /// Every role of every one of `all`, de-duplicated and sorted: one canonical form, so
     /// the minted claim and the token cache's key do not depend on the sources' order.
     pub fn union(all: &[Arc<Grants>]) -> Self {
-        let mut global: Vec<String> = all.iter().flat_map(|g| g.global.iter().cloned()).collect();
-        global.sort();
-        global.dedup();
+        let global: Vec<String> = all.iter().flat_map(|g| g.global.iter().cloned()).collect();
         let mut databases: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for grants in all {
             for (database, roles) in &grants.databases {
@@ -81,6 +81,16 @@ impl Grants {
                     .extend(roles.iter().cloned());
             }
         }
+        Self::canonical(global, databases)
+    }
+
+    /// Grants from role lists that may repeat or be out of order, de-duplicated and sorted.
+    pub fn canonical(
+        mut global: Vec<String>,
+        mut databases: BTreeMap<String, Vec<String>>,
+    ) -> Self {
+        global.sort();
+        global.dedup();
         for roles in databases.values_mut() {
             roles.sort();
             roles.dedup();
@@ -109,6 +119,33 @@ pub trait GrantSource: Send + Sync {
     /// The grants stored under `key`, or `None` when the store has no entry for it; remote
     /// stores give up at `deadline`.
     fn lookup<'a>(&'a self, key: &'a str, deadline: Instant) -> LookupFuture<'a>;
+
+    /// The grants of `identity`: by default its entry under the first of its keys (subject,
+    /// then e-mail) that has one. Sources that read more of the identity (rules, LDAP)
+    /// answer here.
+    fn lookup_identity<'a>(
+        &'a self,
+        identity: &'a Identity,
+        deadline: Instant,
+    ) -> LookupFuture<'a> {
+        Box::pin(async move {
+            for key in identity.grant_keys() {
+                if let Some(grants) = self.lookup(key, deadline).await? {
+                    return Ok(Some(grants));
+                }
+            }
+            Ok(None)
+        })
+    }
+
+    /// What this source is, for `explain`.
+    fn label(&self) -> String;
+
+    /// How this source reached its answer for `identity`, line by line, for `explain`
+    /// (the rules that matched; nothing for sources with one entry per key).
+    fn explain(&self, _identity: &Identity) -> Vec<String> {
+        Vec::new()
+    }
 
     /// Something an operator should see in `/readyz` (a refused reload), if any.
     fn warning(&self) -> Option<String> {
@@ -193,6 +230,15 @@ impl GrantsLookup {
                         metrics.clone(),
                     )));
                 }
+                GrantSourceConfig::Rules(rules) => {
+                    let rules = Arc::new(
+                        RulesGrants::load(rules, metrics.clone())
+                            .map_err(|reason| GrantsFileError::Rules { reason })?,
+                    );
+                    tracing::info!(rules = rules.rules().len(), "grants from rules");
+                    background.push(tokio::spawn(rules.clone().reload_forever(RELOAD_INTERVAL)));
+                    sources.push(rules);
+                }
                 GrantSourceConfig::IamRoleTags(iam) => {
                     tracing::info!("grants from IAM role tags");
                     sources.push(Arc::new(CachedGrants::new(
@@ -254,27 +300,60 @@ impl GrantsLookup {
         }
     }
 
-    /// One source's answer for `identity`: its entry under the first key that has one.
+    /// One source's answer for `identity`, with the `malformed_item` policy applied.
     async fn ask(
         &self,
         source: &dyn GrantSource,
         identity: &Identity,
         deadline: Instant,
     ) -> Result<Option<Arc<Grants>>, GrantsError> {
-        for key in identity.grant_keys() {
-            match source.lookup(key, deadline).await {
-                Ok(Some(grants)) => return Ok(Some(grants)),
-                Ok(None) => {}
-                Err(GrantsError::Malformed)
-                    if self.malformed_item == MalformedItemPolicy::Empty =>
-                {
-                    return Ok(Some(self.empty.clone()));
-                }
-                Err(e) => return Err(e),
+        match source.lookup_identity(identity, deadline).await {
+            Err(GrantsError::Malformed) if self.malformed_item == MalformedItemPolicy::Empty => {
+                Ok(Some(self.empty.clone()))
             }
+            answer => answer,
         }
-        Ok(None)
     }
+
+    /// Every source's answer for `identity` and how it came about, then the grants a Check
+    /// would get: what `explain` prints.
+    pub async fn explain(&self, identity: &Identity, deadline: Instant) -> Explanation {
+        let mut sources = Vec::new();
+        for source in &self.sources {
+            sources.push(SourceAnswer {
+                source: source.label(),
+                answer: self.ask(source.as_ref(), identity, deadline).await,
+                details: source.explain(identity),
+            });
+        }
+        Explanation {
+            sources,
+            merge: self.merge,
+            result: self.grants_for(identity, deadline).await,
+        }
+    }
+}
+
+/// One source's part in an [`Explanation`].
+#[derive(Debug)]
+pub struct SourceAnswer {
+    /// What the source is.
+    pub source: String,
+    /// Its grants for the identity (`None`: it does not know it).
+    pub answer: Result<Option<Arc<Grants>>, GrantsError>,
+    /// How it got there (the rules that matched).
+    pub details: Vec<String>,
+}
+
+/// Why an identity has the grants it has.
+#[derive(Debug)]
+pub struct Explanation {
+    /// Each source, in order.
+    pub sources: Vec<SourceAnswer>,
+    /// How their answers combine.
+    pub merge: MergePolicy,
+    /// What a Check would mint with.
+    pub result: Result<Arc<Grants>, GrantsError>,
 }
 
 #[cfg(test)]
@@ -333,6 +412,10 @@ mod merge_tests {
             let answer = self.answers.get(key).cloned().unwrap_or(Ok(None));
             Box::pin(async move { answer })
         }
+
+        fn label(&self) -> String {
+            "fixed".into()
+        }
     }
 
     fn alice() -> Identity {
@@ -344,6 +427,7 @@ mod merge_tests {
             expires_at: u64::MAX,
             certificate: None,
             aws: None,
+            claims: None,
         }
     }
 

@@ -34,6 +34,38 @@ pub struct Identity {
     pub certificate: Option<Box<CertificateClaims>>,
     /// Set when an AWS IAM principal proved the identity (boxed, as the certificate).
     pub aws: Option<Box<AwsClaims>>,
+    /// The IdP's other claims (`groups` …), kept only when grant rules may read them.
+    pub claims: Option<Box<OtherClaims>>,
+}
+
+/// A bearer token's claims beyond the registered ones (`iss`, `sub`, `aud`, `exp`, `nbf`,
+/// `iat`, `jti`, `email`, `name`): what grant rules match on. Nested objects are not kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OtherClaims(pub Vec<(String, serde_json::Value)>);
+
+impl OtherClaims {
+    /// The value of the claim `name`, if the token had it.
+    pub fn get(&self, name: &str) -> Option<&serde_json::Value> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// About what the claims occupy on the heap (for cache bounds).
+    pub fn heap_bytes(&self) -> usize {
+        fn value_bytes(value: &serde_json::Value) -> usize {
+            let own = std::mem::size_of::<serde_json::Value>();
+            match value {
+                serde_json::Value::String(s) => own + s.len(),
+                serde_json::Value::Array(items) => {
+                    own + items.iter().map(value_bytes).sum::<usize>()
+                }
+                _ => own,
+            }
+        }
+        self.0
+            .iter()
+            .map(|(name, value)| name.len() + std::mem::size_of::<String>() + value_bytes(value))
+            .sum()
+    }
 }
 
 /// What an AWS IAM identity adds to the minted token.
@@ -56,6 +88,10 @@ pub struct CertificateClaims {
     pub cn: Option<String>,
     /// The subject O (`cert:org`).
     pub org: Option<String>,
+    /// The subject OU (for grant rules; not minted).
+    pub ou: Option<String>,
+    /// The SPIFFE ID (URI SAN), when the certificate has one (for grant rules; not minted).
+    pub spiffe_id: Option<String>,
     /// base64url SHA-256 of the certificate's DER: `cnf.x5t#S256` (RFC 8705).
     pub thumbprint_s256: String,
 }

@@ -82,6 +82,8 @@ impl X509Verifier {
 
         let cn = first_attribute(cert.subject().iter_common_name())?;
         let org = first_attribute(cert.subject().iter_organization())?;
+        // An OU is only read by grant rules: one with odd characters is ignored, not refused.
+        let ou = first_attribute(cert.subject().iter_organizational_unit()).unwrap_or(None);
         let spiffe = cert
             .subject_alternative_name()
             .ok()
@@ -121,9 +123,12 @@ impl X509Verifier {
             certificate: Some(Box::new(CertificateClaims {
                 cn,
                 org,
+                ou,
+                spiffe_id: spiffe.map(str::to_owned),
                 thumbprint_s256: URL_SAFE_NO_PAD.encode(digest.as_ref()),
             })),
             aws: None,
+            claims: None,
         })
     }
 

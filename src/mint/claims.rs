@@ -106,6 +106,8 @@ mod tests {
             certificate: Some(Box::new(CertificateClaims {
                 cn: Some("cn".into()),
                 org: Some("o".into()),
+                ou: None,
+                spiffe_id: None,
                 thumbprint_s256: "t".into(),
             })),
             aws: Some(Box::new(AwsClaims {
@@ -114,6 +116,7 @@ mod tests {
                 session: Some("s".into()),
                 role_name: Some("r".into()),
             })),
+            claims: None,
         }
     }
 

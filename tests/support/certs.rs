@@ -25,6 +25,7 @@ pub struct Leaf {
 pub struct LeafSpec<'a> {
     pub cn: Option<&'a str>,
     pub org: Option<&'a str>,
+    pub ou: Option<&'a str>,
     pub uri: Option<&'a str>,
     /// Seconds from now; negative is the past.
     pub not_before: i64,
@@ -36,6 +37,7 @@ impl Default for LeafSpec<'_> {
         Self {
             cn: Some("orders-service"),
             org: Some("Example Org"),
+            ou: None,
             uri: None,
             not_before: -3600,
             not_after: 86_400,
@@ -75,6 +77,11 @@ impl TestCa {
             params
                 .distinguished_name
                 .push(DnType::OrganizationName, org);
+        }
+        if let Some(ou) = spec.ou {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationalUnitName, ou);
         }
         if let Some(uri) = spec.uri {
             params

@@ -66,7 +66,7 @@ pub struct Options {
     pub grants_file: String,
     /// The `signing:` value.
     pub signing: String,
-    /// `grants.source`.
+    /// `grants.source`, or `grants.sources` when it is a YAML list (`[file, rules]`).
     pub grants_source: String,
     /// Top-level YAML appended to the config (e.g. a `client_certs:` block).
     pub extra_config: String,
@@ -127,7 +127,7 @@ trust:
     {trust_extra}
 {more_trust}
 grants:
-  source: {grants_source}
+  {source_key}: {grants_source}
   file: grants.yaml
   {grants_extra}
 {extra_config}
@@ -138,6 +138,11 @@ grants:
             more_trust = options.more_trust,
             grants_extra = options.grants_extra,
             signing = options.signing,
+            source_key = if options.grants_source.starts_with('[') {
+                "sources"
+            } else {
+                "source"
+            },
             grants_source = options.grants_source,
             extra_config = options.extra_config,
             listen = options.listen,

@@ -111,6 +111,7 @@ impl AwsIamVerifier {
                         session: principal.session,
                         role_name: principal.role_name,
                     })),
+                    claims: None,
                 }))
             })
             .await

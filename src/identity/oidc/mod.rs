@@ -21,7 +21,7 @@ pub use self::config::TrustedIssuerConfig;
 pub(crate) use self::config::TrustedIssuerFile;
 use self::jwks::{IssuerKeys, KeySet, VerifyKey};
 use self::unverified::{UnverifiedJwt, map_jwt_error};
-use super::{AuthError, Identity};
+use super::{AuthError, Identity, OtherClaims};
 use crate::clock::unix_now;
 use crate::digest_map::{DigestMap, Expiring};
 
@@ -31,6 +31,8 @@ pub struct OidcVerifier {
     /// Tokens already verified, by SHA-256 of the token: a repeated token skips the signature
     /// check (90 % of a cached swap's cost, see the README's benchmarks).
     verified: DigestMap<Verified>,
+    /// Whether identities carry the IdP's other claims (grant rules are configured).
+    keep_other_claims: bool,
 }
 
 /// A verified token: who it proved, and the key that proved it.
@@ -47,7 +49,9 @@ impl Expiring for Verified {
 
     fn heap_bytes(&self) -> usize {
         // The identity is shared with the Checks it answers; counted here as its struct.
-        std::mem::size_of::<Identity>() + self.kid.as_ref().map_or(0, |kid| kid.len() + 16)
+        std::mem::size_of::<Identity>()
+            + self.kid.as_ref().map_or(0, |kid| kid.len() + 16)
+            + self.identity.claims.as_ref().map_or(0, |c| c.heap_bytes())
     }
 }
 
@@ -117,7 +121,17 @@ impl OidcVerifier {
             })
             .collect();
         let verified = DigestMap::new(VERIFIED_CAPACITY, u64::MAX);
-        Self { issuers, verified }
+        Self {
+            issuers,
+            verified,
+            keep_other_claims: false,
+        }
+    }
+
+    /// Keeps the IdP's other claims (`groups` …) on verified identities, for grant rules.
+    pub fn keeping_other_claims(mut self, keep: bool) -> Self {
+        self.keep_other_claims = keep;
+        self
     }
 
     /// Fetches every issuer's keys once, concurrently, waiting at most `wait`; failures are
@@ -313,6 +327,11 @@ impl OidcVerifier {
             .sub
             .filter(|sub| !sub.is_empty())
             .ok_or(AuthError::InvalidClaim("sub is required"))?;
+        let other_claims = if self.keep_other_claims {
+            other_claims(claims.other)
+        } else {
+            None
+        };
         let identity = Identity {
             subject,
             issuer: claims.iss,
@@ -321,6 +340,7 @@ impl OidcVerifier {
             expires_at,
             certificate: None,
             aws: None,
+            claims: other_claims,
         };
         Ok((identity, parts.kid, claims.jti))
     }
@@ -376,6 +396,21 @@ struct IdpClaims {
     name: Option<String>,
     #[serde(default)]
     jti: Option<String>,
+    /// Every other claim (`aud`, `nbf` and the IdP's own, such as `groups`).
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Claims that [`Identity`] carries in fields of its own, or that only validation reads.
+const REGISTERED_CLAIMS: [&str; 3] = ["aud", "nbf", "azp"];
+
+/// The claims grant rules may match on: all but the registered ones and nested objects.
+fn other_claims(other: serde_json::Map<String, serde_json::Value>) -> Option<Box<OtherClaims>> {
+    let kept: Vec<_> = other
+        .into_iter()
+        .filter(|(name, value)| !REGISTERED_CLAIMS.contains(&name.as_str()) && !value.is_object())
+        .collect();
+    (!kept.is_empty()).then(|| Box::new(OtherClaims(kept)))
 }
 
 /// RFC 7519 NumericDate: seconds, possibly fractional.

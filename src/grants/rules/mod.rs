@@ -1,0 +1,508 @@
+//! `grants.rules`: grants that follow from who the caller is, not from a list of subjects.
+//!
+//! A rule matches one attribute of the [`Identity`] — an IdP claim such as `groups`, or the
+//! issuer, subject, e-mail, certificate CN/O/OU, SPIFFE ID, AWS account or role name — against
+//! an anchored glob ([`pattern`]), optionally only for one issuer, and grants roles; a `*`'s
+//! text can name the database (`{1}`). Every rule that matches contributes; the result is
+//! de-duplicated and sorted. No rule matching means the source does not know the identity.
+//!
+//! Rules are compiled once (start-up, and each reload of their file or of the config file's
+//! `grants.rules`); a refused reload keeps the last good rules and shows in `/readyz`.
+//! A claim of the wrong type, or a capture that would make an impossible database name, skips
+//! that rule (or that database) for the Check, with a warning at most once a minute per rule.
+
+pub(crate) mod pattern;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use serde::Deserialize;
+
+use self::pattern::{Captures, NameTemplate, Pattern};
+use super::{GrantSource, Grants, LookupFuture};
+use crate::file_stamp::FileStamp;
+use crate::identity::Identity;
+use crate::telemetry::Metrics;
+
+/// An identity attribute a rule can match (`attribute:`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityAttribute {
+    /// The token's `iss` (`x509` / `aws_iam` names for certificates and IAM callers).
+    Issuer,
+    /// The subject.
+    Subject,
+    /// The `email` claim.
+    Email,
+    /// The client certificate's subject CN.
+    CertCn,
+    /// The client certificate's subject O.
+    CertOrg,
+    /// The client certificate's subject OU.
+    CertOu,
+    /// The client certificate's SPIFFE ID (URI SAN).
+    SpiffeId,
+    /// An IAM caller's 12-digit account.
+    AwsAccount,
+    /// An IAM caller's role name.
+    AwsRole,
+}
+
+/// One rule as written in `grants.rules` or a rules file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// The IdP claim to match (a string or an array of strings).
+    #[serde(default)]
+    pub claim: Option<String>,
+    /// The identity attribute to match (instead of `claim`).
+    #[serde(default)]
+    pub attribute: Option<IdentityAttribute>,
+    /// Only identities of this issuer (exact).
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// An anchored glob: `*` any text (a capture), `\*` a literal star.
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// The roles granted on a match; database names may use `{N}`, the N-th `*`'s text.
+    pub grant: Grants,
+}
+
+/// A rules file: `rules: [...]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    #[serde(default)]
+    rules: Vec<RuleSpec>,
+}
+
+/// What a rule reads.
+#[derive(Debug)]
+enum Matched {
+    Claim(String),
+    Attribute(IdentityAttribute),
+}
+
+/// A compiled rule.
+#[derive(Debug)]
+struct Rule {
+    /// Where it was written (`grants.rules[2]`), for logs and `explain`.
+    label: String,
+    matched: Matched,
+    issuer: Option<String>,
+    pattern: Pattern,
+    global: Vec<String>,
+    databases: Vec<(NameTemplate, Vec<String>)>,
+    /// Unix second of the last warning about this rule.
+    last_warned: AtomicU64,
+}
+
+/// One rule that matched, for `explain`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleMatch {
+    /// Where the rule was written.
+    pub rule: String,
+    /// What it matched on, and the value (`claim groups = "evs-db-orders-writer"`).
+    pub matched: String,
+    /// What it granted for this value.
+    pub grants: Grants,
+}
+
+/// Compiled rules, evaluated in order.
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+}
+
+/// A problem in a rule: its key path and the reason.
+pub type RuleProblem = (String, String);
+
+impl RuleSet {
+    /// Compiles `specs`; `path` prefixes each problem's key path (`grants.rules`).
+    pub fn compile(specs: &[RuleSpec], path: &str) -> Result<Self, Vec<RuleProblem>> {
+        let mut problems = Vec::new();
+        let mut rules = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            let label = format!("{path}[{i}]");
+            match compile_rule(spec, &label) {
+                Ok(rule) => rules.push(rule),
+                Err(mut found) => problems.append(&mut found),
+            }
+        }
+        if problems.is_empty() {
+            Ok(Self { rules })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// How many rules there are.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// The grants every matching rule gives `identity`, combined; `None` when none matched.
+    pub fn grants_for(&self, identity: &Identity) -> Option<Grants> {
+        let mut global = Vec::new();
+        let mut databases = BTreeMap::new();
+        let mut matched = false;
+        self.each_match(identity, |rule, _, captures| {
+            matched = true;
+            rule.grant(captures, &mut global, &mut databases);
+        });
+        matched.then(|| Grants::canonical(global, databases))
+    }
+
+    /// Each rule that matches `identity`, with the value and what it granted.
+    pub fn explain(&self, identity: &Identity) -> Vec<RuleMatch> {
+        let mut found = Vec::new();
+        self.each_match(identity, |rule, value, captures| {
+            let (mut global, mut databases) = (Vec::new(), BTreeMap::new());
+            rule.grant(captures, &mut global, &mut databases);
+            let on = match &rule.matched {
+                Matched::Claim(name) => format!("claim {name}"),
+                Matched::Attribute(attribute) => format!("{attribute:?}"),
+            };
+            found.push(RuleMatch {
+                rule: rule.label.clone(),
+                matched: format!("{on} = {value:?}"),
+                grants: Grants::canonical(global, databases),
+            });
+        });
+        found
+    }
+
+    /// Calls `on_match` for every (rule, value) that matches; a value matches a rule once.
+    fn each_match(&self, identity: &Identity, mut on_match: impl FnMut(&Rule, &str, &Captures)) {
+        for rule in &self.rules {
+            if rule.issuer.as_ref().is_some_and(|i| *i != identity.issuer) {
+                continue;
+            }
+            let visited = rule.each_value(identity, |value| {
+                if let Some(captures) = rule.pattern.captures(value) {
+                    on_match(rule, value, &captures);
+                }
+            });
+            if let Err(reason) = visited {
+                rule.warn(&reason);
+            }
+        }
+    }
+}
+
+fn compile_rule(spec: &RuleSpec, label: &str) -> Result<Rule, Vec<RuleProblem>> {
+    let mut problems = Vec::new();
+    let matched = match (&spec.claim, spec.attribute) {
+        (Some(claim), None) if !claim.is_empty() => Some(Matched::Claim(claim.clone())),
+        (None, Some(attribute)) => Some(Matched::Attribute(attribute)),
+        (Some(_), Some(_)) => {
+            problems.push((
+                label.to_owned(),
+                "set `claim` or `attribute`, not both".into(),
+            ));
+            None
+        }
+        _ => {
+            problems.push((
+                label.to_owned(),
+                "set `claim` (an IdP claim such as groups) or `attribute`".into(),
+            ));
+            None
+        }
+    };
+    let pattern = Pattern::parse(&spec.pattern)
+        .map_err(|reason| problems.push((format!("{label}.match"), reason)))
+        .ok();
+    let stars = pattern.as_ref().map_or(0, Pattern::stars);
+    let mut databases = Vec::new();
+    for (name, roles) in &spec.grant.databases {
+        match NameTemplate::parse(name, stars) {
+            Ok(template) => databases.push((template, roles.clone())),
+            Err(reason) => problems.push((format!("{label}.grant.databases.{name}"), reason)),
+        }
+    }
+    match (matched, pattern) {
+        (Some(matched), Some(pattern)) if problems.is_empty() => Ok(Rule {
+            label: label.to_owned(),
+            matched,
+            issuer: spec.issuer.clone(),
+            pattern,
+            global: spec.grant.global.clone(),
+            databases,
+            last_warned: AtomicU64::new(0),
+        }),
+        _ => Err(problems),
+    }
+}
+
+impl Rule {
+    /// Calls `visit` with each value of the matched attribute; an error when the claim has
+    /// a type no rule can match.
+    fn each_value(&self, identity: &Identity, mut visit: impl FnMut(&str)) -> Result<(), String> {
+        let name = match &self.matched {
+            Matched::Claim(name) => name,
+            Matched::Attribute(attribute) => {
+                if let Some(value) = attribute_value(identity, *attribute) {
+                    visit(value);
+                }
+                return Ok(());
+            }
+        };
+        let Some(value) = identity.claims.as_ref().and_then(|c| c.get(name)) else {
+            return Ok(());
+        };
+        match value {
+            serde_json::Value::String(one) => visit(one),
+            serde_json::Value::Array(items) => {
+                if !items.iter().all(serde_json::Value::is_string) {
+                    return Err(format!(
+                        "claim {name} is an array with items that are not strings; rule skipped"
+                    ));
+                }
+                items.iter().filter_map(|v| v.as_str()).for_each(visit);
+            }
+            other => {
+                return Err(format!(
+                    "claim {name} is {}, not a string or an array of strings; rule skipped",
+                    json_type(other)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds this rule's roles for one match.
+    fn grant(
+        &self,
+        captures: &Captures<'_>,
+        global: &mut Vec<String>,
+        databases: &mut BTreeMap<String, Vec<String>>,
+    ) {
+        global.extend(self.global.iter().cloned());
+        for (template, roles) in &self.databases {
+            match template.render(captures) {
+                Ok(name) => databases
+                    .entry(name)
+                    .or_default()
+                    .extend(roles.iter().cloned()),
+                Err(reason) => self.warn(&format!("{reason}; that database is not granted")),
+            }
+        }
+    }
+
+    /// A warning about this rule, at most once a minute.
+    fn warn(&self, reason: &str) {
+        let now = crate::clock::unix_now();
+        let last = self.last_warned.load(Ordering::Relaxed);
+        if now >= last + 60
+            && self
+                .last_warned
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(rule = %self.label, "{reason}");
+        }
+    }
+}
+
+fn attribute_value(identity: &Identity, attribute: IdentityAttribute) -> Option<&str> {
+    let certificate = identity.certificate.as_deref();
+    let aws = identity.aws.as_deref();
+    match attribute {
+        IdentityAttribute::Issuer => Some(&identity.issuer),
+        IdentityAttribute::Subject => Some(&identity.subject),
+        IdentityAttribute::Email => identity.email.as_deref(),
+        IdentityAttribute::CertCn => certificate?.cn.as_deref(),
+        IdentityAttribute::CertOrg => certificate?.org.as_deref(),
+        IdentityAttribute::CertOu => certificate?.ou.as_deref(),
+        IdentityAttribute::SpiffeId => certificate?.spiffe_id.as_deref(),
+        IdentityAttribute::AwsAccount => aws.map(|aws| aws.account.as_str()),
+        IdentityAttribute::AwsRole => aws?.role_name.as_deref(),
+    }
+}
+
+fn json_type(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// Where the rules come from: `grants.rules` in the config file, and `grants.rules_file`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RulesConfig {
+    /// `grants.rules`, as read at start-up.
+    pub inline: Vec<RuleSpec>,
+    /// `grants.rules_file`.
+    pub file: Option<PathBuf>,
+    /// The config file, watched for changes of `grants.rules` (set by `Config::load`).
+    pub config_file: Option<PathBuf>,
+}
+
+impl RulesConfig {
+    /// Every rule compiled: `grants.rules`, then the rules file's.
+    pub fn compile(&self) -> Result<RuleSet, Vec<RuleProblem>> {
+        let mut set = RuleSet::compile(&self.inline, "grants.rules")?;
+        if let Some(file) = &self.file {
+            let from_file = read_rules_file(file)?;
+            let label = format!("{}: rules", file.display());
+            set.rules
+                .extend(RuleSet::compile(&from_file, &label)?.rules);
+        }
+        Ok(set)
+    }
+
+    /// The same rules read again: `grants.rules` from the config file, and the rules file.
+    fn reread(&self) -> Result<RuleSet, Vec<RuleProblem>> {
+        let mut fresh = self.clone();
+        if let Some(config_file) = &self.config_file {
+            fresh.inline = read_inline_rules(config_file)?;
+        }
+        fresh.compile()
+    }
+
+    fn stamps(&self) -> [Option<FileStamp>; 2] {
+        [
+            self.config_file.as_deref().map(FileStamp::of),
+            self.file.as_deref().map(FileStamp::of),
+        ]
+    }
+}
+
+fn read_rules_file(path: &std::path::Path) -> Result<Vec<RuleSpec>, Vec<RuleProblem>> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![(shown.clone(), format!("cannot read: {}", e.kind()))])?;
+    let deserializer = serde_norway::Deserializer::from_str(&text);
+    let file: RulesFile = serde_path_to_error::deserialize(deserializer)
+        .map_err(|e| vec![(format!("{shown}: {}", e.path()), e.inner().to_string())])?;
+    Ok(file.rules)
+}
+
+fn read_inline_rules(config_file: &std::path::Path) -> Result<Vec<RuleSpec>, Vec<RuleProblem>> {
+    let shown = config_file.display().to_string();
+    let text = std::fs::read_to_string(config_file)
+        .map_err(|e| vec![(shown.clone(), format!("cannot read: {}", e.kind()))])?;
+    let config: serde_norway::Value = serde_norway::from_str(&text)
+        .map_err(|e| vec![(shown.clone(), format!("not YAML: {e}"))])?;
+    match config.get("grants").and_then(|grants| grants.get("rules")) {
+        None => Ok(Vec::new()),
+        Some(rules) => serde_norway::from_value(rules.clone())
+            .map_err(|e| vec![("grants.rules".to_owned(), e.to_string())]),
+    }
+}
+
+/// Describes problems as one line.
+pub fn describe(problems: &[RuleProblem]) -> String {
+    problems
+        .iter()
+        .map(|(path, reason)| format!("{path}: {reason}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The rules as a grant source, reloaded when their files change.
+pub struct RulesGrants {
+    config: RulesConfig,
+    current: ArcSwap<RuleSet>,
+    last_refusal: ArcSwapOption<String>,
+    metrics: Arc<Metrics>,
+}
+
+impl RulesGrants {
+    /// Compiles the rules; a start-up error names every problem.
+    pub fn load(config: &RulesConfig, metrics: Arc<Metrics>) -> Result<Self, String> {
+        let set = config.compile().map_err(|p| describe(&p))?;
+        Ok(Self {
+            config: config.clone(),
+            current: ArcSwap::from_pointee(set),
+            last_refusal: ArcSwapOption::empty(),
+            metrics,
+        })
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Arc<RuleSet> {
+        self.current.load_full()
+    }
+
+    /// Runs forever: compiles the rules again whenever one of their files changes; a change
+    /// that does not compile is refused and the last good rules keep serving.
+    pub async fn reload_forever(self: Arc<Self>, interval: Duration) {
+        let mut seen = self.config.stamps();
+        loop {
+            tokio::time::sleep(interval).await;
+            let now = self.config.stamps();
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match self.config.reread() {
+                Ok(set) => {
+                    tracing::info!(rules = set.len(), "grant rules reloaded");
+                    self.current.store(Arc::new(set));
+                    self.last_refusal.store(None);
+                }
+                Err(problems) => {
+                    let reason = describe(&problems);
+                    tracing::error!(%reason, "grant rules change refused; keeping the last good rules");
+                    self.metrics.grants_file_reload_refused();
+                    self.last_refusal.store(Some(Arc::new(reason)));
+                }
+            }
+        }
+    }
+}
+
+impl GrantSource for RulesGrants {
+    fn lookup<'a>(&'a self, _key: &'a str, _deadline: Instant) -> LookupFuture<'a> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn lookup_identity<'a>(
+        &'a self,
+        identity: &'a Identity,
+        _deadline: Instant,
+    ) -> LookupFuture<'a> {
+        let found = self.current.load().grants_for(identity).map(Arc::new);
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn label(&self) -> String {
+        format!("rules ({} in force)", self.current.load().len())
+    }
+
+    fn explain(&self, identity: &Identity) -> Vec<String> {
+        self.current
+            .load()
+            .explain(identity)
+            .into_iter()
+            .map(|m| {
+                let grants = serde_json::to_string(&m.grants).unwrap_or_default();
+                format!("{}: {} grants {grants}", m.rule, m.matched)
+            })
+            .collect()
+    }
+
+    fn warning(&self) -> Option<String> {
+        self.last_refusal
+            .load_full()
+            .map(|reason| format!("grant rules change refused: {reason}"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,215 @@
+//! Grant rules through the real Check: an IdP's `groups` claim, a client certificate's OU,
+//! `union` with the grants file, and rules reloaded from their file and from the config file.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::certs::{LeafSpec, TestCa, url_encode};
+use support::{Harness, Options, denied, eventually, get_json, minted, segment};
+
+const GROUP_RULES: &str = r#"
+  rules:
+    - { claim: groups, match: "evs-db-*-writer", grant: { databases: { "{1}": [reader, writer] } } }
+    - { claim: groups, match: platform-admins, grant: { global: [database_creator] } }"#;
+
+fn grants_of(answer: &envoy_types::pb::envoy::service::auth::v3::CheckResponse) -> Value {
+    segment(&minted(answer), 1)["evs:grants"].clone()
+}
+
+#[tokio::test]
+async fn an_idp_groups_claim_becomes_grants_united_with_the_grants_file() {
+    let h = Harness::start_with(Options {
+        grants_source: "[file, rules]".into(),
+        grants_extra: format!("merge: union\n  unknown_subject: deny{GROUP_RULES}"),
+        ..Options::default()
+    })
+    .await;
+    // Listed in the grants file, and a member of two IdP groups.
+    let listed = h.idp.sign(&h.claims(json!({
+        "groups": ["evs-db-orders-writer", "staff", "evs-db-production-writer"]
+    })));
+    assert_eq!(
+        grants_of(&h.check_bearer(&listed).await),
+        json!({
+            "global": ["database_creator"],
+            "databases": {
+                "orders": ["reader", "writer"],
+                "production": ["reader", "writer"],
+                "staging": ["deployer", "reader", "writer"]
+            }
+        })
+    );
+    // Not in the file: the groups alone grant.
+    let member = h
+        .idp
+        .sign(&h.claims(json!({"sub": "dana", "groups": ["platform-admins"]})));
+    assert_eq!(
+        grants_of(&h.check_bearer(&member).await),
+        json!({"global": ["database_creator"], "databases": {}})
+    );
+    // In no matching group and not in the file: unknown_subject: deny.
+    let stranger = h
+        .idp
+        .sign(&h.claims(json!({"sub": "erin", "groups": ["staff"]})));
+    assert_eq!(denied(&h.check_bearer(&stranger).await).http_status, 403);
+    // A claim of the wrong type is skipped, never read as a wider grant.
+    let odd = h.idp.sign(&h.claims(json!({"sub": "erin", "groups": 42})));
+    assert_eq!(denied(&h.check_bearer(&odd).await).http_status, 403);
+}
+
+#[tokio::test]
+async fn a_client_certificate_ou_becomes_grants() {
+    let ca = TestCa::new("Test CA");
+    let h = Harness::start_with(Options {
+        grants_source: "[file, rules]".into(),
+        grants_extra: "rules:
+    - { attribute: cert_ou, match: payments, grant: { databases: { payments: [writer] } } }"
+            .into(),
+        extra_config: format!(
+            "client_certs:\n  enabled: true\n  from: [xfcc]\n  ca_file: '{}'",
+            h_ca_file(&ca).display()
+        ),
+        ..Options::default()
+    })
+    .await;
+    let xfcc = |spec: LeafSpec<'_>| {
+        format!(
+            r#"By=spiffe://mesh/gw;Hash=ab;Cert="{}""#,
+            url_encode(&ca.issue(spec).pem)
+        )
+    };
+    let payments = xfcc(LeafSpec {
+        cn: Some("ledger"),
+        ou: Some("payments"),
+        ..LeafSpec::default()
+    });
+    assert_eq!(
+        grants_of(&h.check(&[("x-forwarded-client-cert", &payments)]).await),
+        json!({"global": [], "databases": {"payments": ["writer"]}})
+    );
+    let elsewhere = xfcc(LeafSpec {
+        cn: Some("ledger"),
+        ou: Some("marketing"),
+        ..LeafSpec::default()
+    });
+    assert_eq!(
+        grants_of(&h.check(&[("x-forwarded-client-cert", &elsewhere)]).await),
+        json!({"global": [], "databases": {}}),
+        "another OU: no rule matches (unknown_subject: empty)"
+    );
+}
+
+fn h_ca_file(ca: &TestCa) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("evs-tv-rules-ca-{}.pem", std::process::id()));
+    std::fs::write(&path, &ca.pem).unwrap();
+    path
+}
+
+/// Polls `/readyz` until a warning containing `text` shows (or not, with `present: false`).
+async fn wait_for_warning(h: &Harness, text: &str, present: bool) {
+    eventually(
+        &format!("a /readyz warning with {text:?} present: {present}"),
+        Duration::from_secs(10),
+        async || {
+            get_json(&h.http_url("/readyz")).await["warnings"]
+                .to_string()
+                .contains(text)
+                == present
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_rules_file_is_reloaded_and_a_broken_edit_keeps_the_last_good_rules() {
+    let writer = r#"rules: [ { claim: groups, match: "evs-db-*-writer", grant: { databases: { "{1}": [writer] } } } ]"#;
+    let reader = r#"rules: [ { claim: groups, match: "evs-db-*-writer", grant: { databases: { "{1}": [reader] } } } ]"#;
+    let dir = support::TempDir::new("rules-file");
+    let rules = dir.write("rules.yaml", writer);
+    let h = Harness::start_with(Options {
+        grants_source: "rules".into(),
+        grants_extra: format!("rules_file: '{}'", rules.display()),
+        ..Options::default()
+    })
+    .await;
+    let token = h
+        .idp
+        .sign(&h.claims(json!({"groups": ["evs-db-orders-writer"]})));
+    assert_eq!(
+        grants_of(&h.check_bearer(&token).await)["databases"],
+        json!({"orders": ["writer"]})
+    );
+    std::fs::write(&rules, reader).unwrap();
+    eventually(
+        "the edited rules serve",
+        Duration::from_secs(10),
+        async || {
+            grants_of(&h.check_bearer(&token).await)["databases"] == json!({"orders": ["reader"]})
+        },
+    )
+    .await;
+    std::fs::write(
+        &rules,
+        r#"rules: [ { claim: groups, match: "a**b", grant: {} } ]"#,
+    )
+    .unwrap();
+    wait_for_warning(&h, "grant rules change refused", true).await;
+    let warnings = get_json(&h.http_url("/readyz")).await["warnings"].to_string();
+    assert!(warnings.contains("rules[0].match"), "{warnings}");
+    assert_eq!(
+        grants_of(&h.check_bearer(&token).await)["databases"],
+        json!({"orders": ["reader"]}),
+        "the last good rules keep serving"
+    );
+    std::fs::write(&rules, writer).unwrap();
+    wait_for_warning(&h, "grant rules change refused", false).await;
+}
+
+#[tokio::test]
+async fn rules_written_in_the_config_file_are_reloaded_when_it_changes() {
+    let idp = evs_token_vending::demo::DemoIdp::start().await.unwrap();
+    let dir = support::TempDir::new("rules-inline");
+    let config = |role: &str| {
+        format!(
+            r#"listen: {{ authz: 127.0.0.1:0, http: 127.0.0.1:0 }}
+token: {{ issuer: https://token-vending.example.com, audience: [evidentsource] }}
+signing: {{ dev_generate: true }}
+trust: [ {{ issuer: '{}' }} ]
+grants:
+  source: rules
+  rules:
+    - {{ claim: groups, match: "evs-db-*-writer", grant: {{ databases: {{ "{{1}}": [{role}] }} }} }}
+"#,
+            idp.issuer()
+        )
+    };
+    let path = dir.write("config.yaml", &config("writer"));
+    let sidecar = evs_token_vending::start(evs_token_vending::Config::load(&path).unwrap())
+        .await
+        .unwrap();
+    let client =
+        envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::new(
+            evs_testkit::authz_channel(&sidecar.authz_addr)
+                .await
+                .unwrap(),
+        );
+    let now = support::now();
+    let token = idp.sign(&json!({
+        "iss": idp.issuer(), "sub": "alice", "exp": now + 600, "groups": ["evs-db-orders-writer"]
+    }));
+    let check = async || {
+        let request = evs_testkit::check_request(&[("authorization", &format!("Bearer {token}"))]);
+        grants_of(&client.clone().check(request).await.unwrap().into_inner())["databases"].clone()
+    };
+    assert_eq!(check().await, json!({"orders": ["writer"]}));
+    std::fs::write(&path, config("reader")).unwrap();
+    eventually(
+        "the config file's new rules serve",
+        Duration::from_secs(10),
+        async || check().await == json!({"orders": ["reader"]}),
+    )
+    .await;
+    sidecar.shutdown().await;
+}
