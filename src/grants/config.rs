@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::ldap::LdapConfig;
 use super::rules::{RuleSpec, RulesConfig};
 use crate::config::ConfigCheck;
 
@@ -37,6 +38,8 @@ pub enum GrantSourceConfig {
     IamRoleTags(IamRoleTagsConfig),
     /// Rules over identity attributes and IdP claims.
     Rules(RulesConfig),
+    /// An LDAP directory's groups.
+    Ldap(Box<LdapConfig>),
 }
 
 impl GrantSourceConfig {
@@ -57,6 +60,7 @@ pub(crate) enum GrantSourceKind {
     Dynamodb,
     IamRoleTags,
     Rules,
+    Ldap,
 }
 
 /// `grants:` as written: the source names, and each source's settings beside them.
@@ -73,6 +77,8 @@ pub(crate) struct GrantsFile {
     dynamodb: Option<DynamoDbConfig>,
     #[serde(default)]
     iam_role_tags: IamRoleTagsConfig,
+    #[serde(default)]
+    ldap: Option<LdapConfig>,
     #[serde(default)]
     rules: Vec<RuleSpec>,
     #[serde(default)]
@@ -142,6 +148,17 @@ impl GrantsConfig {
                     None => check.problem(
                         format!("{path}.dynamodb"),
                         "required when grants.source is dynamodb",
+                    ),
+                },
+                GrantSourceKind::Ldap => match &file.ldap {
+                    Some(ldap) => {
+                        let mut ldap = ldap.clone();
+                        ldap.check(&format!("{path}.ldap"), check);
+                        sources.push(GrantSourceConfig::Ldap(Box::new(ldap)));
+                    }
+                    None => check.problem(
+                        format!("{path}.ldap"),
+                        "required when grants.sources names ldap",
                     ),
                 },
                 GrantSourceKind::Rules => {

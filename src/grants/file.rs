@@ -50,6 +50,9 @@ pub enum GrantsFileError {
     /// The grant rules do not compile.
     #[error("invalid grant rules: {reason}")]
     Rules { reason: String },
+    /// The LDAP source cannot be set up (its CA file).
+    #[error("grants from LDAP: {reason}")]
+    Ldap { reason: String },
 }
 
 #[derive(Default, Deserialize)]

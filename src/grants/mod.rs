@@ -9,6 +9,7 @@ mod config;
 pub(crate) mod dynamodb;
 pub(crate) mod file;
 pub(crate) mod iam_tags;
+pub mod ldap;
 pub mod rules;
 
 use std::collections::BTreeMap;
@@ -29,6 +30,7 @@ pub use self::config::{
 use self::dynamodb::DynamoGrants;
 use self::file::{FileGrants, GrantsFileError, RELOAD_INTERVAL};
 use self::iam_tags::IamRoleTags;
+use self::ldap::LdapGrants;
 use self::rules::RulesGrants;
 use crate::identity::Identity;
 use crate::telemetry::Metrics;
@@ -229,6 +231,12 @@ impl GrantsLookup {
                         &config.cache,
                         metrics.clone(),
                     )));
+                }
+                GrantSourceConfig::Ldap(ldap) => {
+                    let directory = LdapGrants::new(ldap, &config.cache, metrics.clone())
+                        .map_err(|reason| GrantsFileError::Ldap { reason })?;
+                    tracing::info!(url = %ldap.url, tls = ldap.uses_tls(), "grants from LDAP");
+                    sources.push(Arc::new(directory));
                 }
                 GrantSourceConfig::Rules(rules) => {
                     let rules = Arc::new(

@@ -9,6 +9,7 @@ pub mod kustomize;
 pub mod moto;
 pub mod process;
 pub mod python;
+pub mod slapd;
 pub mod store_front;
 
 use std::path::{Path, PathBuf};

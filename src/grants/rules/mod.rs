@@ -80,11 +80,25 @@ struct RulesFile {
     rules: Vec<RuleSpec>,
 }
 
+/// A value mapping (`grants.ldap.group_patterns`): a pattern over values a source found
+/// (LDAP group DNs), and the roles a match grants.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValuePattern {
+    /// An anchored glob, as in a rule.
+    #[serde(rename = "match")]
+    pub pattern: String,
+    /// The roles granted on a match; database names may use `{N}`.
+    pub grant: Grants,
+}
+
 /// What a rule reads.
 #[derive(Debug)]
 enum Matched {
     Claim(String),
     Attribute(IdentityAttribute),
+    /// Values a source passes in ([`RuleSet::grants_for_values`]).
+    Given,
 }
 
 /// A compiled rule.
@@ -150,14 +164,67 @@ impl RuleSet {
         self.rules.is_empty()
     }
 
+    /// Mappings over values a source finds (LDAP groups): `exact` values and `patterns`,
+    /// both compared in ASCII lower case; `path` prefixes each problem's key path.
+    pub fn for_values(
+        exact: &BTreeMap<String, Grants>,
+        patterns: &[ValuePattern],
+        path: &str,
+    ) -> Result<Self, Vec<RuleProblem>> {
+        let mut problems = Vec::new();
+        let mut rules = Vec::new();
+        for (value, grant) in exact {
+            let label = format!("{path}.groups.{value}");
+            let pattern = Pattern::exact(&value.to_ascii_lowercase());
+            match compile_grant(grant, &pattern, &label) {
+                Ok(databases) => rules.push(Rule::given(label, pattern, grant, databases)),
+                Err(mut found) => problems.append(&mut found),
+            }
+        }
+        for (i, spec) in patterns.iter().enumerate() {
+            let label = format!("{path}.group_patterns[{i}]");
+            let pattern = match Pattern::parse(&spec.pattern.to_ascii_lowercase()) {
+                Ok(pattern) => pattern,
+                Err(reason) => {
+                    problems.push((format!("{label}.match"), reason));
+                    continue;
+                }
+            };
+            match compile_grant(&spec.grant, &pattern, &label) {
+                Ok(databases) => rules.push(Rule::given(label, pattern, &spec.grant, databases)),
+                Err(mut found) => problems.append(&mut found),
+            }
+        }
+        if problems.is_empty() {
+            Ok(Self { rules })
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The grants the mappings give `values` (already in lower case), combined; `None` when
+    /// none matched.
+    pub fn grants_for_values(&self, values: &[String]) -> Option<Grants> {
+        let mut global = Vec::new();
+        let mut databases = BTreeMap::new();
+        let mut matched = false;
+        for rule in &self.rules {
+            for value in values {
+                if let Some(captures) = rule.pattern.captures(value) {
+                    matched |= rule.grant(&captures, &mut global, &mut databases);
+                }
+            }
+        }
+        matched.then(|| Grants::canonical(global, databases))
+    }
+
     /// The grants every matching rule gives `identity`, combined; `None` when none matched.
     pub fn grants_for(&self, identity: &Identity) -> Option<Grants> {
         let mut global = Vec::new();
         let mut databases = BTreeMap::new();
         let mut matched = false;
         self.each_match(identity, |rule, _, captures| {
-            matched = true;
-            rule.grant(captures, &mut global, &mut databases);
+            matched |= rule.grant(captures, &mut global, &mut databases);
         });
         matched.then(|| Grants::canonical(global, databases))
     }
@@ -167,10 +234,11 @@ impl RuleSet {
         let mut found = Vec::new();
         self.each_match(identity, |rule, value, captures| {
             let (mut global, mut databases) = (Vec::new(), BTreeMap::new());
-            rule.grant(captures, &mut global, &mut databases);
+            let _granted = rule.grant(captures, &mut global, &mut databases);
             let on = match &rule.matched {
                 Matched::Claim(name) => format!("claim {name}"),
                 Matched::Attribute(attribute) => format!("{attribute:?}"),
+                Matched::Given => "value".to_owned(),
             };
             found.push(RuleMatch {
                 rule: rule.label.clone(),
@@ -222,16 +290,14 @@ fn compile_rule(spec: &RuleSpec, label: &str) -> Result<Rule, Vec<RuleProblem>> 
     let pattern = Pattern::parse(&spec.pattern)
         .map_err(|reason| problems.push((format!("{label}.match"), reason)))
         .ok();
-    let stars = pattern.as_ref().map_or(0, Pattern::stars);
-    let mut databases = Vec::new();
-    for (name, roles) in &spec.grant.databases {
-        match NameTemplate::parse(name, stars) {
-            Ok(template) => databases.push((template, roles.clone())),
-            Err(reason) => problems.push((format!("{label}.grant.databases.{name}"), reason)),
-        }
-    }
-    match (matched, pattern) {
-        (Some(matched), Some(pattern)) if problems.is_empty() => Ok(Rule {
+    let databases = match &pattern {
+        Some(pattern) => compile_grant(&spec.grant, pattern, label)
+            .map_err(|mut found| problems.append(&mut found))
+            .ok(),
+        None => None,
+    };
+    match (matched, pattern, databases) {
+        (Some(matched), Some(pattern), Some(databases)) if problems.is_empty() => Ok(Rule {
             label: label.to_owned(),
             matched,
             issuer: spec.issuer.clone(),
@@ -244,7 +310,46 @@ fn compile_rule(spec: &RuleSpec, label: &str) -> Result<Rule, Vec<RuleProblem>> 
     }
 }
 
+/// A grant's database names as templates over `pattern`'s captures.
+fn compile_grant(
+    grant: &Grants,
+    pattern: &Pattern,
+    label: &str,
+) -> Result<Vec<(NameTemplate, Vec<String>)>, Vec<RuleProblem>> {
+    let mut problems = Vec::new();
+    let mut databases = Vec::new();
+    for (name, roles) in &grant.databases {
+        match NameTemplate::parse(name, pattern.stars()) {
+            Ok(template) => databases.push((template, roles.clone())),
+            Err(reason) => problems.push((format!("{label}.grant.databases.{name}"), reason)),
+        }
+    }
+    if problems.is_empty() {
+        Ok(databases)
+    } else {
+        Err(problems)
+    }
+}
+
 impl Rule {
+    /// A mapping over given values.
+    fn given(
+        label: String,
+        pattern: Pattern,
+        grant: &Grants,
+        databases: Vec<(NameTemplate, Vec<String>)>,
+    ) -> Self {
+        Self {
+            label,
+            matched: Matched::Given,
+            issuer: None,
+            pattern,
+            global: grant.global.clone(),
+            databases,
+            last_warned: AtomicU64::new(0),
+        }
+    }
+
     /// Calls `visit` with each value of the matched attribute; an error when the claim has
     /// a type no rule can match.
     fn each_value(&self, identity: &Identity, mut visit: impl FnMut(&str)) -> Result<(), String> {
@@ -256,6 +361,7 @@ impl Rule {
                 }
                 return Ok(());
             }
+            Matched::Given => return Ok(()),
         };
         let Some(value) = identity.claims.as_ref().and_then(|c| c.get(name)) else {
             return Ok(());
@@ -280,23 +386,29 @@ impl Rule {
         Ok(())
     }
 
-    /// Adds this rule's roles for one match.
+    /// Adds this rule's roles for one match; whether it granted anything (a match whose
+    /// only database name was refused grants nothing, and does not make the identity known).
     fn grant(
         &self,
         captures: &Captures<'_>,
         global: &mut Vec<String>,
         databases: &mut BTreeMap<String, Vec<String>>,
-    ) {
+    ) -> bool {
+        let mut granted = !self.global.is_empty();
         global.extend(self.global.iter().cloned());
         for (template, roles) in &self.databases {
             match template.render(captures) {
-                Ok(name) => databases
-                    .entry(name)
-                    .or_default()
-                    .extend(roles.iter().cloned()),
+                Ok(name) => {
+                    granted = true;
+                    databases
+                        .entry(name)
+                        .or_default()
+                        .extend(roles.iter().cloned());
+                }
                 Err(reason) => self.warn(&format!("{reason}; that database is not granted")),
             }
         }
+        granted
     }
 
     /// A warning about this rule, at most once a minute.

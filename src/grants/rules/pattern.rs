@@ -64,6 +64,13 @@ impl Pattern {
         Ok(Self { pieces })
     }
 
+    /// A pattern that matches `value` only, whatever characters it has.
+    pub fn exact(value: &str) -> Self {
+        Self {
+            pieces: vec![value.to_owned()],
+        }
+    }
+
     /// How many captures a match yields.
     pub fn stars(&self) -> usize {
         self.pieces.len() - 1

@@ -1,0 +1,438 @@
+//! Grants from an LDAP directory (`grants.source: ldap`): find the caller's entry, read their
+//! groups, map the groups to grants.
+//!
+//! One look-up is a user search (`user_filter` with `{sub}` / `{email}`), then either the
+//! entry's `memberOf` values or a group search (`(member={dn})`). Every value put into a filter
+//! is escaped per RFC 4515 (and bytes outside printable ASCII as well), so an identity such as
+//! `*)(uid=*` is searched for literally and finds nothing; an identity with control characters
+//! is not searched for at all (OpenLDAP ends a value at an escaped NUL). A filter matching more than one entry,
+//! more groups than `max_groups`, an unreachable or slow directory: each is a logged 503, never a
+//! guess. The directory sits behind the grants cache (keyed by subject and e-mail), whose
+//! stale-if-error answers while it is down. Connections are kept (`pool_size`, operations
+//! multiplexed on each) and re-opened when closed; the bind password file is read again when
+//! it changes, by the next connection.
+
+mod config;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, SearchOptions};
+
+pub use self::config::{GroupSearch, LdapConfig};
+use super::cache::CachedGrants;
+use super::rules::RuleSet;
+use super::{GrantSource, Grants, GrantsCacheConfig, GrantsError, LookupFuture};
+use crate::file_stamp::FileStamp;
+use crate::identity::Identity;
+use crate::telemetry::Metrics;
+
+/// The LDAP source: the directory behind the grants cache.
+pub struct LdapGrants {
+    cached: CachedGrants<LdapDirectory>,
+}
+
+impl LdapGrants {
+    /// Prepares the connections (none is opened yet); an error when the CA file is unusable.
+    pub fn new(
+        config: &LdapConfig,
+        cache: &GrantsCacheConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, String> {
+        Ok(Self {
+            cached: CachedGrants::new(LdapDirectory::new(config)?, cache, metrics),
+        })
+    }
+}
+
+/// The cache key of an identity: its subject and e-mail address, unambiguously joined.
+fn cache_key(subject: &str, email: Option<&str>) -> String {
+    format!("{}:{subject}{}", subject.len(), email.unwrap_or(""))
+}
+
+fn split_cache_key(key: &str) -> Option<(&str, Option<&str>)> {
+    let (length, rest) = key.split_once(':')?;
+    let (subject, email) = rest.split_at_checked(length.parse().ok()?)?;
+    Some((subject, (!email.is_empty()).then_some(email)))
+}
+
+impl GrantSource for LdapGrants {
+    fn lookup<'a>(&'a self, key: &'a str, deadline: Instant) -> LookupFuture<'a> {
+        self.cached.lookup(key, deadline)
+    }
+
+    fn lookup_identity<'a>(
+        &'a self,
+        identity: &'a Identity,
+        deadline: Instant,
+    ) -> LookupFuture<'a> {
+        Box::pin(async move {
+            let key = cache_key(&identity.subject, identity.email.as_deref());
+            self.cached.lookup(&key, deadline).await
+        })
+    }
+
+    fn label(&self) -> String {
+        self.cached.label()
+    }
+
+    fn cached_entries(&self) -> Option<u64> {
+        self.cached.cached_entries()
+    }
+}
+
+/// The directory itself: connections, searches, group mapping.
+pub struct LdapDirectory {
+    config: LdapConfig,
+    mappings: RuleSet,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    password: Option<BindPassword>,
+    connections: Vec<tokio::sync::Mutex<Option<Ldap>>>,
+    next: AtomicUsize,
+}
+
+impl LdapDirectory {
+    fn new(config: &LdapConfig) -> Result<Self, String> {
+        let mappings = RuleSet::for_values(&config.groups, &config.group_patterns, "grants.ldap")
+            .map_err(|problems| super::rules::describe(&problems))?;
+        let tls = config.ca_file.as_deref().map(tls_trusting).transpose()?;
+        Ok(Self {
+            config: config.clone(),
+            mappings,
+            tls,
+            password: config.bind_password_file.clone().map(BindPassword::new),
+            connections: (0..config.pool_size.max(1))
+                .map(|_| tokio::sync::Mutex::new(None))
+                .collect(),
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// How long the next operation may take: the configured timeout, cut by the deadline.
+    fn budget(&self, deadline: Instant) -> Result<Duration, GrantsError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(GrantsError::Unavailable);
+        }
+        Ok(left.min(self.config.timeout))
+    }
+
+    /// An open, bound connection from the pool, opened (and bound) when needed.
+    async fn connection(&self, deadline: Instant) -> Result<Ldap, GrantsError> {
+        let slot =
+            &self.connections[self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len()];
+        let mut held = tokio::time::timeout_at(deadline.into(), slot.lock())
+            .await
+            .map_err(|_| GrantsError::Unavailable)?;
+        if let Some(ldap) = held.as_mut()
+            && !ldap.is_closed()
+        {
+            return Ok(ldap.clone());
+        }
+        *held = None;
+        let mut settings = LdapConnSettings::new()
+            .set_conn_timeout(self.budget(deadline)?)
+            .set_starttls(self.config.starttls && self.config.url.starts_with("ldap://"));
+        if let Some(tls) = &self.tls {
+            settings = settings.set_config(tls.clone());
+        }
+        let (connection, mut ldap) = LdapConnAsync::with_settings(settings, &self.config.url)
+            .await
+            .map_err(|e| failed("connect", &e))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.drive().await {
+                tracing::debug!(error = %e, "LDAP connection closed");
+            }
+        });
+        if let (Some(dn), Some(password)) = (&self.config.bind_dn, &self.password) {
+            let secret = password.current().map_err(|reason| {
+                tracing::warn!(path = %password.path.display(), %reason, "cannot read the LDAP bind password file");
+                GrantsError::Unavailable
+            })?;
+            ldap.with_timeout(self.budget(deadline)?)
+                .simple_bind(dn, &secret)
+                .await
+                .and_then(|result| result.success())
+                .map_err(|e| failed("bind", &e))?;
+        }
+        *held = Some(ldap.clone());
+        Ok(ldap)
+    }
+
+    /// The grants of the entry `user_filter` finds for `subject` / `email`.
+    async fn grants_of(
+        &self,
+        subject: &str,
+        email: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Option<Arc<Grants>>, GrantsError> {
+        // OpenLDAP reads an escaped NUL as the end of the value (`alice\00` finds `alice`):
+        // no entry is the one of an identity with control characters.
+        let controlled = |value: &str| value.chars().any(char::is_control);
+        if controlled(subject) || email.is_some_and(controlled) {
+            tracing::debug!("an identity with control characters is not looked up in LDAP");
+            return Ok(None);
+        }
+        let mut ldap = self.connection(deadline).await?;
+        let filter = fill_filter(
+            &self.config.user_filter,
+            &[("sub", subject), ("email", email.unwrap_or(""))],
+        );
+        let mut wanted: Vec<&str> = Vec::new();
+        if self.config.group_search.is_none() {
+            wanted.push(&self.config.member_of_attribute);
+        }
+        wanted.extend(self.config.grants_attribute.as_deref());
+        if wanted.is_empty() {
+            wanted.push("1.1");
+        }
+        let (entries, _) = ldap
+            .with_timeout(self.budget(deadline)?)
+            .search(&self.config.base_dn, Scope::Subtree, &filter, wanted)
+            .await
+            .and_then(|result| result.success())
+            .map_err(|e| failed("user search", &e))?;
+        let entry = match <[_; 1]>::try_from(entries) {
+            Ok([entry]) => SearchEntry::construct(entry),
+            Err(entries) if entries.is_empty() => return Ok(None),
+            Err(entries) => {
+                tracing::warn!(
+                    entries = entries.len(),
+                    "the LDAP user filter matched more than one entry; refusing to choose"
+                );
+                return Err(GrantsError::Unavailable);
+            }
+        };
+        let groups = match &self.config.group_search {
+            None => values_of(&entry, &self.config.member_of_attribute),
+            Some(search) => {
+                self.groups_of(&mut ldap, search, &entry.dn, deadline)
+                    .await?
+            }
+        };
+        if groups.len() > self.config.max_groups {
+            tracing::warn!(
+                groups = groups.len(),
+                max_groups = self.config.max_groups,
+                "the LDAP entry has more groups than grants.ldap.max_groups"
+            );
+            return Err(GrantsError::Unavailable);
+        }
+        let lowered: Vec<String> = groups.iter().map(|g| g.to_ascii_lowercase()).collect();
+        let from_groups = self.mappings.grants_for_values(&lowered);
+        let from_entry = match &self.config.grants_attribute {
+            Some(attribute) => grants_in_attribute(&entry, attribute)?,
+            None => None,
+        };
+        Ok(match (from_groups, from_entry) {
+            (None, None) => None,
+            (Some(one), None) | (None, Some(one)) => Some(Arc::new(one)),
+            (Some(a), Some(b)) => Some(Arc::new(Grants::union(&[Arc::new(a), Arc::new(b)]))),
+        })
+    }
+
+    /// The DNs of the groups `search` finds for the user `dn`, at most `max_groups`.
+    async fn groups_of(
+        &self,
+        ldap: &mut Ldap,
+        search: &GroupSearch,
+        dn: &str,
+        deadline: Instant,
+    ) -> Result<Vec<String>, GrantsError> {
+        let filter = fill_filter(&search.filter, &[("dn", dn)]);
+        let limit = i32::try_from(self.config.max_groups + 1).unwrap_or(i32::MAX);
+        let (entries, _) = ldap
+            .with_search_options(SearchOptions::new().sizelimit(limit))
+            .with_timeout(self.budget(deadline)?)
+            .search(&search.base_dn, Scope::Subtree, &filter, vec!["1.1"])
+            .await
+            .and_then(|result| result.success())
+            .map_err(|e| failed("group search", &e))?;
+        Ok(entries
+            .into_iter()
+            .map(|entry| SearchEntry::construct(entry).dn)
+            .collect())
+    }
+}
+
+impl GrantSource for LdapDirectory {
+    fn lookup<'a>(&'a self, key: &'a str, deadline: Instant) -> LookupFuture<'a> {
+        Box::pin(async move {
+            let (subject, email) = split_cache_key(key).unwrap_or((key, None));
+            self.grants_of(subject, email, deadline).await
+        })
+    }
+
+    fn label(&self) -> String {
+        format!("ldap {}", self.config.url)
+    }
+}
+
+/// Logs a failed directory operation; the Check gets a 503 (or the cache's stale answer).
+fn failed(operation: &str, error: &ldap3::LdapError) -> GrantsError {
+    tracing::warn!(%error, "LDAP {operation} failed");
+    GrantsError::Unavailable
+}
+
+/// The values of `attribute` (named in any case) on `entry`.
+fn values_of(entry: &SearchEntry, attribute: &str) -> Vec<String> {
+    entry
+        .attrs
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(attribute))
+        .map(|(_, values)| values.clone())
+        .unwrap_or_default()
+}
+
+/// Grants JSON in a user attribute; several values are combined.
+fn grants_in_attribute(
+    entry: &SearchEntry,
+    attribute: &str,
+) -> Result<Option<Grants>, GrantsError> {
+    let mut found = Vec::new();
+    for value in values_of(entry, attribute) {
+        let grants: Grants = serde_json::from_str(&value).map_err(|e| {
+            tracing::warn!(attribute, reason = %e, "the LDAP grants attribute is not grants JSON");
+            GrantsError::Malformed
+        })?;
+        found.push(Arc::new(grants));
+    }
+    Ok((!found.is_empty()).then(|| Grants::union(&found)))
+}
+
+/// `template` with each `{name}` replaced by its value, escaped per RFC 4515.
+pub(crate) fn fill_filter(template: &str, values: &[(&str, &str)]) -> String {
+    let mut filter = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        filter.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let value = after.find('}').and_then(|close| {
+            let name = &after[..close];
+            values
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, value)| (close, *value))
+        });
+        match value {
+            Some((close, value)) => {
+                escape_into(&mut filter, value);
+                rest = &after[close + 1..];
+            }
+            None => {
+                filter.push('{');
+                rest = after;
+            }
+        }
+    }
+    filter.push_str(rest);
+    filter
+}
+
+/// RFC 4515 assertion-value escaping: `*`, `(`, `)`, `\` and NUL always, and every byte
+/// outside printable ASCII too (valid as escaped UTF-8, and nothing odd reaches the server).
+fn escape_into(filter: &mut String, value: &str) {
+    for byte in value.bytes() {
+        if matches!(byte, b'*' | b'(' | b')' | b'\\') || !(0x20..0x7f).contains(&byte) {
+            filter.push_str(&format!("\\{byte:02x}"));
+        } else {
+            filter.push(byte as char);
+        }
+    }
+}
+
+/// A TLS client trusting only the CAs in `ca_file`.
+fn tls_trusting(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let shown = ca_file.display();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file)
+        .map_err(|e| format!("grants.ldap.ca_file {shown}: {e}"))?
+    {
+        let cert = cert.map_err(|e| format!("grants.ldap.ca_file {shown}: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("grants.ldap.ca_file {shown}: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("grants.ldap.ca_file {shown}: no certificate in it"));
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS to LDAP: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The bind password, read again when its file changes.
+struct BindPassword {
+    path: PathBuf,
+    last: std::sync::Mutex<Option<(FileStamp, Arc<str>)>>,
+}
+
+impl BindPassword {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The password (without a trailing newline); the file is read only when it changed.
+    fn current(&self) -> Result<Arc<str>, std::io::ErrorKind> {
+        let stamp = FileStamp::of(&self.path);
+        let mut last = self.last.lock().map_err(|_| std::io::ErrorKind::Other)?;
+        if let Some((seen, password)) = last.as_ref()
+            && *seen == stamp
+        {
+            return Ok(password.clone());
+        }
+        let text = std::fs::read_to_string(&self.path).map_err(|e| e.kind())?;
+        let password: Arc<str> = text.trim_end_matches(['\r', '\n']).into();
+        *last = Some((stamp, password.clone()));
+        Ok(password)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filter_values_are_escaped_so_an_identity_cannot_widen_the_search() {
+        let template = "(|(uid={sub})(mail={email}))";
+        let fill =
+            |sub: &str, email: &str| fill_filter(template, &[("sub", sub), ("email", email)]);
+        assert_eq!(
+            fill("alice", "a@example.com"),
+            "(|(uid=alice)(mail=a@example.com))"
+        );
+        assert_eq!(fill("*", ""), r"(|(uid=\2a)(mail=))");
+        assert_eq!(fill("x)(uid=*", "y"), r"(|(uid=x\29\28uid=\2a)(mail=y))");
+        assert_eq!(fill("a\0b", "c\\d"), r"(|(uid=a\00b)(mail=c\5cd))");
+        assert_eq!(fill("é", "\u{7f}"), r"(|(uid=\c3\a9)(mail=\7f))");
+        // An unknown placeholder is left as written (check-config refuses it).
+        assert_eq!(fill_filter("(cn={x})", &[]), "(cn={x})");
+    }
+
+    #[test]
+    fn the_cache_key_keeps_subject_and_email_apart() {
+        for (subject, email) in [
+            ("a", Some("b")),
+            ("a:b", None),
+            ("", Some("x")),
+            ("5:ab", Some("c")),
+        ] {
+            assert_eq!(
+                split_cache_key(&cache_key(subject, email)),
+                Some((subject, email))
+            );
+        }
+        assert_ne!(cache_key("ab", Some("c")), cache_key("a", Some("bc")));
+    }
+}

@@ -1,0 +1,264 @@
+//! Grants from a real OpenLDAP `slapd` through the Check: groups found by search or by
+//! `memberOf`, grants on the entry itself, `union` with the grants file and rules, filter
+//! injection, a stopped, silent or oversized directory, and a group DN with odd escaping.
+
+mod support;
+
+use std::time::Duration;
+
+use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
+use serde_json::{Value, json};
+use support::slapd::{ROOT_DN, ROOT_PASSWORD, SUFFIX, Slapd};
+use support::{Harness, Options, denied, minted, segment};
+
+/// Users and groups of the directory.
+fn directory() -> String {
+    let person = |uid: &str, extra: &str| {
+        format!(
+            "dn: uid={uid},ou=people,{SUFFIX}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\n{extra}\n"
+        )
+    };
+    let group = |cn: &str, members: &[&str]| {
+        let members: String = members
+            .iter()
+            .map(|uid| format!("member: uid={uid},ou=people,{SUFFIX}\n"))
+            .collect();
+        format!("dn: cn={cn},ou=groups,{SUFFIX}\nobjectClass: groupOfNames\ncn: {cn}\n{members}\n")
+    };
+    let mut ldif = [
+        person("alice", "mail: alice@example.com"),
+        person("bob", "mail: bob@example.com"),
+        person("carol", ""),
+        person("dave", ""),
+        person(
+            "user",
+            &format!(
+                "mail: user@example.com\nmemberOf: cn=db-prod-writers,ou=groups,{SUFFIX}\n\
+                 description: {{\"databases\": {{\"audit\": [\"reader\"]}}}}"
+            ),
+        ),
+        group("db-prod-writers", &["alice", "user"]),
+        group("evs-db-orders-writers", &["alice"]),
+        group("staff", &["alice", "bob"]),
+        // A group whose name holds an escaped comma: its capture is no database name.
+        r"dn: cn=evs-db-a\2Cb-writers,ou=groups,dc=example,dc=com
+objectClass: groupOfNames
+cn: evs-db-a,b-writers
+member: uid=carol,ou=people,dc=example,dc=com
+"
+        .to_owned(),
+    ]
+    .join("\n");
+    for i in 0..10_000 {
+        ldif.push_str(&format!("\n{}", group(&format!("many-{i}"), &["dave"])));
+    }
+    ldif
+}
+
+/// `grants.ldap` for `slapd`, with `extra` keys.
+fn ldap_config(slapd: &Slapd, extra: &str) -> String {
+    let password = slapd.write("bind-password", &format!("{ROOT_PASSWORD}\n"));
+    format!(
+        "ldap:
+    url: {url}
+    starttls: false
+    bind_dn: '{ROOT_DN}'
+    bind_password_file: '{password}'
+    base_dn: 'ou=people,{SUFFIX}'
+    groups:
+      'CN=db-prod-writers,ou=groups,{SUFFIX}': {{ databases: {{ production: [reader, writer] }} }}
+    group_patterns:
+      - {{ match: 'cn=evs-db-*-writers,ou=groups,{SUFFIX}', grant: {{ databases: {{ '{{1}}': [writer] }} }} }}
+      - {{ match: 'cn=many-*,ou=groups,{SUFFIX}', grant: {{ global: [member] }} }}
+    {extra}",
+        url = slapd.url,
+        password = password.display(),
+    )
+}
+
+async fn harness(slapd: &Slapd, sources: &str, extra: &str) -> Harness {
+    Harness::start_with(Options {
+        grants_source: sources.into(),
+        grants_extra: format!(
+            "unknown_subject: deny\n  cache: {{ ttl: 300ms, negative_ttl: 300ms, stale_for: 2s }}\n  {}",
+            ldap_config(slapd, extra)
+        ),
+        ..Options::default()
+    })
+    .await
+}
+
+/// LDAP as the only source, finding groups by `(member={dn})`.
+async fn searching_groups(slapd: &Slapd) -> Harness {
+    let search = format!("group_search: {{ base_dn: 'ou=groups,{SUFFIX}' }}");
+    harness(slapd, "ldap", &search).await
+}
+
+fn grants_of(answer: &CheckResponse) -> Value {
+    segment(&minted(answer), 1)["evs:grants"].clone()
+}
+
+async fn check_subject(h: &Harness, claims: Value) -> CheckResponse {
+    h.check_bearer(&h.idp.sign(&h.claims(claims))).await
+}
+
+#[tokio::test]
+async fn a_users_groups_become_grants_and_a_user_in_no_mapped_group_is_unknown() {
+    let slapd = Slapd::start(&directory());
+    let h = searching_groups(&slapd).await;
+    let alice = json!({"sub": "alice", "email": "alice@example.com"});
+    assert_eq!(
+        grants_of(&check_subject(&h, alice).await),
+        json!({"global": [], "databases": {"orders": ["writer"], "production": ["reader", "writer"]}})
+    );
+    // Found by e-mail when the subject is no uid.
+    let by_mail = json!({"sub": "00u1a2b3c", "email": "alice@example.com"});
+    assert_eq!(
+        grants_of(&check_subject(&h, by_mail).await)["databases"]["orders"],
+        json!(["writer"])
+    );
+    // In `staff` only, which maps to nothing: unknown_subject (deny) decides.
+    let bob = json!({"sub": "bob", "email": "bob@example.com"});
+    assert_eq!(denied(&check_subject(&h, bob).await).http_status, 403);
+    // Not in the directory at all.
+    let nobody = json!({"sub": "nobody", "email": "nobody@example.com"});
+    assert_eq!(denied(&check_subject(&h, nobody).await).http_status, 403);
+    // A group DN with an escaped comma: its capture is no database name, so nothing is granted.
+    assert_eq!(
+        denied(&check_subject(&h, json!({"sub": "carol"})).await).http_status,
+        403
+    );
+}
+
+#[tokio::test]
+async fn filter_injection_in_subject_or_email_finds_nothing() {
+    let slapd = Slapd::start(&directory());
+    let h = searching_groups(&slapd).await;
+    for (sub, email) in [
+        ("*", "*"),
+        ("*)(uid=*", "x"),
+        ("alice)(|(uid=*", "*)(mail=*"),
+        ("ali*", "alice@example.co*"),
+        ("alice\u{0}", "alice@example.com\u{0}"),
+        ("\\2a", "\\2a"),
+        ("alicé", "ålice@example.com"),
+    ] {
+        let answer = check_subject(&h, json!({"sub": sub, "email": email})).await;
+        // A widened search would find alice (OK) or several entries (503).
+        assert_eq!(denied(&answer).http_status, 403, "{sub:?} / {email:?}");
+    }
+}
+
+#[tokio::test]
+async fn member_of_and_grants_on_the_entry_unite_with_the_grants_file_and_rules() {
+    let slapd = Slapd::start(&directory());
+    let h = harness(
+        &slapd,
+        "[file, ldap, rules]",
+        "grants_attribute: description
+  merge: union
+  rules:
+    - { claim: groups, match: 'evs-*-readers', grant: { databases: { '{1}': [reader] } } }",
+    )
+    .await;
+    // user@example.com: in the grants file, memberOf db-prod-writers, grants in `description`,
+    // and an IdP group the rule maps.
+    let token = h.idp.sign(&h.claims(json!({
+        "email": "user@example.com", "groups": ["evs-ledger-readers"]
+    })));
+    assert_eq!(
+        grants_of(&h.check_bearer(&token).await),
+        json!({
+            "global": ["database_creator"],
+            "databases": {
+                "audit": ["reader"],
+                "ledger": ["reader"],
+                "production": ["reader", "writer"],
+                "staging": ["deployer", "reader", "writer"]
+            }
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_stopped_directory_serves_cached_grants_for_stale_for_then_503() {
+    let mut slapd = Slapd::start(&directory());
+    let h = searching_groups(&slapd).await;
+    let alice = json!({"sub": "alice", "email": "alice@example.com"});
+    let before = grants_of(&check_subject(&h, alice.clone()).await);
+    slapd.stop();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        grants_of(&check_subject(&h, alice.clone()).await),
+        before,
+        "stale-if-error: the last known grants serve"
+    );
+    // Never looked up before: nothing to serve.
+    let bob = json!({"sub": "bob", "email": "bob@example.com"});
+    assert_eq!(denied(&check_subject(&h, bob).await).http_status, 503);
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    assert_eq!(
+        denied(&check_subject(&h, alice).await).http_status,
+        503,
+        "past stale_for the directory's outage shows"
+    );
+}
+
+#[tokio::test]
+async fn a_directory_that_accepts_and_never_answers_is_503_within_the_checks_deadline() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ldap://{}", silent.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in silent.incoming().take(8) {
+            open.push(stream);
+        }
+    });
+    let h = Harness::start_with(Options {
+        grants_source: "ldap".into(),
+        grants_extra: format!(
+            "ldap:
+    url: {url}
+    starttls: false
+    base_dn: 'ou=people,{SUFFIX}'
+    groups: {{ 'cn=x': {{ global: [x] }} }}
+    timeout: 300ms"
+        ),
+        ..Options::default()
+    })
+    .await;
+    let answer = tokio::time::timeout(
+        Duration::from_secs(10),
+        check_subject(&h, json!({"sub": "alice"})),
+    )
+    .await
+    .expect("the Check must answer, not hang");
+    assert_eq!(denied(&answer).http_status, 503);
+    drop(held);
+}
+
+#[tokio::test]
+async fn ten_thousand_groups_are_a_503_past_max_groups_and_mapped_within_it() {
+    let slapd = Slapd::start(&directory());
+    let search = format!("group_search: {{ base_dn: 'ou=groups,{SUFFIX}' }}");
+    let bounded = harness(&slapd, "ldap", &search).await;
+    let dave = json!({"sub": "dave"});
+    assert_eq!(
+        denied(&check_subject(&bounded, dave.clone()).await).http_status,
+        503,
+        "more groups than max_groups (5,000) is an error, never a partial grant"
+    );
+    let roomy = harness(
+        &slapd,
+        "ldap",
+        &format!(
+            "{search}
+    max_groups: 20000"
+        ),
+    )
+    .await;
+    assert_eq!(
+        grants_of(&check_subject(&roomy, dave).await),
+        json!({"global": ["member"], "databases": {}})
+    );
+}
