@@ -67,6 +67,19 @@ enum Command {
         #[arg(long)]
         region: Option<String>,
     },
+    /// Explain an identity's grants: each source's answer, the rules that matched, and what a
+    /// Check would mint.
+    Explain {
+        /// The YAML config file.
+        #[arg(long, env = "EVS_TV_CONFIG")]
+        config: PathBuf,
+        /// Claims as JSON: {"sub": …, "iss": …, "email": …, "groups": […], "cert:ou": …}.
+        #[arg(long, conflicts_with = "token", required_unless_present = "token")]
+        identity: Option<String>,
+        /// A bearer token, verified against `trust:` as in a Check.
+        #[arg(long)]
+        token: Option<String>,
+    },
     /// Validate a config and print every problem with its key path; exit 1 on error.
     CheckConfig {
         /// The YAML config file.
@@ -176,6 +189,11 @@ fn main() -> ExitCode {
             }
         }
         Command::CheckConfig { config, probe } => runtime().block_on(check_config(&config, probe)),
+        Command::Explain {
+            config,
+            identity,
+            token,
+        } => runtime().block_on(explain(&config, identity, token)),
     }
 }
 
@@ -236,6 +254,32 @@ async fn check_config(path: &std::path::Path, probe: bool) -> ExitCode {
     }
     println!("{}: OK", path.display());
     ExitCode::SUCCESS
+}
+
+async fn explain(
+    path: &std::path::Path,
+    identity: Option<String>,
+    token: Option<String>,
+) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(e) => {
+            e.problems.iter().for_each(|problem| eprintln!("{problem}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let subject = match (&identity, &token) {
+        (_, Some(token)) => evs_token_vending::ExplainSubject::Token(token.trim()),
+        (Some(identity), None) => evs_token_vending::ExplainSubject::Identity(identity),
+        (None, None) => return fail(&"explain needs --identity or --token"),
+    };
+    match evs_token_vending::explain(&config, subject).await {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(reason) => fail(&reason),
+    }
 }
 
 async fn serve(config: Config) -> ExitCode {

@@ -213,3 +213,100 @@ grants:
     .await;
     sidecar.shutdown().await;
 }
+
+/// Runs `explain` on `config` with `args`; the output, and whether it succeeded.
+async fn explain(config: &std::path::Path, args: &[&str]) -> (String, bool) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_evs-token-vending"));
+    command
+        .arg("explain")
+        .arg("--config")
+        .arg(config)
+        .args(args);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (text, output.status.success())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_says_which_sources_and_rules_gave_which_grants() {
+    let idp = evs_token_vending::demo::DemoIdp::start().await.unwrap();
+    let dir = support::TempDir::new("explain");
+    dir.write("grants.yaml", evs_token_vending::demo::SAMPLE_GRANTS);
+    let config = dir.write(
+        "config.yaml",
+        &format!(
+            r#"token: {{ issuer: https://token-vending.example.com, audience: [evidentsource] }}
+signing: {{ dev_generate: true }}
+trust: [ {{ issuer: '{}' }} ]
+grants:
+  sources: [file, rules]
+  merge: union
+  file: grants.yaml
+  rules:
+    - {{ claim: groups, match: "evs-db-*-writer", grant: {{ databases: {{ "{{1}}": [writer] }} }} }}
+    - {{ attribute: cert_ou, match: payments, grant: {{ databases: {{ payments: [writer] }} }} }}
+"#,
+            idp.issuer()
+        ),
+    );
+    let identity = r#"{"sub": "user@example.com", "groups": ["evs-db-orders-writer", "staff"]}"#;
+    let (text, ok) = explain(&config, &["--identity", identity]).await;
+    assert!(ok, "{text}");
+    for line in [
+        "merge: union",
+        "1. file",
+        r#"knows the identity: {"global":["database_creator"]"#,
+        "2. rules (2 in force): knows the identity",
+        r#"grants.rules[0]: claim groups = "evs-db-orders-writer" grants {"global":[],"databases":{"orders":["writer"]}}"#,
+        r#"evs:grants {"global":["database_creator"],"databases":{"orders":["writer"],"production":["reader","writer"],"staging":["deployer","reader","writer"]}}"#,
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    // A certificate identity: only the OU rule speaks.
+    let (text, ok) = explain(
+        &config,
+        &[
+            "--identity",
+            r#"{"sub": "cert:ledger", "cert:ou": "payments"}"#,
+        ],
+    )
+    .await;
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("1. file") && text.contains("does not know the identity"),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"grants.rules[1]: attribute cert_ou = "payments""#),
+        "{text}"
+    );
+
+    // A token is verified as a Check would: its claims are what the rules read.
+    let now = support::now();
+    let token = idp.sign(&json!({
+        "iss": idp.issuer(), "sub": "dana", "exp": now + 600, "groups": ["evs-db-ledger-writer"]
+    }));
+    let (text, ok) = explain(&config, &["--token", &token]).await;
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(r#"evs:grants {"global":[],"databases":{"ledger":["writer"]}}"#),
+        "{text}"
+    );
+    // A forged or expired token is refused with the Check's reason, and never printed.
+    let expired = idp.sign(&json!({"iss": idp.issuer(), "sub": "dana", "exp": now - 10}));
+    let (text, ok) = explain(&config, &["--token", &expired]).await;
+    assert!(!ok && text.contains("refused"), "{text}");
+    assert!(!text.contains(&expired[expired.len() - 20..]), "{text}");
+    // Bad identity JSON says what is wrong.
+    for (bad, says) in [
+        ("{", "not JSON"),
+        ("[]", "JSON object"),
+        (r#"{"email": "a@b"}"#, "\"sub\""),
+    ] {
+        let (text, ok) = explain(&config, &["--identity", bad]).await;
+        assert!(!ok && text.contains(says), "{bad}: {text}");
+    }
+}

@@ -53,6 +53,11 @@ pub enum Credential<'a> {
 pub struct BearerToken<'a>(&'a str);
 
 impl<'a> BearerToken<'a> {
+    /// A token given whole (by `explain`), not read from a header.
+    pub(crate) fn new(token: &'a str) -> Self {
+        Self(token)
+    }
+
     /// The token text, for verification only; never log it.
     pub fn expose(&self) -> &'a str {
         self.0

@@ -339,6 +339,16 @@ pub enum MergePolicy {
     Union,
 }
 
+impl MergePolicy {
+    /// The name as written in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::First => "first",
+            Self::Union => "union",
+        }
+    }
+}
+
 /// `grants.unknown_subject`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -52,6 +52,23 @@ pub enum IdentityAttribute {
     AwsRole,
 }
 
+impl IdentityAttribute {
+    /// The name as written in a rule.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Issuer => "issuer",
+            Self::Subject => "subject",
+            Self::Email => "email",
+            Self::CertCn => "cert_cn",
+            Self::CertOrg => "cert_org",
+            Self::CertOu => "cert_ou",
+            Self::SpiffeId => "spiffe_id",
+            Self::AwsAccount => "aws_account",
+            Self::AwsRole => "aws_role",
+        }
+    }
+}
+
 /// One rule as written in `grants.rules` or a rules file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -237,7 +254,7 @@ impl RuleSet {
             let _granted = rule.grant(captures, &mut global, &mut databases);
             let on = match &rule.matched {
                 Matched::Claim(name) => format!("claim {name}"),
-                Matched::Attribute(attribute) => format!("{attribute:?}"),
+                Matched::Attribute(attribute) => format!("attribute {}", attribute.name()),
                 Matched::Given => "value".to_owned(),
             };
             found.push(RuleMatch {
