@@ -8,11 +8,23 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
 use serde_json::{Value, json};
-use support::slapd::{ROOT_DN, ROOT_PASSWORD, SUFFIX, Slapd};
+use support::certs::TestCa;
+use support::slapd::{ROOT_DN, ROOT_PASSWORD, SUFFIX, ServerTls, Slapd};
 use support::{Harness, Options, denied, minted, segment};
 
-/// Users and groups of the directory.
+/// Users and groups of the directory, with dave in 10,000 groups.
 fn directory() -> String {
+    let mut ldif = people_and_groups();
+    for i in 0..10_000 {
+        ldif.push_str(&format!(
+            "\ndn: cn=many-{i},ou=groups,{SUFFIX}\nobjectClass: groupOfNames\ncn: many-{i}\nmember: uid=dave,ou=people,{SUFFIX}\n"
+        ));
+    }
+    ldif
+}
+
+/// Users and groups of the directory.
+fn people_and_groups() -> String {
     let person = |uid: &str, extra: &str| {
         format!(
             "dn: uid={uid},ou=people,{SUFFIX}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\n{extra}\n"
@@ -25,7 +37,7 @@ fn directory() -> String {
             .collect();
         format!("dn: cn={cn},ou=groups,{SUFFIX}\nobjectClass: groupOfNames\ncn: {cn}\n{members}\n")
     };
-    let mut ldif = [
+    [
         person("alice", "mail: alice@example.com"),
         person("bob", "mail: bob@example.com"),
         person("carol", ""),
@@ -48,20 +60,21 @@ member: uid=carol,ou=people,dc=example,dc=com
 "
         .to_owned(),
     ]
-    .join("\n");
-    for i in 0..10_000 {
-        ldif.push_str(&format!("\n{}", group(&format!("many-{i}"), &["dave"])));
-    }
-    ldif
+    .join("\n")
 }
 
-/// `grants.ldap` for `slapd`, with `extra` keys.
+/// `grants.ldap` for `slapd` over plain loopback LDAP, with `extra` keys.
 fn ldap_config(slapd: &Slapd, extra: &str) -> String {
+    ldap_config_at(slapd, &slapd.url, "starttls: false", extra)
+}
+
+/// `grants.ldap` for `slapd` at `url`, with `connection` keys (TLS) and `extra` keys.
+fn ldap_config_at(slapd: &Slapd, url: &str, connection: &str, extra: &str) -> String {
     let password = slapd.write("bind-password", &format!("{ROOT_PASSWORD}\n"));
     format!(
         "ldap:
     url: {url}
-    starttls: false
+    {connection}
     bind_dn: '{ROOT_DN}'
     bind_password_file: '{password}'
     base_dn: 'ou=people,{SUFFIX}'
@@ -71,7 +84,6 @@ fn ldap_config(slapd: &Slapd, extra: &str) -> String {
       - {{ match: 'cn=evs-db-*-writers,ou=groups,{SUFFIX}', grant: {{ databases: {{ '{{1}}': [writer] }} }} }}
       - {{ match: 'cn=many-*,ou=groups,{SUFFIX}', grant: {{ global: [member] }} }}
     {extra}",
-        url = slapd.url,
         password = password.display(),
     )
 }
@@ -261,4 +273,54 @@ async fn ten_thousand_groups_are_a_503_past_max_groups_and_mapped_within_it() {
         grants_of(&check_subject(&roomy, dave).await),
         json!({"global": ["member"], "databases": {}})
     );
+}
+
+#[tokio::test]
+async fn starttls_and_ldaps_reach_a_directory_whose_certificate_the_ca_file_vouches_for() {
+    let ca = TestCa::new("LDAP CA");
+    let (certificate, key) = ca.issue_with_key("ldap.test", &["127.0.0.1"]);
+    let slapd = Slapd::start_with(
+        &people_and_groups(),
+        Some(ServerTls {
+            certificate: &certificate,
+            key: &key,
+        }),
+    );
+    let ca_file = slapd.write("ca.pem", &ca.pem);
+    let stranger_file = slapd.write("other-ca.pem", &TestCa::new("Other CA").pem);
+    let ldaps = slapd.ldaps_url.clone().expect("ldaps listener");
+    let search = format!("group_search: {{ base_dn: 'ou=groups,{SUFFIX}' }}");
+    let alice = json!({"sub": "alice", "email": "alice@example.com"});
+    for (url, trusted) in [
+        (&slapd.url, &ca_file),
+        (&ldaps, &ca_file),
+        (&slapd.url, &stranger_file),
+        (&ldaps, &stranger_file),
+    ] {
+        let h = Harness::start_with(Options {
+            grants_source: "ldap".into(),
+            grants_extra: ldap_config_at(
+                &slapd,
+                url,
+                &format!("ca_file: '{}'", trusted.display()),
+                &search,
+            ),
+            ..Options::default()
+        })
+        .await;
+        let answer = check_subject(&h, alice.clone()).await;
+        if trusted == &ca_file {
+            assert_eq!(
+                grants_of(&answer)["databases"]["production"],
+                json!(["reader", "writer"]),
+                "{url}"
+            );
+        } else {
+            assert_eq!(
+                denied(&answer).http_status,
+                503,
+                "{url} with a CA that did not sign it"
+            );
+        }
+    }
 }

@@ -36,16 +36,44 @@ pub struct Slapd {
     child: Option<Child>,
     /// `ldap://127.0.0.1:PORT`.
     pub url: String,
+    /// `ldaps://127.0.0.1:PORT`, when started with TLS.
+    pub ldaps_url: Option<String>,
     dir: TempDir,
+}
+
+/// A server certificate and its key, PEM, for StartTLS and ldaps://.
+pub struct ServerTls<'a> {
+    pub certificate: &'a str,
+    pub key: &'a str,
 }
 
 impl Slapd {
     /// Starts slapd holding the base entries plus `ldif`.
     pub fn start(ldif: &str) -> Self {
+        Self::start_with(ldif, None)
+    }
+
+    /// The same, with TLS: StartTLS on `url`, and `ldaps_url` besides.
+    pub fn start_with(ldif: &str, tls: Option<ServerTls<'_>>) -> Self {
         let root = installed();
         let dir = TempDir::new("slapd");
         std::fs::create_dir_all(dir.path().join("db")).expect("db folder");
-        let conf = dir.write("slapd.conf", &config(&root, dir.path()));
+        let mut slapd_conf = config(&root, dir.path());
+        if let Some(tls) = &tls {
+            let certificate = dir.write("server.pem", tls.certificate);
+            let key = dir.write("server.key", tls.key);
+            // Global directives: before the first `database` line.
+            slapd_conf = slapd_conf.replacen(
+                "database mdb",
+                &format!(
+                    "TLSCertificateFile {}\nTLSCertificateKeyFile {}\ndatabase mdb",
+                    certificate.display(),
+                    key.display()
+                ),
+                1,
+            );
+        }
+        let conf = dir.write("slapd.conf", &slapd_conf);
         let data = dir.write("data.ldif", &format!("{}\n{ldif}", base_entries()));
         let added = slapd(&root)
             .args(["-T", "add", "-f"])
@@ -61,11 +89,18 @@ impl Slapd {
         );
         let port = free_port();
         let url = format!("ldap://127.0.0.1:{port}");
+        let ldaps_url = tls
+            .is_some()
+            .then(|| format!("ldaps://127.0.0.1:{}", free_port()));
+        let listen = match &ldaps_url {
+            Some(ldaps) => format!("{url}/ {ldaps}/"),
+            None => format!("{url}/"),
+        };
         let child = slapd(&root)
             .arg("-f")
             .arg(&conf)
             .arg("-h")
-            .arg(format!("{url}/"))
+            .arg(listen)
             .args(["-d", "0"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -82,6 +117,7 @@ impl Slapd {
         Self {
             child: Some(child),
             url,
+            ldaps_url,
             dir,
         }
     }
