@@ -25,10 +25,20 @@ pub async fn check_files(config: &Config) -> Vec<String> {
         problems.push(format!("signing: {e}"));
     }
     for source in &config.grants.sources {
-        if let GrantSourceConfig::File(path) = source
-            && let Err(e) = FileGrants::load(path, config.grants.allow_empty, Default::default())
-        {
-            problems.push(format!("grants.file: {e}"));
+        match source {
+            GrantSourceConfig::File(path) => {
+                if let Err(e) =
+                    FileGrants::load(path, config.grants.allow_empty, Default::default())
+                {
+                    problems.push(format!("grants.file: {e}"));
+                }
+            }
+            GrantSourceConfig::Ldap(ldap) => {
+                if let Err(e) = crate::grants::ldap::check_files(ldap) {
+                    problems.push(e);
+                }
+            }
+            _ => {}
         }
     }
     if config.client_certs.enabled

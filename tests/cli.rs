@@ -400,3 +400,62 @@ fn version_matches_the_changelog_and_the_image_builds_from_pinned_bases() {
         assert!(ignored.contains(private), ".dockerignore lacks {private}");
     }
 }
+
+#[test]
+fn check_config_refuses_unsafe_or_unreadable_ldap_settings_and_bad_rules_with_key_paths() {
+    let dir = TempDir::new("cli-ldap");
+    let run = |grants: &str| {
+        let path = dir.write(
+            "config.yaml",
+            &format!(
+                "token: {{ issuer: https://tv.example.com }}
+signing: {{ dev_generate: true }}
+trust: [ {{ issuer: https://idp.example.com }} ]
+grants:
+{grants}
+"
+            ),
+        );
+        text(
+            &binary()
+                .args(["check-config", "--config"])
+                .arg(path)
+                .output()
+                .unwrap(),
+        )
+    };
+    let found = run("  sources: [ldap, rules]
+  ldap:
+    url: ldap://ldap.example.com
+    starttls: false
+    bind_dn: cn=evs,dc=example,dc=com
+    base_dn: dc=example,dc=com
+    user_filter: (uid=alice)
+    groups: { 'cn=x': { global: [x] } }
+  rules:
+    - { claim: groups, match: 'db-**', grant: { global: [x] } }
+    - { claim: groups, match: 'db-*', grant: { databases: { '{2}': [x] } } }");
+    for expected in [
+        "grants.ldap.starttls: ldap:// without StartTLS is allowed only to a loopback host",
+        "grants.ldap.bind_password_file: bind_dn and bind_password_file go together",
+        "grants.ldap.user_filter: names no placeholder",
+        "grants.rules[0].match: `**` is ambiguous",
+        "grants.rules[1].grant.databases.{2}: `{2}` names a capture the pattern does not have",
+    ] {
+        assert!(
+            found.contains(expected),
+            "missing {expected:?} in:\n{found}"
+        );
+    }
+    // Structure right, files wrong: found by reading them, as the source would.
+    let found = run("  source: ldap
+  ldap:
+    url: ldaps://ldap.example.com
+    ca_file: missing-ca.pem
+    bind_dn: cn=evs,dc=example,dc=com
+    bind_password_file: missing-password
+    base_dn: dc=example,dc=com
+    groups: { 'cn=x': { global: [x] } }");
+    assert!(found.contains("grants.ldap.ca_file"), "{found}");
+    assert!(!found.contains(": OK"), "{found}");
+}

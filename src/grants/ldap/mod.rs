@@ -47,6 +47,25 @@ impl LdapGrants {
     }
 }
 
+/// The files `grants.ldap` names, read as the source would read them (for `check-config`).
+pub(crate) fn check_files(config: &LdapConfig) -> Result<(), String> {
+    if let Some(ca_file) = &config.ca_file {
+        tls_trusting(ca_file)?;
+    }
+    if let Some(path) = &config.bind_password_file {
+        let password = BindPassword::new(path.clone())
+            .current()
+            .map_err(|kind| format!("grants.ldap.bind_password_file {}: {kind}", path.display()))?;
+        if password.is_empty() {
+            return Err(format!(
+                "grants.ldap.bind_password_file {}: empty",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The cache key of an identity: its subject and e-mail address, unambiguously joined.
 fn cache_key(subject: &str, email: Option<&str>) -> String {
     format!("{}:{subject}{}", subject.len(), email.unwrap_or(""))
