@@ -2,7 +2,8 @@
 //!
 //! rsa2048_sign is the physical limit of the uncached path; mint_rs256 adds the claims; verify
 //! is the inbound check a new token pays; swap_cache_hit and swap_uncached are the whole
-//! in-process pipeline (extract → verify → grants → mint) with and without the caches.
+//! in-process pipeline (extract → verify → grants → mint) with and without the caches;
+//! swap_cache_hit_50_rules is the cached swap with grants from rules evaluated per Check.
 
 mod common;
 
@@ -103,6 +104,33 @@ fn benchmarks(c: &mut Criterion) {
         })
     });
 
+    // The same cached swap with grants from 50 rules over a token's 30 groups (20 match):
+    // the rules are evaluated on every Check, the grants file's answer joined to theirs.
+    let (rules_idp, with_rules) = runtime.block_on(sidecar_with_rules());
+    let now = evs_token_vending::unix_now();
+    let groups: Vec<String> = (0..20)
+        .map(|i| format!("team-{i}-orders{i}"))
+        .chain((0..10).map(|i| format!("staff-{i}")))
+        .collect();
+    let grouped = rules_idp.sign(&serde_json::json!({
+        "iss": rules_idp.issuer(), "sub": "user@example.com", "email": "user@example.com",
+        "iat": now, "exp": now + 3600, "groups": groups,
+    }));
+    let grouped_bearer = format!("Bearer {grouped}");
+    let grouped_request = InboundRequest {
+        authorization: vec![grouped_bearer.as_bytes()],
+        ..Default::default()
+    };
+    c.bench_function("swap_cache_hit_50_rules", |b| {
+        b.to_async(&runtime).iter(|| async {
+            with_rules
+                .vending
+                .swap(&grouped_request, deadline())
+                .await
+                .expect("swap")
+        })
+    });
+
     let (_idp2, uncached) = runtime.block_on(common::sidecar(", cache: { enabled: false }"));
     let token2 = common::tokens(&_idp2, 1).remove(0);
     let bearer2 = format!("Bearer {token2}");
@@ -119,6 +147,31 @@ fn benchmarks(c: &mut Criterion) {
                 .expect("swap")
         })
     });
+}
+
+/// A sidecar whose grants are the grants file united with 50 rules over the `groups` claim.
+async fn sidecar_with_rules() -> (
+    evs_token_vending::demo::DemoIdp,
+    evs_token_vending::RunningSidecar,
+) {
+    let idp = evs_token_vending::demo::DemoIdp::start()
+        .await
+        .expect("IdP");
+    let dir = std::env::temp_dir().join(format!("evs-tv-bench-rules-{}", std::process::id()));
+    let rules: String = (0..50)
+        .map(|i| {
+            format!(
+                "\n    - {{ claim: groups, match: 'team-{i}-*', grant: {{ databases: {{ '{{1}}': [reader] }} }} }}"
+            )
+        })
+        .collect();
+    let yaml = common::config_yaml(&idp, &dir, "127.0.0.1:0", "").replace(
+        "grants: { file: grants.yaml }",
+        &format!("grants:\n  sources: [file, rules]\n  merge: union\n  file: grants.yaml\n  rules:{rules}"),
+    );
+    let config = evs_token_vending::Config::from_yaml(&yaml, &dir).expect("bench config");
+    let sidecar = evs_token_vending::start(config).await.expect("sidecar");
+    (idp, sidecar)
 }
 
 criterion_group!(benches, benchmarks);

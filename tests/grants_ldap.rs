@@ -324,3 +324,21 @@ async fn starttls_and_ldaps_reach_a_directory_whose_certificate_the_ca_file_vouc
         }
     }
 }
+
+#[tokio::test]
+async fn the_bind_password_file_is_read_again_when_it_changes() {
+    let slapd = Slapd::start(&people_and_groups());
+    let h = searching_groups(&slapd).await;
+    let password = slapd.write("bind-password", "wrong\n");
+    let alice = json!({"sub": "alice", "email": "alice@example.com"});
+    // The harness's connection was never opened: the first bind reads the wrong password.
+    assert_eq!(denied(&check_subject(&h, alice).await).http_status, 503);
+    std::fs::write(&password, format!("{ROOT_PASSWORD}\n")).unwrap();
+    let user_in_prod = json!({"sub": "user", "email": "user@example.com"});
+    let answer = check_subject(&h, user_in_prod).await;
+    assert_eq!(
+        grants_of(&answer)["databases"]["production"],
+        json!(["reader", "writer"]),
+        "the rotated password is used without a restart"
+    );
+}

@@ -54,6 +54,18 @@ async fn an_idp_groups_claim_becomes_grants_united_with_the_grants_file() {
         .idp
         .sign(&h.claims(json!({"sub": "erin", "groups": ["staff"]})));
     assert_eq!(denied(&h.check_bearer(&stranger).await).http_status, 403);
+    // A capture that would make an empty or 1 KiB database name grants nothing (logged).
+    let long = format!("evs-db-{}-writer", "x".repeat(1024));
+    for group in ["evs-db--writer", long.as_str()] {
+        let odd = h
+            .idp
+            .sign(&h.claims(json!({"sub": "erin", "groups": [group]})));
+        assert_eq!(
+            denied(&h.check_bearer(&odd).await).http_status,
+            403,
+            "{group:.20}"
+        );
+    }
     // A claim of the wrong type is skipped, never read as a wider grant.
     let odd = h.idp.sign(&h.claims(json!({"sub": "erin", "groups": 42})));
     assert_eq!(denied(&h.check_bearer(&odd).await).http_status, 403);

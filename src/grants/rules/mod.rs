@@ -11,25 +11,23 @@
 //! A claim of the wrong type, or a capture that would make an impossible database name, skips
 //! that rule (or that database) for the Check, with a warning at most once a minute per rule.
 
+mod index;
 pub(crate) mod pattern;
+mod source;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
-use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Deserialize;
 
+use self::index::RuleIndex;
 use self::pattern::{Captures, NameTemplate, Pattern};
-use super::{GrantSource, Grants, LookupFuture};
-use crate::file_stamp::FileStamp;
+pub use self::source::{RulesConfig, RulesGrants, describe};
+use super::Grants;
 use crate::identity::Identity;
-use crate::telemetry::Metrics;
 
 /// An identity attribute a rule can match (`attribute:`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IdentityAttribute {
     /// The token's `iss` (`x509` / `aws_iam` names for certificates and IAM callers).
@@ -89,14 +87,6 @@ pub struct RuleSpec {
     pub grant: Grants,
 }
 
-/// A rules file: `rules: [...]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RulesFile {
-    #[serde(default)]
-    rules: Vec<RuleSpec>,
-}
-
 /// A value mapping (`grants.ldap.group_patterns`): a pattern over values a source found
 /// (LDAP group DNs), and the roles a match grants.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -110,7 +100,7 @@ pub struct ValuePattern {
 }
 
 /// What a rule reads.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq, Hash)]
 enum Matched {
     Claim(String),
     Attribute(IdentityAttribute),
@@ -123,6 +113,8 @@ enum Matched {
 struct Rule {
     /// Where it was written (`grants.rules[2]`), for logs and `explain`.
     label: String,
+    /// Its place in the set (for `explain`'s order).
+    position: usize,
     matched: Matched,
     issuer: Option<String>,
     pattern: Pattern,
@@ -143,16 +135,30 @@ pub struct RuleMatch {
     pub grants: Grants,
 }
 
-/// Compiled rules, evaluated in order.
+/// Compiled rules, indexed by what they read and the text their patterns start with.
 #[derive(Debug, Default)]
 pub struct RuleSet {
     rules: Vec<Rule>,
+    index: RuleIndex,
 }
 
 /// A problem in a rule: its key path and the reason.
 pub type RuleProblem = (String, String);
 
 impl RuleSet {
+    fn new(mut rules: Vec<Rule>) -> Self {
+        for (position, rule) in rules.iter_mut().enumerate() {
+            rule.position = position;
+        }
+        let index = RuleIndex::build(&rules);
+        Self { rules, index }
+    }
+
+    /// These rules followed by `more`'s.
+    fn followed_by(self, more: Self) -> Self {
+        Self::new(self.rules.into_iter().chain(more.rules).collect())
+    }
+
     /// Compiles `specs`; `path` prefixes each problem's key path (`grants.rules`).
     pub fn compile(specs: &[RuleSpec], path: &str) -> Result<Self, Vec<RuleProblem>> {
         let mut problems = Vec::new();
@@ -165,7 +171,7 @@ impl RuleSet {
             }
         }
         if problems.is_empty() {
-            Ok(Self { rules })
+            Ok(Self::new(rules))
         } else {
             Err(problems)
         }
@@ -213,7 +219,7 @@ impl RuleSet {
             }
         }
         if problems.is_empty() {
-            Ok(Self { rules })
+            Ok(Self::new(rules))
         } else {
             Err(problems)
         }
@@ -225,13 +231,10 @@ impl RuleSet {
         let mut global = Vec::new();
         let mut databases = BTreeMap::new();
         let mut matched = false;
-        for rule in &self.rules {
-            for value in values {
-                if let Some(captures) = rule.pattern.captures(value) {
-                    matched |= rule.grant(&captures, &mut global, &mut databases);
-                }
-            }
-        }
+        self.index
+            .each_match(&self.rules, Read::Given(values), |rule, _, captures| {
+                matched |= rule.grant(captures, &mut global, &mut databases);
+            });
         matched.then(|| Grants::canonical(global, databases))
     }
 
@@ -240,48 +243,51 @@ impl RuleSet {
         let mut global = Vec::new();
         let mut databases = BTreeMap::new();
         let mut matched = false;
-        self.each_match(identity, |rule, _, captures| {
-            matched |= rule.grant(captures, &mut global, &mut databases);
-        });
+        self.index.each_match(
+            &self.rules,
+            Read::Identity(identity),
+            |rule, _, captures| {
+                matched |= rule.grant(captures, &mut global, &mut databases);
+            },
+        );
         matched.then(|| Grants::canonical(global, databases))
     }
 
     /// Each rule that matches `identity`, with the value and what it granted.
     pub fn explain(&self, identity: &Identity) -> Vec<RuleMatch> {
         let mut found = Vec::new();
-        self.each_match(identity, |rule, value, captures| {
-            let (mut global, mut databases) = (Vec::new(), BTreeMap::new());
-            let _granted = rule.grant(captures, &mut global, &mut databases);
-            let on = match &rule.matched {
-                Matched::Claim(name) => format!("claim {name}"),
-                Matched::Attribute(attribute) => format!("attribute {}", attribute.name()),
-                Matched::Given => "value".to_owned(),
-            };
-            found.push(RuleMatch {
-                rule: rule.label.clone(),
-                matched: format!("{on} = {value:?}"),
-                grants: Grants::canonical(global, databases),
+        let read = Read::Identity(identity);
+        self.index
+            .each_match(&self.rules, read, |rule, value, captures| {
+                let (mut global, mut databases) = (Vec::new(), BTreeMap::new());
+                let _granted = rule.grant(captures, &mut global, &mut databases);
+                let on = match &rule.matched {
+                    Matched::Claim(name) => format!("claim {name}"),
+                    Matched::Attribute(attribute) => format!("attribute {}", attribute.name()),
+                    Matched::Given => "value".to_owned(),
+                };
+                found.push((
+                    rule.position,
+                    RuleMatch {
+                        rule: rule.label.clone(),
+                        matched: format!("{on} = {value:?}"),
+                        grants: Grants::canonical(global, databases),
+                    },
+                ));
             });
-        });
-        found
+        // In the order the rules are written (the index visits them by what they read).
+        found.sort_by_key(|(position, _)| *position);
+        found.into_iter().map(|(_, found)| found).collect()
     }
+}
 
-    /// Calls `on_match` for every (rule, value) that matches; a value matches a rule once.
-    fn each_match(&self, identity: &Identity, mut on_match: impl FnMut(&Rule, &str, &Captures)) {
-        for rule in &self.rules {
-            if rule.issuer.as_ref().is_some_and(|i| *i != identity.issuer) {
-                continue;
-            }
-            let visited = rule.each_value(identity, |value| {
-                if let Some(captures) = rule.pattern.captures(value) {
-                    on_match(rule, value, &captures);
-                }
-            });
-            if let Err(reason) = visited {
-                rule.warn(&reason);
-            }
-        }
-    }
+/// Where the values rules match come from.
+#[derive(Clone, Copy)]
+enum Read<'a> {
+    /// The identity's attributes and claims.
+    Identity(&'a Identity),
+    /// Values a source found (LDAP group DNs, in lower case).
+    Given(&'a [String]),
 }
 
 fn compile_rule(spec: &RuleSpec, label: &str) -> Result<Rule, Vec<RuleProblem>> {
@@ -316,6 +322,7 @@ fn compile_rule(spec: &RuleSpec, label: &str) -> Result<Rule, Vec<RuleProblem>> 
     match (matched, pattern, databases) {
         (Some(matched), Some(pattern), Some(databases)) if problems.is_empty() => Ok(Rule {
             label: label.to_owned(),
+            position: 0,
             matched,
             issuer: spec.issuer.clone(),
             pattern,
@@ -358,6 +365,7 @@ impl Rule {
     ) -> Self {
         Self {
             label,
+            position: 0,
             matched: Matched::Given,
             issuer: None,
             pattern,
@@ -467,169 +475,6 @@ fn json_type(value: &serde_json::Value) -> &'static str {
         serde_json::Value::String(_) => "a string",
         serde_json::Value::Array(_) => "an array",
         serde_json::Value::Object(_) => "an object",
-    }
-}
-
-/// Where the rules come from: `grants.rules` in the config file, and `grants.rules_file`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RulesConfig {
-    /// `grants.rules`, as read at start-up.
-    pub inline: Vec<RuleSpec>,
-    /// `grants.rules_file`.
-    pub file: Option<PathBuf>,
-    /// The config file, watched for changes of `grants.rules` (set by `Config::load`).
-    pub config_file: Option<PathBuf>,
-}
-
-impl RulesConfig {
-    /// Every rule compiled: `grants.rules`, then the rules file's.
-    pub fn compile(&self) -> Result<RuleSet, Vec<RuleProblem>> {
-        let mut set = RuleSet::compile(&self.inline, "grants.rules")?;
-        if let Some(file) = &self.file {
-            let from_file = read_rules_file(file)?;
-            let label = format!("{}: rules", file.display());
-            set.rules
-                .extend(RuleSet::compile(&from_file, &label)?.rules);
-        }
-        Ok(set)
-    }
-
-    /// The same rules read again: `grants.rules` from the config file, and the rules file.
-    fn reread(&self) -> Result<RuleSet, Vec<RuleProblem>> {
-        let mut fresh = self.clone();
-        if let Some(config_file) = &self.config_file {
-            fresh.inline = read_inline_rules(config_file)?;
-        }
-        fresh.compile()
-    }
-
-    fn stamps(&self) -> [Option<FileStamp>; 2] {
-        [
-            self.config_file.as_deref().map(FileStamp::of),
-            self.file.as_deref().map(FileStamp::of),
-        ]
-    }
-}
-
-fn read_rules_file(path: &std::path::Path) -> Result<Vec<RuleSpec>, Vec<RuleProblem>> {
-    let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| vec![(shown.clone(), format!("cannot read: {}", e.kind()))])?;
-    let deserializer = serde_norway::Deserializer::from_str(&text);
-    let file: RulesFile = serde_path_to_error::deserialize(deserializer)
-        .map_err(|e| vec![(format!("{shown}: {}", e.path()), e.inner().to_string())])?;
-    Ok(file.rules)
-}
-
-fn read_inline_rules(config_file: &std::path::Path) -> Result<Vec<RuleSpec>, Vec<RuleProblem>> {
-    let shown = config_file.display().to_string();
-    let text = std::fs::read_to_string(config_file)
-        .map_err(|e| vec![(shown.clone(), format!("cannot read: {}", e.kind()))])?;
-    let config: serde_norway::Value = serde_norway::from_str(&text)
-        .map_err(|e| vec![(shown.clone(), format!("not YAML: {e}"))])?;
-    match config.get("grants").and_then(|grants| grants.get("rules")) {
-        None => Ok(Vec::new()),
-        Some(rules) => serde_norway::from_value(rules.clone())
-            .map_err(|e| vec![("grants.rules".to_owned(), e.to_string())]),
-    }
-}
-
-/// Describes problems as one line.
-pub fn describe(problems: &[RuleProblem]) -> String {
-    problems
-        .iter()
-        .map(|(path, reason)| format!("{path}: {reason}"))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-/// The rules as a grant source, reloaded when their files change.
-pub struct RulesGrants {
-    config: RulesConfig,
-    current: ArcSwap<RuleSet>,
-    last_refusal: ArcSwapOption<String>,
-    metrics: Arc<Metrics>,
-}
-
-impl RulesGrants {
-    /// Compiles the rules; a start-up error names every problem.
-    pub fn load(config: &RulesConfig, metrics: Arc<Metrics>) -> Result<Self, String> {
-        let set = config.compile().map_err(|p| describe(&p))?;
-        Ok(Self {
-            config: config.clone(),
-            current: ArcSwap::from_pointee(set),
-            last_refusal: ArcSwapOption::empty(),
-            metrics,
-        })
-    }
-
-    /// The rules in force.
-    pub fn rules(&self) -> Arc<RuleSet> {
-        self.current.load_full()
-    }
-
-    /// Runs forever: compiles the rules again whenever one of their files changes; a change
-    /// that does not compile is refused and the last good rules keep serving.
-    pub async fn reload_forever(self: Arc<Self>, interval: Duration) {
-        let mut seen = self.config.stamps();
-        loop {
-            tokio::time::sleep(interval).await;
-            let now = self.config.stamps();
-            if now == seen {
-                continue;
-            }
-            seen = now;
-            match self.config.reread() {
-                Ok(set) => {
-                    tracing::info!(rules = set.len(), "grant rules reloaded");
-                    self.current.store(Arc::new(set));
-                    self.last_refusal.store(None);
-                }
-                Err(problems) => {
-                    let reason = describe(&problems);
-                    tracing::error!(%reason, "grant rules change refused; keeping the last good rules");
-                    self.metrics.grants_file_reload_refused();
-                    self.last_refusal.store(Some(Arc::new(reason)));
-                }
-            }
-        }
-    }
-}
-
-impl GrantSource for RulesGrants {
-    fn lookup<'a>(&'a self, _key: &'a str, _deadline: Instant) -> LookupFuture<'a> {
-        Box::pin(async { Ok(None) })
-    }
-
-    fn lookup_identity<'a>(
-        &'a self,
-        identity: &'a Identity,
-        _deadline: Instant,
-    ) -> LookupFuture<'a> {
-        let found = self.current.load().grants_for(identity).map(Arc::new);
-        Box::pin(async move { Ok(found) })
-    }
-
-    fn label(&self) -> String {
-        format!("rules ({} in force)", self.current.load().len())
-    }
-
-    fn explain(&self, identity: &Identity) -> Vec<String> {
-        self.current
-            .load()
-            .explain(identity)
-            .into_iter()
-            .map(|m| {
-                let grants = serde_json::to_string(&m.grants).unwrap_or_default();
-                format!("{}: {} grants {grants}", m.rule, m.matched)
-            })
-            .collect()
-    }
-
-    fn warning(&self) -> Option<String> {
-        self.last_refusal
-            .load_full()
-            .map(|reason| format!("grant rules change refused: {reason}"))
     }
 }
 

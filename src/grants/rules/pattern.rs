@@ -71,6 +71,11 @@ impl Pattern {
         }
     }
 
+    /// The literal text every match starts with.
+    pub fn prefix(&self) -> &str {
+        self.pieces.first().map_or("", String::as_str)
+    }
+
     /// How many captures a match yields.
     pub fn stars(&self) -> usize {
         self.pieces.len() - 1

@@ -1,0 +1,185 @@
+//! The rules as a grant source: where they are written (`grants.rules` in the config file,
+//! `grants.rules_file`), and their reload when either changes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use serde::Deserialize;
+
+use super::{RuleProblem, RuleSet, RuleSpec};
+use crate::file_stamp::FileStamp;
+use crate::grants::{GrantSource, LookupFuture};
+use crate::identity::Identity;
+use crate::telemetry::Metrics;
+
+/// A rules file: `rules: [...]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    #[serde(default)]
+    rules: Vec<RuleSpec>,
+}
+
+/// Where the rules come from: `grants.rules` in the config file, and `grants.rules_file`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RulesConfig {
+    /// `grants.rules`, as read at start-up.
+    pub inline: Vec<RuleSpec>,
+    /// `grants.rules_file`.
+    pub file: Option<PathBuf>,
+    /// The config file, watched for changes of `grants.rules` (set by `Config::load`).
+    pub config_file: Option<PathBuf>,
+}
+
+impl RulesConfig {
+    /// Every rule compiled: `grants.rules`, then the rules file's.
+    pub fn compile(&self) -> Result<RuleSet, Vec<RuleProblem>> {
+        let mut set = RuleSet::compile(&self.inline, "grants.rules")?;
+        if let Some(file) = &self.file {
+            let from_file = read_rules_file(file)?;
+            let label = format!("{}: rules", file.display());
+            set = set.followed_by(RuleSet::compile(&from_file, &label)?);
+        }
+        Ok(set)
+    }
+
+    /// The same rules read again: `grants.rules` from the config file, and the rules file.
+    fn reread(&self) -> Result<RuleSet, Vec<RuleProblem>> {
+        let mut fresh = self.clone();
+        if let Some(config_file) = &self.config_file {
+            fresh.inline = read_inline_rules(config_file)?;
+        }
+        fresh.compile()
+    }
+
+    fn stamps(&self) -> [Option<FileStamp>; 2] {
+        [
+            self.config_file.as_deref().map(FileStamp::of),
+            self.file.as_deref().map(FileStamp::of),
+        ]
+    }
+}
+
+fn read_rules_file(path: &std::path::Path) -> Result<Vec<RuleSpec>, Vec<RuleProblem>> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![(shown.clone(), format!("cannot read: {}", e.kind()))])?;
+    let deserializer = serde_norway::Deserializer::from_str(&text);
+    let file: RulesFile = serde_path_to_error::deserialize(deserializer)
+        .map_err(|e| vec![(format!("{shown}: {}", e.path()), e.inner().to_string())])?;
+    Ok(file.rules)
+}
+
+fn read_inline_rules(config_file: &std::path::Path) -> Result<Vec<RuleSpec>, Vec<RuleProblem>> {
+    let shown = config_file.display().to_string();
+    let text = std::fs::read_to_string(config_file)
+        .map_err(|e| vec![(shown.clone(), format!("cannot read: {}", e.kind()))])?;
+    let config: serde_norway::Value = serde_norway::from_str(&text)
+        .map_err(|e| vec![(shown.clone(), format!("not YAML: {e}"))])?;
+    match config.get("grants").and_then(|grants| grants.get("rules")) {
+        None => Ok(Vec::new()),
+        Some(rules) => serde_norway::from_value(rules.clone())
+            .map_err(|e| vec![("grants.rules".to_owned(), e.to_string())]),
+    }
+}
+
+/// Describes problems as one line.
+pub fn describe(problems: &[RuleProblem]) -> String {
+    problems
+        .iter()
+        .map(|(path, reason)| format!("{path}: {reason}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The rules as a grant source, reloaded when their files change.
+pub struct RulesGrants {
+    config: RulesConfig,
+    current: ArcSwap<RuleSet>,
+    last_refusal: ArcSwapOption<String>,
+    metrics: Arc<Metrics>,
+}
+
+impl RulesGrants {
+    /// Compiles the rules; a start-up error names every problem.
+    pub fn load(config: &RulesConfig, metrics: Arc<Metrics>) -> Result<Self, String> {
+        let set = config.compile().map_err(|p| describe(&p))?;
+        Ok(Self {
+            config: config.clone(),
+            current: ArcSwap::from_pointee(set),
+            last_refusal: ArcSwapOption::empty(),
+            metrics,
+        })
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Arc<RuleSet> {
+        self.current.load_full()
+    }
+
+    /// Runs forever: compiles the rules again whenever one of their files changes; a change
+    /// that does not compile is refused and the last good rules keep serving.
+    pub async fn reload_forever(self: Arc<Self>, interval: Duration) {
+        let mut seen = self.config.stamps();
+        loop {
+            tokio::time::sleep(interval).await;
+            let now = self.config.stamps();
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match self.config.reread() {
+                Ok(set) => {
+                    tracing::info!(rules = set.len(), "grant rules reloaded");
+                    self.current.store(Arc::new(set));
+                    self.last_refusal.store(None);
+                }
+                Err(problems) => {
+                    let reason = describe(&problems);
+                    tracing::error!(%reason, "grant rules change refused; keeping the last good rules");
+                    self.metrics.grants_file_reload_refused();
+                    self.last_refusal.store(Some(Arc::new(reason)));
+                }
+            }
+        }
+    }
+}
+
+impl GrantSource for RulesGrants {
+    fn lookup<'a>(&'a self, _key: &'a str, _deadline: Instant) -> LookupFuture<'a> {
+        Box::pin(async { Ok(None) })
+    }
+
+    fn lookup_identity<'a>(
+        &'a self,
+        identity: &'a Identity,
+        _deadline: Instant,
+    ) -> LookupFuture<'a> {
+        let found = self.current.load().grants_for(identity).map(Arc::new);
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn label(&self) -> String {
+        format!("rules ({} in force)", self.current.load().len())
+    }
+
+    fn explain(&self, identity: &Identity) -> Vec<String> {
+        self.current
+            .load()
+            .explain(identity)
+            .into_iter()
+            .map(|m| {
+                let grants = serde_json::to_string(&m.grants).unwrap_or_default();
+                format!("{}: {} grants {grants}", m.rule, m.matched)
+            })
+            .collect()
+    }
+
+    fn warning(&self) -> Option<String> {
+        self.last_refusal
+            .load_full()
+            .map(|reason| format!("grant rules change refused: {reason}"))
+    }
+}
