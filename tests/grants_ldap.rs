@@ -159,6 +159,13 @@ async fn filter_injection_in_subject_or_email_finds_nothing() {
         // A widened search would find alice (OK) or several entries (503).
         assert_eq!(denied(&answer).http_status, 403, "{sub:?} / {email:?}");
     }
+    // A subject that is not UTF-8 never reaches the directory: the token itself is refused.
+    let claims = h.claims(json!({"sub": "alice"})).to_string();
+    let mut payload = claims.replace("\"alice\"", "\"ali\u{1}ce\"").into_bytes();
+    let at = payload.iter().position(|b| *b == 1).unwrap();
+    payload[at] = 0xff;
+    let token = h.idp.key().sign_jws(&payload).unwrap();
+    assert_eq!(denied(&h.check_bearer(&token).await).http_status, 401);
 }
 
 #[tokio::test]
