@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::certs::TestCa;
-use support::python::python_tool;
+use support::python::python_with;
 use support::{Harness, Options, denied, get_json, now, segment};
 
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
@@ -23,17 +23,8 @@ type FormCase = (Vec<(&'static str, String)>, u16, &'static str, &'static str);
 
 /// Python from the tests' venv, with `requests` (a moto dependency) and Authlib.
 fn python() -> std::path::PathBuf {
-    python_tool("moto[server]==5.2.5", |venv| {
-        Some(venv.join("bin/python")).filter(|p| p.is_file())
-    });
-    python_tool(AUTHLIB, |venv| {
-        venv.join("lib")
-            .read_dir()
-            .ok()?
-            .flatten()
-            .any(|d| d.path().join("site-packages/authlib").is_dir())
-            .then(|| venv.join("bin/python"))
-    })
+    python_with("moto[server]==5.2.5", "moto");
+    python_with(AUTHLIB, "authlib")
 }
 
 /// Runs a Python snippet; returns what it printed, parsed as JSON.

@@ -12,14 +12,7 @@ use support::{Harness, Options, denied, minted};
 
 /// The venv's Python with `prometheus_client` installed.
 fn python_with_prometheus_client() -> std::path::PathBuf {
-    support::python::python_tool("prometheus_client==0.26.0", |venv| {
-        let python = venv.join("bin/python");
-        let installed = Command::new(&python)
-            .args(["-c", "import prometheus_client"])
-            .output()
-            .is_ok_and(|out| out.status.success());
-        installed.then_some(python)
-    })
+    support::python::python_with("prometheus_client==0.26.0", "prometheus_client")
 }
 
 /// The samples of `text` as the official parsers read them: (name, labels) → value.

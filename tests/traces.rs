@@ -9,7 +9,7 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -20,25 +20,15 @@ use evs_token_vending::demo::DemoIdp;
 use serde_json::Value;
 use support::envoy::{Envoy, TlsFiles};
 use support::process::ServeProcess;
-use support::python::python_tool;
+use support::python::python_with;
 use support::{TempDir, eventually};
 
 /// The venv's Python with `opentelemetry-proto` and `grpcio` installed.
 fn receiver_python() -> PathBuf {
-    let importing = |module: &'static str| {
-        move |venv: &Path| {
-            let python = venv.join("bin/python");
-            let imported = Command::new(&python)
-                .args(["-c", &format!("import {module}")])
-                .output()
-                .is_ok_and(|out| out.status.success());
-            imported.then_some(python)
-        }
-    };
-    python_tool("grpcio==1.85.3", importing("grpc"));
-    python_tool(
+    python_with("grpcio==1.85.3", "grpc");
+    python_with(
         "opentelemetry-proto==1.45.2",
-        importing("opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc"),
+        "opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc",
     )
 }
 

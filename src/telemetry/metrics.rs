@@ -152,7 +152,7 @@ impl Default for Metrics {
         );
         r.register(
             "evs_tv_grants_file_reloads_refused",
-            "Changes of the grants file refused (unparsable, empty, vanished); the last good grants serve",
+            "Changes of the grants file or of grant rules refused (unparsable, empty, vanished); the last good ones serve",
             metrics.grants_file_reloads_refused.clone(),
         );
         r.register(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::moto::Moto;
-use super::python::{python_tool, python_tool_in};
+use super::python::{python_tool_in, python_with};
 use super::{TempDir, free_port};
 
 /// The AWS CLI release the tests were written against.
@@ -108,9 +108,7 @@ impl IamWorld {
             &serde_json::json!({ &session.access_key: [&session.secret, &session.token] })
                 .to_string(),
         );
-        let python = python_tool("moto[server]==5.2.5", |venv| {
-            Some(venv.join("bin/python")).filter(|p| p.is_file())
-        });
+        let python = python_with("moto[server]==5.2.5", "moto");
         let port = free_port();
         let front = Command::new(python)
             .arg(concat!(

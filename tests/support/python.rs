@@ -20,6 +20,19 @@ pub fn python_tool(requirement: &str, find: impl Fn(&Path) -> Option<PathBuf>) -
     python_tool_in("venv", requirement, find)
 }
 
+/// The shared venv's Python once `module` imports in it, installing `requirement` first when
+/// it does not.
+pub fn python_with(requirement: &str, module: &str) -> PathBuf {
+    python_tool(requirement, |venv| {
+        let python = venv.join("bin/python");
+        let imported = Command::new(&python)
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .is_ok_and(|out| out.status.success());
+        imported.then_some(python)
+    })
+}
+
 /// The same in a venv of its own, `target/test-deps/<venv_name>`: for tools whose pinned
 /// dependencies clash with the shared venv's (the AWS CLI pins its own botocore).
 pub fn python_tool_in(
