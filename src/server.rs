@@ -374,6 +374,16 @@ pub async fn probe_remote_stores(config: &Config) -> Result<Vec<String>, Vec<Str
                 Err(reason) => problems.push(format!("grants.dynamodb.table: {reason}")),
             }
         }
+        if let GrantSourceConfig::Ldap(ldap) = source {
+            let probed = match crate::grants::ldap::LdapDirectory::new(ldap) {
+                Ok(directory) => directory.probe().await,
+                Err(reason) => Err(reason),
+            };
+            match probed {
+                Ok(line) => reached.push(format!("grants.ldap: {line}")),
+                Err(reason) => problems.push(format!("grants.ldap: {reason}")),
+            }
+        }
     }
     if let crate::mint::SigningSource::SecretsManager(secret) = &config.signing.source {
         match KeySource::from_config(&config.signing).await.load().await {

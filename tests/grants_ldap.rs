@@ -349,3 +349,64 @@ async fn the_bind_password_file_is_read_again_when_it_changes() {
         "the rotated password is used without a restart"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_config_probe_binds_and_reads_the_base_dn_and_never_prints_the_password() {
+    let slapd = Slapd::start(&people_and_groups());
+    let idp = evs_token_vending::demo::DemoIdp::start().await.unwrap();
+    let probe = async |password: &str, base_dn: &str| {
+        let password_file = slapd.write("probe-password", password);
+        let config = slapd.write(
+            "probe.yaml",
+            &format!(
+                "token: {{ issuer: https://tv.example.com }}
+signing: {{ dev_generate: true }}
+trust: [ {{ issuer: '{issuer}' }} ]
+grants:
+  source: ldap
+  ldap:
+    url: {url}
+    starttls: false
+    bind_dn: '{ROOT_DN}'
+    bind_password_file: '{password_file}'
+    base_dn: '{base_dn}'
+    groups: {{ 'cn=x': {{ global: [x] }} }}
+",
+                issuer = idp.issuer(),
+                url = slapd.url,
+                password_file = password_file.display(),
+            ),
+        );
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_evs-token-vending"));
+        command
+            .args(["check-config", "--probe", "--config"])
+            .arg(config);
+        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.success(), text)
+    };
+    let people = format!("ou=people,{SUFFIX}");
+    let (ok, text) = probe(ROOT_PASSWORD, &people).await;
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(&format!(
+            "grants.ldap: {} answers to a bind as {ROOT_DN}",
+            slapd.url
+        )),
+        "{text}"
+    );
+    let (ok, text) = probe("wrong-password-value", &people).await;
+    assert!(
+        !ok && text.contains(&format!("grants.ldap: bind as {ROOT_DN}")),
+        "{text}"
+    );
+    assert!(!text.contains("wrong-password-value"), "{text}");
+    let (ok, text) = probe(ROOT_PASSWORD, &format!("ou=nowhere,{SUFFIX}")).await;
+    assert!(
+        !ok && text.contains("grants.ldap: base_dn ou=nowhere"),
+        "{text}"
+    );
+}

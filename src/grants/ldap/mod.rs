@@ -113,7 +113,8 @@ pub struct LdapDirectory {
 }
 
 impl LdapDirectory {
-    fn new(config: &LdapConfig) -> Result<Self, String> {
+    /// The directory `config` describes (no connection is opened yet).
+    pub(crate) fn new(config: &LdapConfig) -> Result<Self, String> {
         let mappings = RuleSet::for_values(&config.groups, &config.group_patterns, "grants.ldap")
             .map_err(|problems| super::rules::describe(&problems))?;
         let tls = config.ca_file.as_deref().map(tls_trusting).transpose()?;
@@ -151,33 +152,71 @@ impl LdapDirectory {
             return Ok(ldap.clone());
         }
         *held = None;
+        let ldap = self.open(deadline).await.map_err(|reason| {
+            tracing::warn!(%reason, "LDAP connection failed");
+            GrantsError::Unavailable
+        })?;
+        *held = Some(ldap.clone());
+        Ok(ldap)
+    }
+
+    /// A new connection, bound; the error says which step failed and why.
+    async fn open(&self, deadline: Instant) -> Result<Ldap, String> {
+        let budget = || self.budget(deadline).map_err(|_| "out of time".to_owned());
         let mut settings = LdapConnSettings::new()
-            .set_conn_timeout(self.budget(deadline)?)
+            .set_conn_timeout(budget()?)
             .set_starttls(self.config.starttls && self.config.url.starts_with("ldap://"));
         if let Some(tls) = &self.tls {
             settings = settings.set_config(tls.clone());
         }
         let (connection, mut ldap) = LdapConnAsync::with_settings(settings, &self.config.url)
             .await
-            .map_err(|e| failed("connect", &e))?;
+            .map_err(|e| format!("connect to {}: {e}", self.config.url))?;
         tokio::spawn(async move {
             if let Err(e) = connection.drive().await {
                 tracing::debug!(error = %e, "LDAP connection closed");
             }
         });
         if let (Some(dn), Some(password)) = (&self.config.bind_dn, &self.password) {
-            let secret = password.current().map_err(|reason| {
-                tracing::warn!(path = %password.path.display(), %reason, "cannot read the LDAP bind password file");
-                GrantsError::Unavailable
+            let secret = password.current().map_err(|kind| {
+                format!("bind password file {}: {kind}", password.path.display())
             })?;
-            ldap.with_timeout(self.budget(deadline)?)
+            ldap.with_timeout(budget()?)
                 .simple_bind(dn, &secret)
                 .await
                 .and_then(|result| result.success())
-                .map_err(|e| failed("bind", &e))?;
+                .map_err(|e| format!("bind as {dn}: {e}"))?;
         }
-        *held = Some(ldap.clone());
         Ok(ldap)
+    }
+
+    /// Connects, binds and reads `base_dn` (for `check-config --probe`).
+    pub(crate) async fn probe(&self) -> Result<String, String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut ldap = self.open(deadline).await?;
+        let budget = self
+            .budget(deadline)
+            .map_err(|_| "out of time".to_owned())?;
+        ldap.with_timeout(budget)
+            .search(
+                &self.config.base_dn,
+                Scope::Base,
+                "(objectClass=*)",
+                vec!["1.1"],
+            )
+            .await
+            .and_then(|result| result.success())
+            .map_err(|e| format!("base_dn {}: {e}", self.config.base_dn))?;
+        let _ = ldap.unbind().await;
+        Ok(format!(
+            "{} answers{}, base_dn {} exists",
+            self.config.url,
+            self.config
+                .bind_dn
+                .as_ref()
+                .map_or(String::new(), |dn| format!(" to a bind as {dn}")),
+            self.config.base_dn
+        ))
     }
 
     /// The grants of the entry `user_filter` finds for `subject` / `email`.
