@@ -410,3 +410,67 @@ grants:
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn at_trace_level_the_log_holds_no_bind_password() {
+    let slapd = Slapd::start(&people_and_groups());
+    let idp = evs_token_vending::demo::DemoIdp::start().await.unwrap();
+    let password = slapd.write("trace-password", &format!("{ROOT_PASSWORD}\n"));
+    let serve = support::process::ServeProcess::spawn(
+        "ldap-log-secrets",
+        &format!(
+            "token: {{ issuer: https://tv.example.com }}
+signing: {{ dev_generate: true }}
+trust: [ {{ issuer: '{issuer}' }} ]
+grants:
+  source: ldap
+  ldap:
+    url: {url}
+    starttls: false
+    bind_dn: '{ROOT_DN}'
+    bind_password_file: '{password}'
+    base_dn: 'ou=people,{SUFFIX}'
+    group_search: {{ base_dn: 'ou=groups,{SUFFIX}' }}
+    groups: {{ 'cn=db-prod-writers,ou=groups,{SUFFIX}': {{ databases: {{ production: [writer] }} }} }}
+",
+            issuer = idp.issuer(),
+            url = slapd.url,
+            password = password.display(),
+        ),
+        |command, dir| {
+            let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+            command.env("RUST_LOG", "trace").stderr(log);
+        },
+    );
+    serve.wait_listening().await;
+    let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
+        format!("http://127.0.0.1:{}", serve.authz),
+    )
+    .await
+    .unwrap();
+    let token = idp.token_for("alice", Some("alice@example.com"), Duration::from_secs(600));
+    let answer = client
+        .check(evs_testkit::check_request(&[(
+            "authorization",
+            &format!("Bearer {token}"),
+        )]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        grants_of(&answer)["databases"]["production"],
+        json!(["writer"])
+    );
+    let mut serve = serve;
+    let _ = serve.child.kill();
+    let _ = serve.child.wait();
+    let log = std::fs::read_to_string(serve.dir.path().join("stderr.log")).unwrap();
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "the log ran at trace level"
+    );
+    assert!(
+        !log.contains(ROOT_PASSWORD),
+        "the bind password appears in the trace log"
+    );
+}
