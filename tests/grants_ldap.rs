@@ -358,24 +358,7 @@ async fn check_config_probe_binds_and_reads_the_base_dn_and_never_prints_the_pas
         let password_file = slapd.write("probe-password", password);
         let config = slapd.write(
             "probe.yaml",
-            &format!(
-                "token: {{ issuer: https://tv.example.com }}
-signing: {{ dev_generate: true }}
-trust: [ {{ issuer: '{issuer}' }} ]
-grants:
-  source: ldap
-  ldap:
-    url: {url}
-    starttls: false
-    bind_dn: '{ROOT_DN}'
-    bind_password_file: '{password_file}'
-    base_dn: '{base_dn}'
-    groups: {{ 'cn=x': {{ global: [x] }} }}
-",
-                issuer = idp.issuer(),
-                url = slapd.url,
-                password_file = password_file.display(),
-            ),
+            &serve_config(idp.issuer(), &slapd, &password_file, base_dn),
         );
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_evs-token-vending"));
         command
@@ -418,24 +401,11 @@ async fn at_trace_level_the_log_holds_no_bind_password() {
     let password = slapd.write("trace-password", &format!("{ROOT_PASSWORD}\n"));
     let serve = support::process::ServeProcess::spawn(
         "ldap-log-secrets",
-        &format!(
-            "token: {{ issuer: https://tv.example.com }}
-signing: {{ dev_generate: true }}
-trust: [ {{ issuer: '{issuer}' }} ]
-grants:
-  source: ldap
-  ldap:
-    url: {url}
-    starttls: false
-    bind_dn: '{ROOT_DN}'
-    bind_password_file: '{password}'
-    base_dn: 'ou=people,{SUFFIX}'
-    group_search: {{ base_dn: 'ou=groups,{SUFFIX}' }}
-    groups: {{ 'cn=db-prod-writers,ou=groups,{SUFFIX}': {{ databases: {{ production: [writer] }} }} }}
-",
-            issuer = idp.issuer(),
-            url = slapd.url,
-            password = password.display(),
+        &serve_config(
+            idp.issuer(),
+            &slapd,
+            &password,
+            &format!("ou=people,{SUFFIX}"),
         ),
         |command, dir| {
             let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
@@ -473,4 +443,32 @@ grants:
         !log.contains(ROOT_PASSWORD),
         "the bind password appears in the trace log"
     );
+}
+
+/// A whole config: `issuer` trusted, grants from `slapd` bound as the administrator with the
+/// password in `password_file`, users under `base_dn`, groups by search.
+fn serve_config(
+    issuer: &str,
+    slapd: &Slapd,
+    password_file: &std::path::Path,
+    base_dn: &str,
+) -> String {
+    format!(
+        "token: {{ issuer: https://tv.example.com }}
+signing: {{ dev_generate: true }}
+trust: [ {{ issuer: '{issuer}' }} ]
+grants:
+  source: ldap
+  ldap:
+    url: {url}
+    starttls: false
+    bind_dn: '{ROOT_DN}'
+    bind_password_file: '{password_file}'
+    base_dn: '{base_dn}'
+    group_search: {{ base_dn: 'ou=groups,{SUFFIX}' }}
+    groups: {{ 'cn=db-prod-writers,ou=groups,{SUFFIX}': {{ databases: {{ production: [writer] }} }} }}
+",
+        url = slapd.url,
+        password_file = password_file.display(),
+    )
 }
