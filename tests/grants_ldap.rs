@@ -472,3 +472,41 @@ grants:
         password_file = password_file.display(),
     )
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn explain_names_the_entry_and_the_groups_that_granted() {
+    let slapd = Slapd::start(&people_and_groups());
+    let password = slapd.write("explain-password", ROOT_PASSWORD);
+    let config = slapd.write(
+        "explain.yaml",
+        &serve_config(
+            "https://idp.example.com",
+            &slapd,
+            &password,
+            &format!("ou=people,{SUFFIX}"),
+        ),
+    );
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_evs-token-vending"));
+    command.args(["explain", "--config"]).arg(config).args([
+        "--identity",
+        r#"{"sub": "alice", "email": "alice@example.com"}"#,
+    ]);
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{text}");
+    let group = format!("cn=db-prod-writers,ou=groups,{SUFFIX}");
+    for line in [
+        format!("1. ldap {} (cached): knows the identity", slapd.url),
+        format!("entry uid=alice,ou=people,{SUFFIX} in 3 group(s)"),
+        format!(
+            r#"grants.ldap.groups.{group}: group = "{group}" grants {{"global":[],"databases":{{"production":["writer"]}}}}"#
+        ),
+        r#"evs:grants {"global":[],"databases":{"production":["writer"]}}"#.to_owned(),
+    ] {
+        assert!(text.contains(&line), "missing {line:?} in:\n{text}");
+    }
+    assert!(!text.contains(ROOT_PASSWORD), "{text}");
+}

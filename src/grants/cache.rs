@@ -232,6 +232,13 @@ impl<S: GrantSource> CachedGrants<S> {
     }
 }
 
+impl<S> CachedGrants<S> {
+    /// The store behind the cache.
+    pub(crate) fn store(&self) -> &S {
+        &self.store
+    }
+}
+
 impl<S: GrantSource> GrantSource for CachedGrants<S> {
     fn lookup<'a>(&'a self, key: &'a str, deadline: Instant) -> LookupFuture<'a> {
         Box::pin(self.lookup_cached(key, deadline))

@@ -116,6 +116,9 @@ impl Grants {
 pub type LookupFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Option<Arc<Grants>>, GrantsError>> + Send + 'a>>;
 
+/// A boxed future of `explain` lines.
+pub type ExplainFuture<'a> = Pin<Box<dyn Future<Output = Vec<String>> + Send + 'a>>;
+
 /// A store of grants keyed by subject.
 pub trait GrantSource: Send + Sync {
     /// The grants stored under `key`, or `None` when the store has no entry for it; remote
@@ -144,9 +147,9 @@ pub trait GrantSource: Send + Sync {
     fn label(&self) -> String;
 
     /// How this source reached its answer for `identity`, line by line, for `explain`
-    /// (the rules that matched; nothing for sources with one entry per key).
-    fn explain(&self, _identity: &Identity) -> Vec<String> {
-        Vec::new()
+    /// (the rules or groups that matched; nothing for sources with one entry per key).
+    fn explain<'a>(&'a self, _identity: &'a Identity, _deadline: Instant) -> ExplainFuture<'a> {
+        Box::pin(async { Vec::new() })
     }
 
     /// Something an operator should see in `/readyz` (a refused reload), if any.
@@ -331,7 +334,7 @@ impl GrantsLookup {
             sources.push(SourceAnswer {
                 source: source.label(),
                 answer: self.ask(source.as_ref(), identity, deadline).await,
-                details: source.explain(identity),
+                details: source.explain(identity, deadline).await,
             });
         }
         Explanation {

@@ -13,8 +13,9 @@
 //! it changes, by the next connection.
 
 mod config;
+mod credentials;
+mod filter;
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -22,10 +23,11 @@ use std::time::{Duration, Instant};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, SearchOptions};
 
 pub use self::config::{GroupSearch, LdapConfig};
+use self::credentials::{BindPassword, tls_trusting};
+use self::filter::fill_filter;
 use super::cache::CachedGrants;
 use super::rules::RuleSet;
-use super::{GrantSource, Grants, GrantsCacheConfig, GrantsError, LookupFuture};
-use crate::file_stamp::FileStamp;
+use super::{ExplainFuture, GrantSource, Grants, GrantsCacheConfig, GrantsError, LookupFuture};
 use crate::identity::Identity;
 use crate::telemetry::Metrics;
 
@@ -97,9 +99,23 @@ impl GrantSource for LdapGrants {
         self.cached.label()
     }
 
+    fn explain<'a>(&'a self, identity: &'a Identity, deadline: Instant) -> ExplainFuture<'a> {
+        let directory = self.cached.store();
+        Box::pin(directory.explain_user(&identity.subject, identity.email.as_deref(), deadline))
+    }
+
     fn cached_entries(&self) -> Option<u64> {
         self.cached.cached_entries()
     }
+}
+
+/// What the directory holds about one user.
+struct UserEntry {
+    dn: String,
+    /// Group DNs, in lower case.
+    groups: Vec<String>,
+    /// Grants JSON on the entry (`grants_attribute`).
+    from_entry: Option<Grants>,
 }
 
 /// The directory itself: connections, searches, group mapping.
@@ -226,6 +242,53 @@ impl LdapDirectory {
         email: Option<&str>,
         deadline: Instant,
     ) -> Result<Option<Arc<Grants>>, GrantsError> {
+        let Some(user) = self.find_user(subject, email, deadline).await? else {
+            return Ok(None);
+        };
+        let from_groups = self.mappings.grants_for_values(&user.groups);
+        Ok(match (from_groups, user.from_entry) {
+            (None, None) => None,
+            (Some(one), None) | (None, Some(one)) => Some(Arc::new(one)),
+            (Some(a), Some(b)) => Some(Arc::new(Grants::union(&[Arc::new(a), Arc::new(b)]))),
+        })
+    }
+
+    /// How the directory answers for `subject` / `email`, line by line (for `explain`).
+    async fn explain_user(
+        &self,
+        subject: &str,
+        email: Option<&str>,
+        deadline: Instant,
+    ) -> Vec<String> {
+        match self.find_user(subject, email, deadline).await {
+            Err(e) => vec![format!("the directory cannot answer: {e}")],
+            Ok(None) => vec!["no entry, or no entry the user filter picks".to_owned()],
+            Ok(Some(user)) => {
+                let mut lines = vec![format!(
+                    "entry {} in {} group(s)",
+                    user.dn,
+                    user.groups.len()
+                )];
+                for found in self.mappings.explain_values(&user.groups) {
+                    let grants = serde_json::to_string(&found.grants).unwrap_or_default();
+                    lines.push(format!("{}: {} grants {grants}", found.rule, found.matched));
+                }
+                if let Some(grants) = &user.from_entry {
+                    let grants = serde_json::to_string(grants).unwrap_or_default();
+                    lines.push(format!("grants on the entry: {grants}"));
+                }
+                lines
+            }
+        }
+    }
+
+    /// The entry `user_filter` finds, with its groups (in lower case) and the grants it holds.
+    async fn find_user(
+        &self,
+        subject: &str,
+        email: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Option<UserEntry>, GrantsError> {
         // OpenLDAP reads an escaped NUL as the end of the value (`alice\00` finds `alice`):
         // no entry is the one of an identity with control characters.
         let controlled = |value: &str| value.chars().any(char::is_control);
@@ -278,17 +341,15 @@ impl LdapDirectory {
             );
             return Err(GrantsError::Unavailable);
         }
-        let lowered: Vec<String> = groups.iter().map(|g| g.to_ascii_lowercase()).collect();
-        let from_groups = self.mappings.grants_for_values(&lowered);
         let from_entry = match &self.config.grants_attribute {
             Some(attribute) => grants_in_attribute(&entry, attribute)?,
             None => None,
         };
-        Ok(match (from_groups, from_entry) {
-            (None, None) => None,
-            (Some(one), None) | (None, Some(one)) => Some(Arc::new(one)),
-            (Some(a), Some(b)) => Some(Arc::new(Grants::union(&[Arc::new(a), Arc::new(b)]))),
-        })
+        Ok(Some(UserEntry {
+            groups: groups.iter().map(|g| g.to_ascii_lowercase()).collect(),
+            dn: entry.dn,
+            from_entry,
+        }))
     }
 
     /// The DNs of the groups `search` finds for the user `dn`, at most `max_groups`.
@@ -360,123 +421,9 @@ fn grants_in_attribute(
     Ok((!found.is_empty()).then(|| Grants::union(&found)))
 }
 
-/// `template` with each `{name}` replaced by its value, escaped per RFC 4515.
-pub(crate) fn fill_filter(template: &str, values: &[(&str, &str)]) -> String {
-    let mut filter = String::with_capacity(template.len() + 32);
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        filter.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        let value = after.find('}').and_then(|close| {
-            let name = &after[..close];
-            values
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, value)| (close, *value))
-        });
-        match value {
-            Some((close, value)) => {
-                escape_into(&mut filter, value);
-                rest = &after[close + 1..];
-            }
-            None => {
-                filter.push('{');
-                rest = after;
-            }
-        }
-    }
-    filter.push_str(rest);
-    filter
-}
-
-/// RFC 4515 assertion-value escaping: `*`, `(`, `)`, `\` and NUL always, and every byte
-/// outside printable ASCII too (valid as escaped UTF-8, and nothing odd reaches the server).
-fn escape_into(filter: &mut String, value: &str) {
-    for byte in value.bytes() {
-        if matches!(byte, b'*' | b'(' | b')' | b'\\') || !(0x20..0x7f).contains(&byte) {
-            filter.push_str(&format!("\\{byte:02x}"));
-        } else {
-            filter.push(byte as char);
-        }
-    }
-}
-
-/// A TLS client trusting only the CAs in `ca_file`.
-fn tls_trusting(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let shown = ca_file.display();
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_file)
-        .map_err(|e| format!("grants.ldap.ca_file {shown}: {e}"))?
-    {
-        let cert = cert.map_err(|e| format!("grants.ldap.ca_file {shown}: {e}"))?;
-        roots
-            .add(cert)
-            .map_err(|e| format!("grants.ldap.ca_file {shown}: {e}"))?;
-    }
-    if roots.is_empty() {
-        return Err(format!("grants.ldap.ca_file {shown}: no certificate in it"));
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS to LDAP: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
-/// The bind password, read again when its file changes.
-struct BindPassword {
-    path: PathBuf,
-    last: std::sync::Mutex<Option<(FileStamp, Arc<str>)>>,
-}
-
-impl BindPassword {
-    fn new(path: PathBuf) -> Self {
-        Self {
-            path,
-            last: std::sync::Mutex::new(None),
-        }
-    }
-
-    /// The password (without a trailing newline); the file is read only when it changed.
-    fn current(&self) -> Result<Arc<str>, std::io::ErrorKind> {
-        let stamp = FileStamp::of(&self.path);
-        let mut last = self.last.lock().map_err(|_| std::io::ErrorKind::Other)?;
-        if let Some((seen, password)) = last.as_ref()
-            && *seen == stamp
-        {
-            return Ok(password.clone());
-        }
-        let text = std::fs::read_to_string(&self.path).map_err(|e| e.kind())?;
-        let password: Arc<str> = text.trim_end_matches(['\r', '\n']).into();
-        *last = Some((stamp, password.clone()));
-        Ok(password)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn filter_values_are_escaped_so_an_identity_cannot_widen_the_search() {
-        let template = "(|(uid={sub})(mail={email}))";
-        let fill =
-            |sub: &str, email: &str| fill_filter(template, &[("sub", sub), ("email", email)]);
-        assert_eq!(
-            fill("alice", "a@example.com"),
-            "(|(uid=alice)(mail=a@example.com))"
-        );
-        assert_eq!(fill("*", ""), r"(|(uid=\2a)(mail=))");
-        assert_eq!(fill("x)(uid=*", "y"), r"(|(uid=x\29\28uid=\2a)(mail=y))");
-        assert_eq!(fill("a\0b", "c\\d"), r"(|(uid=a\00b)(mail=c\5cd))");
-        assert_eq!(fill("é", "\u{7f}"), r"(|(uid=\c3\a9)(mail=\7f))");
-        // An unknown placeholder is left as written (check-config refuses it).
-        assert_eq!(fill_filter("(cn={x})", &[]), "(cn={x})");
-    }
 
     #[test]
     fn the_cache_key_keeps_subject_and_email_apart() {

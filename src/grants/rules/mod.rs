@@ -255,8 +255,16 @@ impl RuleSet {
 
     /// Each rule that matches `identity`, with the value and what it granted.
     pub fn explain(&self, identity: &Identity) -> Vec<RuleMatch> {
+        self.explain_read(Read::Identity(identity))
+    }
+
+    /// Each mapping that matches one of `values` (in lower case), with what it granted.
+    pub fn explain_values(&self, values: &[String]) -> Vec<RuleMatch> {
+        self.explain_read(Read::Given(values))
+    }
+
+    fn explain_read(&self, read: Read<'_>) -> Vec<RuleMatch> {
         let mut found = Vec::new();
-        let read = Read::Identity(identity);
         self.index
             .each_match(&self.rules, read, |rule, value, captures| {
                 let (mut global, mut databases) = (Vec::new(), BTreeMap::new());
@@ -264,7 +272,7 @@ impl RuleSet {
                 let on = match &rule.matched {
                     Matched::Claim(name) => format!("claim {name}"),
                     Matched::Attribute(attribute) => format!("attribute {}", attribute.name()),
-                    Matched::Given => "value".to_owned(),
+                    Matched::Given => "group".to_owned(),
                 };
                 found.push((
                     rule.position,

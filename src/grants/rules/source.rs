@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::{RuleProblem, RuleSet, RuleSpec};
 use crate::file_stamp::FileStamp;
-use crate::grants::{GrantSource, LookupFuture};
+use crate::grants::{ExplainFuture, GrantSource, LookupFuture};
 use crate::identity::Identity;
 use crate::telemetry::Metrics;
 
@@ -165,8 +165,9 @@ impl GrantSource for RulesGrants {
         format!("rules ({} in force)", self.current.load().len())
     }
 
-    fn explain(&self, identity: &Identity) -> Vec<String> {
-        self.current
+    fn explain<'a>(&'a self, identity: &'a Identity, _deadline: Instant) -> ExplainFuture<'a> {
+        let lines = self
+            .current
             .load()
             .explain(identity)
             .into_iter()
@@ -174,7 +175,8 @@ impl GrantSource for RulesGrants {
                 let grants = serde_json::to_string(&m.grants).unwrap_or_default();
                 format!("{}: {} grants {grants}", m.rule, m.matched)
             })
-            .collect()
+            .collect();
+        Box::pin(async move { lines })
     }
 
     fn warning(&self) -> Option<String> {
