@@ -360,16 +360,13 @@ async fn check_config_probe_binds_and_reads_the_base_dn_and_never_prints_the_pas
             "probe.yaml",
             &serve_config(idp.issuer(), &slapd, &password_file, base_dn),
         );
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_evs-token-vending"));
-        command
-            .args(["check-config", "--probe", "--config"])
-            .arg(config);
-        let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&output.stdout).into_owned()
-            + &String::from_utf8_lossy(&output.stderr);
-        (output.status.success(), text)
+        support::run_cli(vec![
+            "check-config".into(),
+            "--probe".into(),
+            "--config".into(),
+            config.into_os_string(),
+        ])
+        .await
     };
     let people = format!("ou=people,{SUFFIX}");
     let (ok, text) = probe(ROOT_PASSWORD, &people).await;
@@ -486,17 +483,15 @@ async fn explain_names_the_entry_and_the_groups_that_granted() {
             &format!("ou=people,{SUFFIX}"),
         ),
     );
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_evs-token-vending"));
-    command.args(["explain", "--config"]).arg(config).args([
-        "--identity",
-        r#"{"sub": "alice", "email": "alice@example.com"}"#,
-    ]);
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{text}");
+    let (ok, text) = support::run_cli(vec![
+        "explain".into(),
+        "--config".into(),
+        config.into_os_string(),
+        "--identity".into(),
+        r#"{"sub": "alice", "email": "alice@example.com"}"#.into(),
+    ])
+    .await;
+    assert!(ok, "{text}");
     let group = format!("cn=db-prod-writers,ou=groups,{SUFFIX}");
     for line in [
         format!("1. ldap {} (cached): knows the identity", slapd.url),

@@ -74,6 +74,8 @@ async fn an_idp_groups_claim_becomes_grants_united_with_the_grants_file() {
 #[tokio::test]
 async fn a_client_certificate_ou_becomes_grants() {
     let ca = TestCa::new("Test CA");
+    let ca_dir = support::TempDir::new("rules-ca");
+    let ca_file = ca_dir.write("ca.pem", &ca.pem);
     let h = Harness::start_with(Options {
         grants_source: "[file, rules]".into(),
         grants_extra: "rules:
@@ -81,7 +83,7 @@ async fn a_client_certificate_ou_becomes_grants() {
             .into(),
         extra_config: format!(
             "client_certs:\n  enabled: true\n  from: [xfcc]\n  ca_file: '{}'",
-            h_ca_file(&ca).display()
+            ca_file.display()
         ),
         ..Options::default()
     })
@@ -111,12 +113,6 @@ async fn a_client_certificate_ou_becomes_grants() {
         json!({"global": [], "databases": {}}),
         "another OU: no rule matches (unknown_subject: empty)"
     );
-}
-
-fn h_ca_file(ca: &TestCa) -> std::path::PathBuf {
-    let path = std::env::temp_dir().join(format!("evs-tv-rules-ca-{}.pem", std::process::id()));
-    std::fs::write(&path, &ca.pem).unwrap();
-    path
 }
 
 /// Polls `/readyz` until a warning containing `text` shows (or not, with `present: false`).
@@ -228,18 +224,14 @@ grants:
 
 /// Runs `explain` on `config` with `args`; the output, and whether it succeeded.
 async fn explain(config: &std::path::Path, args: &[&str]) -> (String, bool) {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_evs-token-vending"));
-    command
-        .arg("explain")
-        .arg("--config")
-        .arg(config)
-        .args(args);
-    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout).into_owned()
-        + &String::from_utf8_lossy(&output.stderr);
-    (text, output.status.success())
+    let mut all = vec![
+        "explain".into(),
+        "--config".into(),
+        config.as_os_str().to_owned(),
+    ];
+    all.extend(args.iter().map(|a| a.into()));
+    let (ok, text) = support::run_cli(all).await;
+    (text, ok)
 }
 
 #[tokio::test(flavor = "multi_thread")]

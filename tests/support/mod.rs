@@ -230,6 +230,19 @@ grants:
     }
 }
 
+/// Runs the binary with `args` off the async runtime (whose servers it may call): whether it
+/// succeeded, and what it printed on stdout then stderr.
+pub async fn run_cli(args: Vec<std::ffi::OsString>) -> (bool, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_evs-token-vending"));
+    command.args(args);
+    let output = tokio::task::spawn_blocking(move || command.output().expect("run the binary"))
+        .await
+        .expect("join");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
 pub fn now() -> u64 {
     evs_token_vending::unix_now()
 }

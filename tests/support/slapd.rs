@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::TempDir;
 use super::python::deps_dir;
+use super::{TempDir, free_port};
 
 /// The suffix of the test directory.
 pub const SUFFIX: &str = "dc=example,dc=com";
@@ -196,13 +196,6 @@ fn slapd(root: &Path) -> Command {
         ),
     );
     command
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// The unpacked packages' root, fetched on first use (serialized across test processes).

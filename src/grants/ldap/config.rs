@@ -112,18 +112,7 @@ impl LdapConfig {
     pub(crate) fn check(&mut self, path: &str, check: &mut ConfigCheck) {
         match url::Url::parse(&self.url) {
             Ok(url) if matches!(url.scheme(), "ldap" | "ldaps") && url.host().is_some() => {
-                let loopback = match url.host() {
-                    Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                    Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                    // Hosts of non-special schemes are not parsed as addresses by `url`.
-                    Some(url::Host::Domain(name)) => {
-                        name == "localhost"
-                            || name
-                                .parse::<std::net::IpAddr>()
-                                .is_ok_and(|ip| ip.is_loopback())
-                    }
-                    None => false,
-                };
+                let loopback = url.host_str().is_some_and(crate::urls::is_loopback_host);
                 if url.scheme() == "ldaps" {
                     self.starttls = false;
                 } else if !self.starttls && !loopback {

@@ -328,7 +328,7 @@ impl OidcVerifier {
             .filter(|sub| !sub.is_empty())
             .ok_or(AuthError::InvalidClaim("sub is required"))?;
         let other_claims = if self.keep_other_claims {
-            other_claims(claims.other)
+            other_claims(&parts.payload)
         } else {
             None
         };
@@ -396,17 +396,19 @@ struct IdpClaims {
     name: Option<String>,
     #[serde(default)]
     jti: Option<String>,
-    /// Every other claim (`aud`, `nbf` and the IdP's own, such as `groups`).
-    #[serde(flatten)]
-    other: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Claims that [`Identity`] carries in fields of its own, or that only validation reads.
-const REGISTERED_CLAIMS: [&str; 3] = ["aud", "nbf", "azp"];
+const REGISTERED_CLAIMS: [&str; 10] = [
+    "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "email", "name", "azp",
+];
 
-/// The claims grant rules may match on: all but the registered ones and nested objects.
-fn other_claims(other: serde_json::Map<String, serde_json::Value>) -> Option<Box<OtherClaims>> {
-    let kept: Vec<_> = other
+/// The claims grant rules may match on, from a payload whose signature was verified: all but
+/// the registered ones and nested objects. Read only when rules are configured.
+fn other_claims(payload: &[u8]) -> Option<Box<OtherClaims>> {
+    let all: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(payload).unwrap_or_default();
+    let kept: Vec<_> = all
         .into_iter()
         .filter(|(name, value)| !REGISTERED_CLAIMS.contains(&name.as_str()) && !value.is_object())
         .collect();

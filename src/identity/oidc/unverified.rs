@@ -46,6 +46,8 @@ pub(super) struct UnverifiedJwt {
     pub(super) algorithm: Algorithm,
     pub(super) kid: Option<String>,
     pub(super) issuer: String,
+    /// The decoded payload, trusted only once the signature is (for the IdP's other claims).
+    pub(super) payload: Vec<u8>,
 }
 
 #[derive(Deserialize)]
@@ -115,6 +117,7 @@ impl UnverifiedJwt {
             algorithm,
             kid: header.kid,
             issuer,
+            payload: payload_bytes,
         })
     }
 }
