@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::credential::{BearerToken, Credential};
 use crate::grants::{Explanation, Grants, GrantsLookup};
-use crate::identity::aws_iam::AwsIamVerifier;
+use crate::identity::aws_iam::{AwsIamVerifier, ServedAccounts};
 use crate::identity::oidc::OidcVerifier;
 use crate::identity::{Authenticator, AwsClaims, CertificateClaims, Identity, OtherClaims};
 use crate::telemetry::Metrics;
@@ -37,21 +37,34 @@ pub async fn explain(config: &Config, subject: ExplainSubject<'_>) -> Result<Str
         ExplainSubject::Token(token) => verified(config, token, deadline).await?,
     };
     let metrics = Arc::new(Metrics::default());
-    let grants = GrantsLookup::connect(&config.grants, &metrics)
+    let accounts = served_accounts(config).await?;
+    let grants = GrantsLookup::connect(&config.grants, &metrics, accounts)
         .await
         .map_err(|e| e.to_string())?;
     let explanation = grants.lookup.explain(&identity, deadline).await;
     Ok(render(&identity, &explanation))
 }
 
+/// The AWS accounts served, as `serve` resolves them, when IAM callers are enabled.
+async fn served_accounts(config: &Config) -> Result<Option<Arc<ServedAccounts>>, String> {
+    if !config.aws_iam.enabled {
+        return Ok(None);
+    }
+    Ok(Some(Arc::new(
+        ServedAccounts::resolve(&config.aws_iam).await?,
+    )))
+}
+
 async fn verified(config: &Config, token: &str, deadline: Instant) -> Result<Identity, String> {
     let client = crate::server::issuer_client(&config.trust).map_err(|e| e.to_string())?;
     let oidc =
         OidcVerifier::new(&config.trust, client, Default::default()).keeping_other_claims(true);
-    let aws_iam = if config.aws_iam.enabled {
-        Some(AwsIamVerifier::new(&config.aws_iam, Default::default()).map_err(|e| e.to_string())?)
-    } else {
-        None
+    let aws_iam = match served_accounts(config).await? {
+        Some(accounts) => Some(
+            AwsIamVerifier::new(&config.aws_iam, accounts, Default::default())
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
     };
     let authenticator = Authenticator::new(oidc, None, aws_iam);
     let credential = Credential::Bearer(BearerToken::new(token));
@@ -98,6 +111,7 @@ fn identity_from_json(json: &str) -> Result<Identity, String> {
     let aws = match (text("aws:account")?, text("aws:role")?) {
         (None, None) => None,
         (account, role_name) => Some(Box::new(AwsClaims {
+            partition: "aws".to_owned(),
             account: account.unwrap_or_default(),
             user_id: String::new(),
             session: None,

@@ -55,8 +55,11 @@ pub async fn check_files(config: &Config) -> Vec<String> {
         problems.push(e.to_string());
     }
     if config.aws_iam.enabled
-        && let Err(e) =
-            crate::identity::aws_iam::AwsIamVerifier::new(&config.aws_iam, Default::default())
+        && let Err(e) = crate::identity::aws_iam::AwsIamVerifier::new(
+            &config.aws_iam,
+            Default::default(),
+            Default::default(),
+        )
     {
         problems.push(e);
     }

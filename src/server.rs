@@ -24,7 +24,7 @@ use crate::grants::file::GrantsFileError;
 use crate::grants::{GrantSourceConfig, GrantsLookup};
 use crate::http::{SidePortState, router};
 use crate::identity::Authenticator;
-use crate::identity::aws_iam::AwsIamVerifier;
+use crate::identity::aws_iam::{AwsIamVerifier, ServedAccounts};
 use crate::identity::oidc::{OidcVerifier, TrustedIssuerConfig};
 use crate::identity::x509::{CaError, X509Verifier};
 pub use crate::listen::{AuthzAddress, ListenConfig};
@@ -69,6 +69,9 @@ pub enum StartError {
     /// The decision log's file could not be opened.
     #[error("telemetry.decision_log.path: {0}")]
     DecisionLog(String),
+    /// The AWS accounts IAM callers may come from could not be told.
+    #[error("{0}")]
+    AwsAccount(String),
 }
 
 /// A running sidecar; dropping it does not stop it, [`RunningSidecar::shutdown`] does.
@@ -153,7 +156,16 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     if keys.watches() {
         background.push(tokio::spawn(keys.clone().run()));
     }
-    let grants = GrantsLookup::connect(&config.grants, &metrics).await?;
+    let served_accounts = if config.aws_iam.enabled {
+        Some(Arc::new(
+            ServedAccounts::resolve(&config.aws_iam)
+                .await
+                .map_err(StartError::AwsAccount)?,
+        ))
+    } else {
+        None
+    };
+    let grants = GrantsLookup::connect(&config.grants, &metrics, served_accounts.clone()).await?;
     background.extend(grants.background);
 
     let client = issuer_client(&config.trust)?;
@@ -164,13 +176,12 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     } else {
         None
     };
-    let aws_iam = if config.aws_iam.enabled {
-        Some(
-            AwsIamVerifier::new(&config.aws_iam, metrics.clone())
+    let aws_iam = match served_accounts {
+        Some(accounts) => Some(
+            AwsIamVerifier::new(&config.aws_iam, accounts, metrics.clone())
                 .map_err(StartError::HttpClient)?,
-        )
-    } else {
-        None
+        ),
+        None => None,
     };
     let vending = Arc::new(TokenVending::new(
         Extractor::from_config(&config.client_certs),

@@ -19,11 +19,16 @@ const TAGS: &[&str] = &[
     "Key=evs:db:staging,Value=reader writer",
 ];
 
-/// The world, then the runtime: environment changes happen before any thread exists.
+/// The world, then the runtime: environment changes happen before any thread exists. The
+/// sidecar's own credentials are moto's default account's, and it asks moto's STS (as it
+/// would ask AWS's) which account that is.
 fn setup(tags: &[&str]) -> (IamWorld, tokio::runtime::Runtime) {
     let world = IamWorld::start(tags);
     // SAFETY: no other thread exists yet: moto, the front and the CLI are child processes.
-    unsafe { use_test_credentials() };
+    unsafe {
+        use_test_credentials();
+        std::env::set_var("AWS_ENDPOINT_URL_STS", &world.moto.endpoint);
+    }
     let runtime = support::runtime();
     (world, runtime)
 }
@@ -322,7 +327,7 @@ fn sts_answers_that_are_not_sts_answers_get_503() {
         tokio::spawn(async move { axum::serve(listener, app).await });
         let h = Harness::start_with(support::Options {
             extra_config: format!(
-                "aws_iam: {{ enabled: true, server_id: {SERVER_ID}, sts_endpoint: '{endpoint}' }}"
+                "aws_iam: {{ enabled: true, server_id: {SERVER_ID}, sts_endpoint: '{endpoint}', accounts: [ {{ account: '{ACCOUNT}' }} ] }}"
             ),
             ..Default::default()
         })

@@ -163,7 +163,9 @@ async fn the_reference_clients_call_gets_a_token_that_passes_envoy_unchanged() {
 async fn authlib_performs_the_token_exchange_and_jwt_bearer_grants() {
     let h = harness().await;
     let url = h.http_url("/exchange");
-    let subject = h.user_token();
+    // This IdP signs assertions, so its JWTs are assertions on every path: the subject token
+    // names this endpoint and has a `jti` of its own (see tests/front_doors/exchange.rs).
+    let subject = assertion(&h, "https://token-vending.example.com/exchange", json!({}));
     let jwt = assertion(
         &h,
         &h.http_url("/exchange").replace(
@@ -310,8 +312,10 @@ async fn every_malformed_request_gets_its_oauth_error_and_no_credential_is_echoe
             "{answer}"
         );
     }
+    // This IdP signs assertions: its JWT is an assertion on the JSON path too.
+    let fresh = assertion(&h, endpoint, json!({}));
     let (status, body) =
-        read(post(&url, json_type, json!({"token": token}).to_string()).await).await;
+        read(post(&url, json_type, json!({"token": fresh}).to_string()).await).await;
     assert_eq!(status, 200, "the endpoint still works: {body}");
 }
 

@@ -12,6 +12,17 @@ use crate::credential::ExtractError;
 use crate::pipeline::SwapError;
 use crate::telemetry::Outcome;
 
+/// 403: the caller is known, and refused.
+fn forbidden(description: String) -> Denial {
+    Denial {
+        http_status: HttpStatusCode::Forbidden,
+        grpc_code: tonic::Code::PermissionDenied,
+        outcome: Outcome::Forbidden,
+        error: Some("access_denied"),
+        description,
+    }
+}
+
 /// A refusal, in the terms both Envoy and the caller see.
 pub(super) struct Denial {
     pub(super) http_status: HttpStatusCode,
@@ -43,14 +54,9 @@ impl From<&SwapError> for Denial {
             SwapError::Extract(ExtractError::Missing) => unauthenticated(None),
             SwapError::Extract(_) => unauthenticated(Some("invalid_request")),
             SwapError::Auth(e) if e.is_unavailable() => unavailable,
+            SwapError::Auth(e) if e.is_forbidden() => forbidden(description),
             SwapError::Auth(_) => unauthenticated(Some("invalid_token")),
-            SwapError::Grants(crate::grants::GrantsError::UnknownSubject) => Denial {
-                http_status: HttpStatusCode::Forbidden,
-                grpc_code: tonic::Code::PermissionDenied,
-                outcome: Outcome::Forbidden,
-                error: Some("access_denied"),
-                description,
-            },
+            SwapError::Grants(crate::grants::GrantsError::UnknownSubject) => forbidden(description),
             SwapError::Mint(crate::mint::MintError::CredentialExpired) => {
                 unauthenticated(Some("invalid_token"))
             }

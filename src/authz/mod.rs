@@ -33,8 +33,13 @@ use crate::telemetry::{Metrics, Outcome};
 
 /// Used when a Check carries no `grpc-timeout` (Envoy always sends one).
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(1);
-/// Kept back from the caller's deadline so our answer arrives before Envoy gives up.
-const DEADLINE_MARGIN: Duration = Duration::from_millis(10);
+/// Kept back from the caller's deadline so our answer (a 503 when a dependency hangs) arrives
+/// before Envoy gives up: a fifth of the budget, from 20 ms to 250 ms. The time between the
+/// caller's clock starting and this handler running, and the answer's way back, are spent
+/// out of it; on a busy 2-core machine 10 ms was sometimes not enough.
+fn deadline_margin(budget: Duration) -> Duration {
+    (budget / 5).clamp(Duration::from_millis(20), Duration::from_millis(250))
+}
 
 /// `response:` — header edits on the way to the backend.
 #[derive(Debug, Clone, Deserialize)]
@@ -287,7 +292,7 @@ impl Authorization for AuthzService {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout)
             .unwrap_or(DEFAULT_DEADLINE);
-        let deadline = Instant::now() + budget.saturating_sub(DEADLINE_MARGIN);
+        let deadline = Instant::now() + budget.saturating_sub(deadline_margin(budget));
         let call_traceparent = request
             .metadata()
             .get("traceparent")
@@ -329,5 +334,21 @@ mod tests {
         assert_eq!(parse_grpc_timeout("m"), None);
         assert_eq!(parse_grpc_timeout("123456789m"), None);
         assert_eq!(parse_grpc_timeout("10x"), None);
+    }
+
+    #[test]
+    fn the_margin_leaves_room_for_a_503_before_the_callers_deadline() {
+        assert_eq!(
+            deadline_margin(Duration::from_secs(1)),
+            Duration::from_millis(200)
+        );
+        assert_eq!(
+            deadline_margin(Duration::from_millis(50)),
+            Duration::from_millis(20)
+        );
+        assert_eq!(
+            deadline_margin(Duration::from_secs(30)),
+            Duration::from_millis(250)
+        );
     }
 }

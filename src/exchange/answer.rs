@@ -45,6 +45,12 @@ impl OAuthError {
                 HeaderValue::from_static("Bearer realm=\"exchange\""),
             );
         }
+        if matches!(self.status, 408 | 413) {
+            // The body was not read to its end: this connection cannot carry another request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if self.status == 503 {
             response
                 .headers_mut()

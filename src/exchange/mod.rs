@@ -50,6 +50,10 @@ pub struct ExchangeConfig {
     /// Upper bound of one exchange, every stage included.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// A request's body must arrive whole within this, or the connection is closed (a slow
+    /// or stalled upload holds nothing else: no permit is taken before the body is read).
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
 }
 
 impl Default for ExchangeConfig {
@@ -58,6 +62,7 @@ impl Default for ExchangeConfig {
             enabled: true,
             max_concurrent: 4 * std::thread::available_parallelism().map_or(2, |n| n.get()),
             timeout: Duration::from_secs(2),
+            body_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -69,6 +74,9 @@ impl ExchangeConfig {
         }
         if self.timeout < Duration::from_millis(10) {
             check.problem(format!("{path}.timeout"), "must be at least 10ms");
+        }
+        if self.body_timeout < Duration::from_millis(10) {
+            check.problem(format!("{path}.body_timeout"), "must be at least 10ms");
         }
     }
 }
@@ -117,6 +125,7 @@ pub(crate) struct ExchangeService {
     replays: moka::sync::Cache<(String, String), u64>,
     permits: Semaphore,
     timeout: Duration,
+    body_timeout: Duration,
 }
 
 /// Used assertions are remembered until their `exp` (the entry's value).
@@ -161,6 +170,7 @@ impl ExchangeService {
                 .build(),
             permits: Semaphore::new(config.max_concurrent),
             timeout: config.timeout,
+            body_timeout: config.body_timeout,
         }
     }
 
@@ -209,6 +219,8 @@ impl ExchangeService {
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
             return response;
         }
+        // The body first, bounded in size and time: a slow upload holds no permit.
+        let read = self.read(headers, body).await;
         let Ok(_permit) = self.permits.try_acquire() else {
             self.metrics.count_exchange("any", "busy");
             return OAuthError::with(503, "temporarily_unavailable", "too many exchanges at once")
@@ -234,7 +246,7 @@ impl ExchangeService {
             self.trace_subjects,
         );
         let swap = async {
-            match self.read(headers, body).await {
+            match read {
                 Ok(exchange) => {
                     let grant_type = exchange.grant_type();
                     (grant_type, self.run(exchange, client_certificate).await)
@@ -322,11 +334,28 @@ impl ExchangeService {
                 ));
             }
         };
-        let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
-            .await
-            .map_err(|_| {
-                OAuthError::with(413, "invalid_request", "the body is larger than 64 KiB")
-            })?;
+        let too_large =
+            || OAuthError::with(413, "invalid_request", "the body is larger than 64 KiB");
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > MAX_BODY_BYTES as u64) {
+            return Err(too_large());
+        }
+        let bytes = tokio::time::timeout(
+            self.body_timeout,
+            axum::body::to_bytes(body, MAX_BODY_BYTES),
+        )
+        .await
+        .map_err(|_| {
+            OAuthError::with(
+                408,
+                "invalid_request",
+                "the body did not arrive within exchange.body_timeout",
+            )
+        })?
+        .map_err(|_| too_large())?;
         if bytes.is_empty() {
             return Err(OAuthError::invalid_request("the body is empty"));
         }
@@ -388,26 +417,7 @@ impl ExchangeService {
                 Ok((swapped, Some(issued)))
             }
             Grant::JwtBearer { assertion } => {
-                let verified = self
-                    .vending
-                    .authenticator()
-                    .oidc()
-                    .verify_assertion(&assertion, &self.endpoint_audiences, deadline)
-                    .await
-                    .map_err(SwapError::Auth)?;
-                let key = (verified.identity.issuer.clone(), verified.jti.clone());
-                let exp = verified.identity.expires_at;
-                if !self.replays.entry(key).or_insert(exp).is_fresh() {
-                    return Err(SwapError::Auth(AuthError::Replayed).into());
-                }
-                let swapped = self
-                    .vending
-                    .swap_identity(
-                        std::sync::Arc::new(verified.identity),
-                        assertion.as_bytes(),
-                        deadline,
-                    )
-                    .await?;
+                let swapped = self.redeem_assertion(&assertion, deadline).await?;
                 Ok((swapped, None))
             }
             Grant::ClientCredentials => {
@@ -420,7 +430,42 @@ impl ExchangeService {
         }
     }
 
+    /// Verifies an assertion (RFC 7523: `aud` names this endpoint, `jti` required), records
+    /// its `jti` until its `exp`, and swaps it; the second use of one `jti` is refused.
+    async fn redeem_assertion(
+        &self,
+        assertion: &str,
+        deadline: Instant,
+    ) -> Result<Swapped, OAuthError> {
+        let verified = self
+            .vending
+            .authenticator()
+            .oidc()
+            .verify_assertion(assertion, &self.endpoint_audiences, deadline)
+            .await
+            .map_err(SwapError::Auth)?;
+        let key = (verified.identity.issuer.clone(), verified.jti.clone());
+        let exp = verified.identity.expires_at;
+        if !self.replays.entry(key).or_insert(exp).is_fresh() {
+            return Err(SwapError::Auth(AuthError::Replayed).into());
+        }
+        Ok(self
+            .vending
+            .swap_identity(Arc::new(verified.identity), assertion.as_bytes(), deadline)
+            .await?)
+    }
+
+    /// Swaps a bearer token sent in the body. A JWT of an issuer with `assertion: true` is an
+    /// assertion however it arrives (token exchange, JSON): the one replay rule applies.
     async fn swap_bearer(&self, token: &str, deadline: Instant) -> Result<Swapped, OAuthError> {
+        if self
+            .vending
+            .authenticator()
+            .oidc()
+            .is_from_assertion_issuer(token)
+        {
+            return self.redeem_assertion(token, deadline).await;
+        }
         let authorization = format!("Bearer {token}");
         let request = InboundRequest {
             authorization: vec![authorization.as_bytes()],

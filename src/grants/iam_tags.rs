@@ -1,7 +1,10 @@
 //! Grants from an IAM role's tags (`grants.source: iam_role_tags`), for AWS IAM callers.
 //!
 //! The look-up key is a role ARN (the canonical subject of an IAM identity); other keys are
-//! not this source's to answer. Tags read, with `ListRoleTags` on the role's name:
+//! not this source's to answer. A role name means nothing outside its account, so tags are
+//! read only for roles of the served accounts ([`ServedAccounts`]): in the sidecar's own
+//! account with its own credentials, in a listed account only through the role configured to
+//! read them there. Tags read, with `ListRoleTags` on the role's name:
 //! - `evs:grants`: the grants JSON, or base64url of it;
 //! - `evs:global-roles`: role names;
 //! - `evs:db:<database>`: role names for one database.
@@ -17,7 +20,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::{GrantSource, Grants, GrantsError, IamRoleTagsConfig, LookupFuture};
-use crate::identity::aws_iam::arn;
+use crate::identity::aws_iam::{ServedAccounts, TagsAccess, arn};
 
 /// The tag holding the whole grants document.
 pub(crate) const GRANTS_TAG: &str = "evs:grants";
@@ -28,12 +31,21 @@ pub(crate) const DATABASE_TAG_PREFIX: &str = "evs:db:";
 
 /// IAM, asked for role tags.
 pub struct IamRoleTags {
-    client: aws_sdk_iam::Client,
+    /// With the sidecar's own credentials, for its own account.
+    own: aws_sdk_iam::Client,
+    /// Per listed account, with the credentials of its `tags_role_arn` (assumed, refreshed by
+    /// the SDK before they expire).
+    assumed: Vec<(String, aws_sdk_iam::Client)>,
+    accounts: Option<Arc<ServedAccounts>>,
 }
 
 impl IamRoleTags {
-    /// A client from the standard AWS chain (no call is made yet).
-    pub async fn connect(config: &IamRoleTagsConfig) -> Self {
+    /// Clients from the standard AWS chain, and one per listed account's tags role (no call
+    /// is made yet).
+    pub async fn connect(
+        config: &IamRoleTagsConfig,
+        accounts: Option<Arc<ServedAccounts>>,
+    ) -> Self {
         let sdk_config = crate::aws::sdk_config(
             Some(config.region.as_deref().unwrap_or("us-east-1")),
             config.endpoint_url.as_deref(),
@@ -41,23 +53,55 @@ impl IamRoleTags {
             config.max_attempts,
         )
         .await;
+        let mut assumed = Vec::new();
+        for role in accounts.iter().flat_map(|a| a.tags_roles()) {
+            let provider = aws_config::sts::AssumeRoleProvider::builder(role.clone())
+                .session_name("evs-token-vending-tags")
+                .configure(&sdk_config)
+                .build()
+                .await;
+            let client_config = aws_sdk_iam::config::Builder::from(&sdk_config)
+                .credentials_provider(provider)
+                .build();
+            assumed.push((role, aws_sdk_iam::Client::from_conf(client_config)));
+        }
         Self {
-            client: aws_sdk_iam::Client::new(&sdk_config),
+            own: aws_sdk_iam::Client::new(&sdk_config),
+            assumed,
+            accounts,
+        }
+    }
+
+    /// The client that may read `principal`'s tags, if any may.
+    fn client_for(&self, principal: &arn::Principal) -> Option<&aws_sdk_iam::Client> {
+        match self.accounts.as_ref()?.tags_access(principal) {
+            TagsAccess::Own => Some(&self.own),
+            TagsAccess::AssumeRole(role) => self
+                .assumed
+                .iter()
+                .find(|(r, _)| *r == role)
+                .map(|(_, client)| client),
+            TagsAccess::Refused => None,
         }
     }
 
     async fn tags_of(&self, role_arn: &str) -> Result<Option<Arc<Grants>>, GrantsError> {
-        let Some(principal) = arn::canonical(role_arn) else {
+        let Ok(principal) = arn::canonical(role_arn) else {
             return Ok(None);
         };
-        let Some(role) = principal.role_name.filter(|_| principal.session.is_none()) else {
+        if principal.session.is_some() {
+            return Ok(None);
+        }
+        let Some(client) = self.client_for(&principal) else {
+            return Ok(None);
+        };
+        let Some(role) = principal.role_name else {
             return Ok(None);
         };
         let mut tags = Vec::new();
         let mut marker = None;
         loop {
-            let page = self
-                .client
+            let page = client
                 .list_role_tags()
                 .role_name(&role)
                 .set_marker(marker)

@@ -33,6 +33,7 @@ use self::iam_tags::IamRoleTags;
 use self::ldap::LdapGrants;
 use self::rules::RulesGrants;
 use crate::identity::Identity;
+use crate::identity::aws_iam::ServedAccounts;
 use crate::telemetry::Metrics;
 
 /// What a subject may do: `{"global": [...], "databases": {"<db>": [...]}}`.
@@ -211,9 +212,12 @@ impl GrantsLookup {
 
     /// Builds every source `grants:` names: reads files (a start-up error when one is missing
     /// or invalid), connects clients, and starts the file reloaders.
+    /// `accounts` are the AWS accounts served (`None` when IAM callers are off): role tags
+    /// are read only for roles in them.
     pub(crate) async fn connect(
         config: &GrantsConfig,
         metrics: &Arc<Metrics>,
+        accounts: Option<Arc<ServedAccounts>>,
     ) -> Result<ConnectedGrants, GrantsFileError> {
         let mut sources: Vec<Arc<dyn GrantSource>> = Vec::new();
         let mut background = Vec::new();
@@ -253,7 +257,7 @@ impl GrantsLookup {
                 GrantSourceConfig::IamRoleTags(iam) => {
                     tracing::info!("grants from IAM role tags");
                     sources.push(Arc::new(CachedGrants::new(
-                        IamRoleTags::connect(iam).await,
+                        IamRoleTags::connect(iam, accounts.clone()).await,
                         &config.cache,
                         metrics.clone(),
                     )));

@@ -71,6 +71,8 @@ impl OtherClaims {
 /// What an AWS IAM identity adds to the minted token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsClaims {
+    /// `aws`, `aws-cn` or `aws-us-gov` (for grant rules; not minted).
+    pub partition: String,
     /// The 12-digit account (`aws:account`).
     pub account: String,
     /// STS's unique id of the caller (`aws:user_id`).
@@ -161,9 +163,16 @@ pub enum AuthError {
     /// another server id.
     #[error("invalid AWS IAM token: STS refused its signature")]
     StsRefused,
-    /// STS could not be reached, was throttled, or answered with something unusable.
+    /// STS could not be reached or answered with something unusable.
     #[error("AWS STS is unavailable")]
     StsUnavailable,
+    /// STS throttled the call (`Throttling`): retry later.
+    #[error("AWS STS is throttling; retry later")]
+    StsThrottled,
+    /// A genuine identity this sidecar does not serve: an AWS account or partition it was
+    /// not configured for, the account root, a federated user.
+    #[error("identity not served: {0}")]
+    NotServed(&'static str),
     /// The issuer's keys could not be obtained and none are cached.
     #[error("keys of the token's issuer are unavailable")]
     KeysUnavailable,
@@ -172,7 +181,16 @@ pub enum AuthError {
 impl AuthError {
     /// True when the caller is not at fault and a retry may succeed (answered 503, not 401).
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, AuthError::KeysUnavailable | AuthError::StsUnavailable)
+        matches!(
+            self,
+            AuthError::KeysUnavailable | AuthError::StsUnavailable | AuthError::StsThrottled
+        )
+    }
+
+    /// True when the credential is genuine but names a caller this sidecar does not serve
+    /// (answered 403, not 401: presenting it again will not help).
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, AuthError::NotServed(_))
     }
 }
 

@@ -111,6 +111,7 @@ mod tests {
                 thumbprint_s256: "t".into(),
             })),
             aws: Some(Box::new(AwsClaims {
+                partition: "aws".into(),
                 account: "123456789012".into(),
                 user_id: "AROA:s".into(),
                 session: Some("s".into()),

@@ -201,6 +201,7 @@ impl Default for Metrics {
             ("jwks", "error"),
             ("sts", "ok"),
             ("sts", "error"),
+            ("sts", "throttled"),
         ] {
             let labels = [("kind", labels.0), ("result", labels.1)];
             let _ = metrics.key_fetches.get_or_create(&labels);
@@ -304,9 +305,10 @@ impl Metrics {
         self.grants_stale_served.inc();
     }
 
-    /// A fetch of `kind` (`jwks` or `sts`) ended after `elapsed`.
-    pub fn key_fetch(&self, kind: &'static str, ok: bool, elapsed: Duration) {
-        let labels = [("kind", kind), ("result", if ok { "ok" } else { "error" })];
+    /// A fetch of `kind` (`jwks` or `sts`) ended after `elapsed` with `result` (`ok`,
+    /// `error`, or `throttled` for STS).
+    pub fn key_fetch(&self, kind: &'static str, result: &'static str, elapsed: Duration) {
+        let labels = [("kind", kind), ("result", result)];
         self.key_fetches.get_or_create(&labels).inc();
         self.key_fetch_seconds
             .get_or_create(&labels)

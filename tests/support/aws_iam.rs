@@ -14,8 +14,11 @@ use super::{TempDir, free_port};
 
 /// The AWS CLI release the tests were written against.
 const AWSCLI_REQUIREMENT: &str = "awscli==1.46.3";
-/// moto's default account.
+/// moto's default account (the sidecar's own: its static test credentials belong to it).
 pub const ACCOUNT: &str = "123456789012";
+/// Another AWS customer's account, in the same moto: moto keys each STS session to the
+/// account of the role it assumed, and serves that account's IAM to it.
+pub const OTHER_ACCOUNT: &str = "999999999999";
 /// The role the tests' caller assumes.
 pub const ROLE: &str = "orders-writer";
 /// The sidecar's `aws_iam.server_id` in the tests.
@@ -47,20 +50,45 @@ pub fn aws_cli() -> PathBuf {
 
 /// Runs `aws …` against `endpoint` with static test credentials; returns its JSON output.
 pub fn aws(endpoint: &str, args: &[&str]) -> Value {
-    let output = Command::new(aws_cli())
+    aws_as(None, endpoint, args)
+}
+
+/// Runs `aws …` against `endpoint` as `session` (static test credentials when `None`).
+pub fn aws_as(session: Option<&RoleSession>, endpoint: &str, args: &[&str]) -> Value {
+    let mut command = Command::new(aws_cli());
+    command
         .args(args)
         .args(["--endpoint-url", endpoint, "--output", "json"])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .output()
-        .expect("run aws");
+        .env("AWS_DEFAULT_REGION", "us-east-1");
+    match session {
+        Some(s) => command
+            .env("AWS_ACCESS_KEY_ID", &s.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &s.secret)
+            .env("AWS_SESSION_TOKEN", &s.token),
+        None => command
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing"),
+    };
+    let output = command.output().expect("run aws");
     assert!(
         output.status.success(),
         "aws {args:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).unwrap_or(Value::Null)
+}
+
+impl RoleSession {
+    /// The credentials `aws sts assume-role` printed.
+    pub fn from_cli(assumed: &Value) -> Self {
+        let credentials = &assumed["Credentials"];
+        let text = |key: &str| credentials[key].as_str().expect(key).to_owned();
+        Self {
+            access_key: text("AccessKeyId"),
+            secret: text("SecretAccessKey"),
+            token: text("SessionToken"),
+        }
+    }
 }
 
 impl IamWorld {
@@ -96,13 +124,7 @@ impl IamWorld {
                 "pod-7",
             ],
         );
-        let credentials = &assumed["Credentials"];
-        let text = |key: &str| credentials[key].as_str().expect(key).to_owned();
-        let session = RoleSession {
-            access_key: text("AccessKeyId"),
-            secret: text("SecretAccessKey"),
-            token: text("SessionToken"),
-        };
+        let session = RoleSession::from_cli(&assumed);
         let secrets = dir.write(
             "secrets.json",
             &serde_json::json!({ &session.access_key: [&session.secret, &session.token] })
@@ -137,6 +159,83 @@ impl IamWorld {
 
     /// `aws eks get-token --cluster-name <server_id>` as the role's session, for the front.
     pub fn eks_token(&self, server_id: &str) -> String {
+        self.eks_token_as(&self.session, server_id)
+    }
+
+    /// A genuine caller of another AWS customer: in `account`, `roles` are created (the
+    /// first tagged with `tags`), and the first is assumed as session `pod-9`. The front is
+    /// told the session's secret, so its tokens verify as any real STS would verify them.
+    pub fn foreign_session(&self, account: &str, roles: &[&str], tags: &[&str]) -> RoleSession {
+        let admin = RoleSession::from_cli(&aws(
+            &self.moto.endpoint,
+            &[
+                "sts",
+                "assume-role",
+                "--role-arn",
+                &format!("arn:aws:iam::{account}:role/admin"),
+                "--role-session-name",
+                "setup",
+            ],
+        ));
+        for role in roles {
+            aws_as(
+                Some(&admin),
+                &self.moto.endpoint,
+                &[
+                    "iam",
+                    "create-role",
+                    "--role-name",
+                    role,
+                    "--assume-role-policy-document",
+                    r#"{"Version":"2012-10-17","Statement":[]}"#,
+                ],
+            );
+        }
+        if !tags.is_empty() {
+            let mut args = vec!["iam", "tag-role", "--role-name", roles[0], "--tags"];
+            args.extend_from_slice(tags);
+            aws_as(Some(&admin), &self.moto.endpoint, &args);
+        }
+        let session = RoleSession::from_cli(&aws_as(
+            Some(&admin),
+            &self.moto.endpoint,
+            &[
+                "sts",
+                "assume-role",
+                "--role-arn",
+                &format!("arn:aws:iam::{account}:role/{}", roles[0]),
+                "--role-session-name",
+                "pod-9",
+            ],
+        ));
+        self.tell_front(&session);
+        session
+    }
+
+    /// Adds `session`'s secret to those the STS front verifies signatures with.
+    pub fn tell_front(&self, session: &RoleSession) {
+        let path = self.dir.path().join("secrets.json");
+        let mut secrets: Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("secrets")).unwrap();
+        secrets[&session.access_key] = serde_json::json!([&session.secret, &session.token]);
+        std::fs::write(&path, secrets.to_string()).expect("write secrets");
+    }
+
+    /// Queues the answer the STS front gives the next correctly signed request instead of
+    /// moto's (see `sts_front.py`: for what neither moto nor a test account can produce).
+    pub async fn answer_next(&self, status: u16, document: Value) {
+        reqwest::Client::new()
+            .post(format!("{}/__answer", self.sts_endpoint))
+            .json(&serde_json::json!({ "status": status, "document": document }))
+            .send()
+            .await
+            .expect("queue an STS answer")
+            .error_for_status()
+            .expect("the front queued it");
+    }
+
+    /// `aws eks get-token` as `session`.
+    pub fn eks_token_as(&self, session: &RoleSession, server_id: &str) -> String {
         let output = Command::new(aws_cli())
             .args([
                 "eks",
@@ -146,9 +245,9 @@ impl IamWorld {
                 "--output",
                 "json",
             ])
-            .env("AWS_ACCESS_KEY_ID", &self.session.access_key)
-            .env("AWS_SECRET_ACCESS_KEY", &self.session.secret)
-            .env("AWS_SESSION_TOKEN", &self.session.token)
+            .env("AWS_ACCESS_KEY_ID", &session.access_key)
+            .env("AWS_SECRET_ACCESS_KEY", &session.secret)
+            .env("AWS_SESSION_TOKEN", &session.token)
             .env("AWS_DEFAULT_REGION", "us-east-1")
             .env("AWS_ENDPOINT_URL_STS", &self.sts_endpoint)
             .output()
@@ -174,6 +273,11 @@ impl IamWorld {
 
     /// The sidecar config that trusts this world: `aws_iam` plus `extra` grants settings.
     pub fn options(&self, grants_extra: &str) -> super::Options {
+        self.options_with(grants_extra, "")
+    }
+
+    /// [`Self::options`] with more `aws_iam` keys (`accounts: […]`), spliced in as written.
+    pub fn options_with(&self, grants_extra: &str, aws_iam_extra: &str) -> super::Options {
         super::Options {
             grants_source: "iam_role_tags".into(),
             grants_extra: format!(
@@ -181,7 +285,7 @@ impl IamWorld {
                 self.moto.endpoint
             ),
             extra_config: format!(
-                "aws_iam: {{ enabled: true, server_id: {SERVER_ID}, sts_endpoint: '{}' }}",
+                "aws_iam: {{ enabled: true, server_id: {SERVER_ID}, sts_endpoint: '{}' {aws_iam_extra} }}",
                 self.sts_endpoint
             ),
             ..Default::default()

@@ -15,6 +15,11 @@ front does exactly what moto lacks and nothing else:
 
 `GET /__calls` tells how many STS requests arrived, so the tests can prove that a refused
 token cost no STS call.
+
+`POST /__answer` with `{"status": N, "document": {...}}` queues one answer that the next
+request whose signature verifies gets instead of moto's: the cases neither moto nor a test
+account can produce on demand (STS throttling, the account root, a partition other than
+`aws`, a malformed `UserId`). The signature is still checked first, as STS would.
 """
 
 import argparse
@@ -33,6 +38,7 @@ from botocore.exceptions import EndpointConnectionError
 WINDOW_SECONDS = 15 * 60
 calls = 0
 calls_lock = threading.Lock()
+queued = []
 
 
 def sts_error(code, message):
@@ -41,6 +47,14 @@ def sts_error(code, message):
 
 
 class Front(BaseHTTPRequestHandler):
+    def do_POST(self):
+        if urlsplit(self.path).path != "/__answer":
+            return self.reply(404, sts_error("NotFound", "only /__answer takes POST"))
+        length = int(self.headers.get("Content-Length", "0"))
+        with calls_lock:
+            queued.append(json.loads(self.rfile.read(length)))
+        self.reply(200, {"queued": len(queued)})
+
     def do_GET(self):
         global calls
         parts = urlsplit(self.path)
@@ -80,6 +94,11 @@ class Front(BaseHTTPRequestHandler):
             return self.reply(403, sts_error(
                 "SignatureDoesNotMatch",
                 "The request signature we calculated does not match the signature you provided."))
+
+        with calls_lock:
+            scripted = queued.pop(0) if queued else None
+        if scripted is not None:
+            return self.reply(scripted["status"], scripted["document"])
 
         client = boto3.client("sts", endpoint_url=self.server.moto, region_name=region,
                               aws_access_key_id=access_key, aws_secret_access_key=secret,

@@ -134,6 +134,7 @@ fn certificate_and_iam_attributes_can_be_matched() {
     );
     let mut role = person(json!({}));
     role.aws = Some(Box::new(AwsClaims {
+        partition: "aws".into(),
         account: "123456789012".into(),
         user_id: "AROA:x".into(),
         session: None,

@@ -5,7 +5,11 @@
 //! says who signed it and the ARN is made canonical ([`arn`]). A verified token is remembered
 //! (by its SHA-256) until its window ends, and concurrent Checks with one token share one STS
 //! call, so a busy caller costs one STS request per token, not per Check.
+//!
+//! Only callers of the served partitions and accounts pass ([`accounts`]); a genuine caller
+//! of any other account, the account root and federated users are refused with 403.
 
+mod accounts;
 pub(crate) mod arn;
 mod client;
 mod config;
@@ -16,6 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 
+pub use self::accounts::ServedAccounts;
+pub(crate) use self::accounts::TagsAccess;
 pub use self::client::iam_token;
 pub use self::config::AwsIamConfig;
 use self::presigned::StsEndpoints;
@@ -33,6 +39,7 @@ pub struct AwsIamVerifier {
     endpoints: StsEndpoints,
     sts: StsCaller,
     remembered: moka::future::Cache<[u8; 32], Arc<Identity>>,
+    accounts: Arc<ServedAccounts>,
     metrics: Arc<crate::telemetry::Metrics>,
 }
 
@@ -53,13 +60,15 @@ impl moka::Expiry<[u8; 32], Arc<Identity>> for UntilWindowEnds {
 }
 
 impl AwsIamVerifier {
-    /// A verifier for the enabled `aws_iam:` section.
+    /// A verifier for the enabled `aws_iam:` section, serving `accounts`.
     pub(crate) fn new(
         config: &AwsIamConfig,
+        accounts: Arc<ServedAccounts>,
         metrics: Arc<crate::telemetry::Metrics>,
     ) -> Result<Self, String> {
         Ok(Self {
-            endpoints: StsEndpoints::new(config.sts_endpoint.as_deref()),
+            endpoints: StsEndpoints::new(config),
+            accounts,
             sts: StsCaller::new(config.server_id.clone(), config.sts_timeout)?,
             remembered: moka::future::Cache::builder()
                 .max_capacity(REMEMBERED_CAPACITY)
@@ -87,17 +96,14 @@ impl AwsIamVerifier {
                     .caller_identity(&request, deadline)
                     .instrument(tracing::info_span!("sts.get_caller_identity"))
                     .await;
-                let answered = !matches!(caller, Err(AuthError::StsUnavailable));
-                self.metrics.key_fetch("sts", answered, started.elapsed());
+                let result = match &caller {
+                    Err(AuthError::StsUnavailable) => "error",
+                    Err(AuthError::StsThrottled) => "throttled",
+                    _ => "ok",
+                };
+                self.metrics.key_fetch("sts", result, started.elapsed());
                 let caller = caller?;
-                let principal = arn::canonical(&caller.arn).ok_or_else(|| {
-                    tracing::warn!("STS answered with an ARN that is not an IAM principal");
-                    AuthError::StsUnavailable
-                })?;
-                if principal.account != caller.account {
-                    tracing::warn!("STS answered with an account that differs from its ARN's");
-                    return Err(AuthError::StsUnavailable);
-                }
+                let principal = self.principal_of(&request, &caller)?;
                 Ok(Arc::new(Identity {
                     subject: principal.canonical_arn,
                     issuer: IAM_ISSUER.to_owned(),
@@ -106,6 +112,7 @@ impl AwsIamVerifier {
                     expires_at: request.window_end,
                     certificate: None,
                     aws: Some(Box::new(AwsClaims {
+                        partition: principal.partition,
                         account: principal.account,
                         user_id: caller.user_id,
                         session: principal.session,
@@ -122,5 +129,46 @@ impl AwsIamVerifier {
             ));
         }
         Ok(identity)
+    }
+
+    /// The principal STS named, when its answer is well-formed and names a caller served
+    /// here: 503 for an answer that is not one STS gives, 403 for a genuine caller of an
+    /// account, partition or kind this sidecar does not serve.
+    fn principal_of(
+        &self,
+        request: &presigned::PresignedRequest,
+        caller: &sts::CallerIdentity,
+    ) -> Result<arn::Principal, AuthError> {
+        let malformed = |what: &'static str| {
+            tracing::warn!(what, "STS answered with something STS does not answer");
+            AuthError::StsUnavailable
+        };
+        let principal = match arn::canonical(&caller.arn) {
+            Ok(principal) => principal,
+            Err(arn::NotAPrincipal::NotServed(reason)) => {
+                return Err(AuthError::NotServed(reason));
+            }
+            Err(arn::NotAPrincipal::Malformed) => {
+                return Err(malformed("an ARN that is not an IAM principal"));
+            }
+        };
+        if principal.account != caller.account {
+            return Err(malformed("an account that differs from its ARN's"));
+        }
+        if request
+            .partition
+            .is_some_and(|host_partition| host_partition != principal.partition)
+        {
+            return Err(malformed("a partition other than its host's"));
+        }
+        if !arn::user_id_fits(&caller.user_id, &principal) {
+            return Err(malformed("a UserId that does not fit the ARN"));
+        }
+        if !self.accounts.serves(&principal) {
+            return Err(AuthError::NotServed(
+                "the caller's AWS account or partition is not one this sidecar serves (aws_iam.accounts, aws_iam.partitions)",
+            ));
+        }
+        Ok(principal)
     }
 }

@@ -48,33 +48,65 @@ pub(crate) struct PresignedRequest {
     pub url: String,
     /// Unix time at which STS stops honouring it; minted tokens never outlive it.
     pub window_end: u64,
+    /// The partition of the AWS STS host it names (`None`: a configured endpoint).
+    pub partition: Option<&'static str>,
 }
 
-/// The STS endpoints a token may point at: AWS's own, plus one configured extra.
-#[derive(Debug, Clone, Default)]
+/// The STS endpoints a token may point at.
+#[derive(Debug, Clone)]
 pub(crate) struct StsEndpoints {
-    /// `(scheme, host, port)` of `aws_iam.sts_endpoint`.
-    pub extra: Option<(String, String, Option<u16>)>,
+    /// `(scheme, host, port)` of each configured endpoint.
+    configured: Vec<(String, String, Option<u16>)>,
+    /// Whether AWS's own regional hosts are accepted too (`aws_iam.sts_endpoints` unset).
+    aws_hosts: bool,
+    /// The partitions whose AWS hosts may be called.
+    partitions: Vec<String>,
+}
+
+impl Default for StsEndpoints {
+    fn default() -> Self {
+        Self {
+            configured: Vec::new(),
+            aws_hosts: true,
+            partitions: vec!["aws".to_owned()],
+        }
+    }
 }
 
 impl StsEndpoints {
-    /// AWS's endpoints and `extra` (`scheme://host[:port]`, already validated by config).
-    pub(crate) fn new(extra: Option<&str>) -> Self {
-        let extra = extra.and_then(|text| Url::parse(text).ok()).map(|url| {
-            let host = url.host_str().unwrap_or("").to_ascii_lowercase();
-            (url.scheme().to_owned(), host, url.port())
-        });
-        Self { extra }
+    /// From `aws_iam:` (already validated): AWS's hosts of the served partitions plus
+    /// `sts_endpoint`, or exactly `sts_endpoints` when that is set.
+    pub(crate) fn new(config: &super::AwsIamConfig) -> Self {
+        let parse = |text: &String| {
+            Url::parse(text).ok().map(|url| {
+                let host = url.host_str().unwrap_or("").to_ascii_lowercase();
+                (url.scheme().to_owned(), host, url.port())
+            })
+        };
+        let (configured, aws_hosts) = match &config.sts_endpoints {
+            Some(only) => (only.iter().filter_map(parse).collect(), false),
+            None => (config.sts_endpoint.iter().filter_map(parse).collect(), true),
+        };
+        Self {
+            configured,
+            aws_hosts,
+            partitions: config.partitions.clone(),
+        }
     }
 
-    fn allows(&self, url: &Url) -> Result<(), &'static str> {
+    /// The partition the token's STS host belongs to (`None` for a configured endpoint, whose
+    /// answers are checked against every served partition), or why it may not be called.
+    fn allows(&self, url: &Url) -> Result<Option<&'static str>, &'static str> {
         let host = url.host_str().unwrap_or("").to_ascii_lowercase();
-        if let Some((scheme, extra_host, port)) = &self.extra
-            && url.scheme() == scheme
-            && host == *extra_host
-            && url.port() == *port
-        {
-            return Ok(());
+        let configured = self
+            .configured
+            .iter()
+            .any(|(scheme, h, port)| url.scheme() == scheme && host == *h && url.port() == *port);
+        if configured {
+            return Ok(None);
+        }
+        if !self.aws_hosts {
+            return Err("the URL's host is not one of aws_iam.sts_endpoints");
         }
         if url.scheme() != "https" {
             return Err("the URL is not https://");
@@ -82,34 +114,42 @@ impl StsEndpoints {
         if url.port().is_some() {
             return Err("the URL names a port");
         }
-        if !is_aws_sts_host(&host) {
-            return Err("the URL's host is not an AWS STS endpoint");
+        let partition =
+            aws_sts_partition(&host).ok_or("the URL's host is not an AWS STS endpoint")?;
+        if !self.partitions.iter().any(|p| p == partition) {
+            return Err("the URL's STS host is in a partition this sidecar does not serve");
         }
-        Ok(())
+        Ok(Some(partition))
     }
 }
 
-/// `sts.amazonaws.com`, `sts[-fips].<region>.amazonaws.com[.cn]`, `sts[-fips].<region>.api.aws`.
-fn is_aws_sts_host(host: &str) -> bool {
+/// The partition of an AWS STS host: `sts.amazonaws.com`,
+/// `sts[-fips].<region>.amazonaws.com[.cn]`, `sts[-fips].<region>.api.aws`; `None` for any
+/// other host. `us-gov-*` regions are `aws-us-gov`, `.amazonaws.com.cn` hosts `aws-cn`.
+fn aws_sts_partition(host: &str) -> Option<&'static str> {
     if host == "sts.amazonaws.com" {
-        return true;
+        return Some("aws");
     }
-    let Some((service, rest)) = host.split_once('.') else {
-        return false;
-    };
+    let (service, rest) = host.split_once('.')?;
     if service != "sts" && service != "sts-fips" {
-        return false;
+        return None;
     }
-    let Some((region, domain)) = rest.split_once('.') else {
-        return false;
-    };
+    let (region, domain) = rest.split_once('.')?;
     let region_ok = (4..=32).contains(&region.len())
         && region.starts_with(|c: char| c.is_ascii_lowercase())
         && region.ends_with(|c: char| c.is_ascii_digit())
         && region
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    region_ok && matches!(domain, "amazonaws.com" | "amazonaws.com.cn" | "api.aws")
+    if !region_ok {
+        return None;
+    }
+    match domain {
+        "amazonaws.com.cn" if region.starts_with("cn-") => Some("aws-cn"),
+        "amazonaws.com" | "api.aws" if region.starts_with("us-gov-") => Some("aws-us-gov"),
+        "amazonaws.com" | "api.aws" if !region.starts_with("cn-") => Some("aws"),
+        _ => None,
+    }
 }
 
 /// Applies every local rule to `token` (the whole bearer value, prefix included).
@@ -125,15 +165,17 @@ pub(crate) fn parse(
     let encoded = token
         .strip_prefix(TOKEN_PREFIX)
         .ok_or(refuse("missing the k8s-aws-v1. prefix"))?;
+    // RawURL only, as aws-iam-authenticator decodes it: padded variants of one token would
+    // each cost an STS call.
     let decoded = URL_SAFE_NO_PAD
-        .decode(encoded.trim_end_matches('='))
-        .map_err(|_| refuse("not base64url"))?;
+        .decode(encoded)
+        .map_err(|_| refuse("not base64url without padding"))?;
     let text = String::from_utf8(decoded).map_err(|_| refuse("not a URL"))?;
     let url = Url::parse(&text).map_err(|_| refuse("not a URL"))?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err(refuse("the URL carries user information"));
     }
-    endpoints.allows(&url).map_err(refuse)?;
+    let partition = endpoints.allows(&url).map_err(refuse)?;
     if url.path() != "/" || url.fragment().is_some() {
         return Err(refuse("the URL's path is not /"));
     }
@@ -190,6 +232,7 @@ pub(crate) fn parse(
     Ok(PresignedRequest {
         url: text,
         window_end,
+        partition,
     })
 }
 
@@ -277,12 +320,15 @@ mod tests {
         format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(url))
     }
 
+    fn config(extra: &str) -> crate::identity::AwsIamConfig {
+        serde_norway::from_str(extra).unwrap()
+    }
+
     fn check(url: &str) -> Result<PresignedRequest, AuthError> {
-        parse(
-            &token(url),
-            &StsEndpoints::new(Some("http://127.0.0.1:4566")),
-            NOW,
-        )
+        let endpoints = StsEndpoints::new(&config(
+            "{ sts_endpoint: 'http://127.0.0.1:4566', partitions: [aws, aws-cn, aws-us-gov] }",
+        ));
+        parse(&token(url), &endpoints, NOW)
     }
 
     fn reason(url: &str) -> &'static str {
@@ -405,7 +451,17 @@ mod tests {
         let refused = |t: &str| parse(t, &endpoints, NOW).unwrap_err();
         assert_eq!(
             refused("k8s-aws-v1.***"),
-            AuthError::AwsToken("not base64url")
+            AuthError::AwsToken("not base64url without padding")
+        );
+        // Upstream decodes RawURL only: `=` padding is refused, not trimmed.
+        let date = format_amz_date(NOW - 60);
+        let padded = format!(
+            "{}==",
+            token(&url_with("https://sts.amazonaws.com", &good_query(&date)))
+        );
+        assert_eq!(
+            refused(&padded),
+            AuthError::AwsToken("not base64url without padding")
         );
         assert_eq!(
             refused(&format!(
@@ -417,6 +473,50 @@ mod tests {
         assert_eq!(
             refused(&format!("{TOKEN_PREFIX}{}", "A".repeat(5000))),
             AuthError::AwsToken("larger than 4 KiB")
+        );
+    }
+
+    #[test]
+    fn hosts_are_limited_to_the_served_partitions_and_the_configured_list() {
+        let date = format_amz_date(NOW - 60);
+        let q = good_query(&date);
+        let at = |endpoints: &StsEndpoints, host: &str| {
+            parse(&token(&url_with(host, &q)), endpoints, NOW).map(|r| r.partition)
+        };
+        let default = StsEndpoints::new(&config("{}"));
+        assert_eq!(
+            at(&default, "https://sts.eu-west-1.amazonaws.com"),
+            Ok(Some("aws"))
+        );
+        for other in [
+            "https://sts.cn-north-1.amazonaws.com.cn",
+            "https://sts.us-gov-west-1.amazonaws.com",
+        ] {
+            assert!(
+                matches!(at(&default, other), Err(AuthError::AwsToken(r)) if r.contains("partition")),
+                "{other}"
+            );
+        }
+        assert_eq!(
+            at(&default, "https://sts.cn-north-1.amazonaws.com"),
+            Err(AuthError::AwsToken(
+                "the URL's host is not an AWS STS endpoint"
+            ))
+        );
+        let china = StsEndpoints::new(&config("{ partitions: [aws-cn] }"));
+        assert_eq!(
+            at(&china, "https://sts.cn-north-1.amazonaws.com.cn"),
+            Ok(Some("aws-cn"))
+        );
+        let only = StsEndpoints::new(&config(
+            "{ sts_endpoints: ['https://sts.eu-west-1.amazonaws.com'] }",
+        ));
+        assert_eq!(at(&only, "https://sts.eu-west-1.amazonaws.com"), Ok(None));
+        assert_eq!(
+            at(&only, "https://sts.us-east-1.amazonaws.com"),
+            Err(AuthError::AwsToken(
+                "the URL's host is not one of aws_iam.sts_endpoints"
+            ))
         );
     }
 }

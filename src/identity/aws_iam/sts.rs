@@ -48,6 +48,48 @@ struct Result {
     user_id: String,
 }
 
+/// The answer's body, at most [`MAX_ANSWER_BYTES`].
+async fn read_bounded(answer: &mut reqwest::Response) -> std::result::Result<Vec<u8>, AuthError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = answer
+        .chunk()
+        .await
+        .map_err(|_| AuthError::StsUnavailable)?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            tracing::warn!("STS answer larger than 64 KiB; refused");
+            return Err(AuthError::StsUnavailable);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The error codes AWS throttles with (query APIs answer `Throttling`).
+const THROTTLING_CODES: &[&str] = &["Throttling", "ThrottlingException", "RequestLimitExceeded"];
+
+/// Whether an STS error document (JSON for `Accept: application/json`, else XML) says
+/// the call was throttled.
+fn is_throttling(body: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct ErrorDocument {
+        #[serde(rename = "Error")]
+        error: ErrorCode,
+    }
+    #[derive(Deserialize)]
+    struct ErrorCode {
+        #[serde(rename = "Code")]
+        code: String,
+    }
+    if let Ok(document) = serde_json::from_slice::<ErrorDocument>(body) {
+        return THROTTLING_CODES.contains(&document.error.code.as_str());
+    }
+    let text = String::from_utf8_lossy(body);
+    THROTTLING_CODES
+        .iter()
+        .any(|code| text.contains(&format!("<Code>{code}</Code>")))
+}
+
 impl StsCaller {
     /// A caller that never follows redirects and gives up after `timeout`.
     pub(crate) fn new(server_id: String, timeout: Duration) -> std::result::Result<Self, String> {
@@ -90,25 +132,24 @@ impl StsCaller {
                 tracing::warn!(%status, "STS answered with a redirect; not followed");
                 return Err(AuthError::StsUnavailable);
             }
+            if status.as_u16() == 429 {
+                tracing::warn!("STS is throttling GetCallerIdentity");
+                return Err(AuthError::StsThrottled);
+            }
             if matches!(status.as_u16(), 400 | 401 | 403) {
+                // STS throttles with 400 `Throttling`: not the caller's fault, retry later.
+                let body = read_bounded(&mut answer).await.unwrap_or_default();
+                if is_throttling(&body) {
+                    tracing::warn!("STS is throttling GetCallerIdentity");
+                    return Err(AuthError::StsThrottled);
+                }
                 return Err(AuthError::StsRefused);
             }
             if !status.is_success() {
                 tracing::warn!(%status, "STS answered with an error");
                 return Err(AuthError::StsUnavailable);
             }
-            let mut body = Vec::new();
-            while let Some(chunk) = answer
-                .chunk()
-                .await
-                .map_err(|_| AuthError::StsUnavailable)?
-            {
-                if body.len() + chunk.len() > MAX_ANSWER_BYTES {
-                    tracing::warn!("STS answer larger than 64 KiB; refused");
-                    return Err(AuthError::StsUnavailable);
-                }
-                body.extend_from_slice(&chunk);
-            }
+            let body = read_bounded(&mut answer).await?;
             let answer: Answer = serde_json::from_slice(&body).map_err(|_| {
                 tracing::warn!("STS answer is not a GetCallerIdentity JSON document");
                 AuthError::StsUnavailable
@@ -128,5 +169,24 @@ impl StsCaller {
                 tracing::warn!("STS did not answer in time");
                 Err(AuthError::StsUnavailable)
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_throttling;
+
+    #[test]
+    fn throttling_is_read_from_json_and_xml_error_documents() {
+        assert!(is_throttling(
+            br#"{"Error":{"Code":"Throttling","Message":"Rate exceeded","Type":"Sender"}}"#
+        ));
+        assert!(is_throttling(
+            b"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code></Error></ErrorResponse>"
+        ));
+        assert!(!is_throttling(
+            br#"{"Error":{"Code":"SignatureDoesNotMatch","Message":"Throttling"}}"#
+        ));
+        assert!(!is_throttling(b""));
     }
 }

@@ -233,8 +233,11 @@ impl IssuerKeys {
             .fetch()
             .instrument(tracing::info_span!("jwks.fetch", issuer = %self.issuer))
             .await;
-        self.metrics
-            .key_fetch("jwks", fetched.is_ok(), started.elapsed());
+        self.metrics.key_fetch(
+            "jwks",
+            if fetched.is_ok() { "ok" } else { "error" },
+            started.elapsed(),
+        );
         match fetched {
             Ok(set) => {
                 tracing::info!(issuer = %self.issuer, keys = set.by_kid.len() + set.without_kid.len(), "issuer keys fetched");

@@ -236,6 +236,16 @@ impl OidcVerifier {
             .is_some_and(|set| lookup(&set, known.kid.as_deref()).is_some())
     }
 
+    /// Whether `token` names (unverified) an issuer with `assertion: true`: at `/exchange`,
+    /// such a token is an assertion however it arrives, so it is used once.
+    pub fn is_from_assertion_issuer(&self, token: &str) -> bool {
+        UnverifiedJwt::parse(token).is_ok_and(|parts| {
+            self.issuers
+                .get(parts.issuer.as_str())
+                .is_some_and(|issuer| issuer.assertion)
+        })
+    }
+
     /// Verifies an RFC 7523 assertion: from an issuer with `assertion: true`, naming one of
     /// `audiences` (our token endpoint) in `aud`, with `exp` and a `jti`. Never remembered:
     /// each assertion is used once.
