@@ -97,22 +97,7 @@ impl IamWorld {
     pub fn start(tags: &[&str]) -> Self {
         let moto = Moto::start();
         let dir = TempDir::new("iam");
-        aws(
-            &moto.endpoint,
-            &[
-                "iam",
-                "create-role",
-                "--role-name",
-                ROLE,
-                "--assume-role-policy-document",
-                r#"{"Version":"2012-10-17","Statement":[]}"#,
-            ],
-        );
-        if !tags.is_empty() {
-            let mut args = vec!["iam", "tag-role", "--role-name", ROLE, "--tags"];
-            args.extend_from_slice(tags);
-            aws(&moto.endpoint, &args);
-        }
+        create_role(None, &moto.endpoint, ROLE, tags);
         let assumed = aws(
             &moto.endpoint,
             &[
@@ -177,24 +162,9 @@ impl IamWorld {
                 "setup",
             ],
         ));
-        for role in roles {
-            aws_as(
-                Some(&admin),
-                &self.moto.endpoint,
-                &[
-                    "iam",
-                    "create-role",
-                    "--role-name",
-                    role,
-                    "--assume-role-policy-document",
-                    r#"{"Version":"2012-10-17","Statement":[]}"#,
-                ],
-            );
-        }
-        if !tags.is_empty() {
-            let mut args = vec!["iam", "tag-role", "--role-name", roles[0], "--tags"];
-            args.extend_from_slice(tags);
-            aws_as(Some(&admin), &self.moto.endpoint, &args);
+        for (i, role) in roles.iter().enumerate() {
+            let role_tags = if i == 0 { tags } else { &[] };
+            create_role(Some(&admin), &self.moto.endpoint, role, role_tags);
         }
         let session = RoleSession::from_cli(&aws_as(
             Some(&admin),
@@ -297,6 +267,28 @@ impl Drop for IamWorld {
     fn drop(&mut self) {
         let _ = self.front.kill();
         let _ = self.front.wait();
+    }
+}
+
+/// Creates the role `name` with `tags` (`Key=…,Value=…`), as `session` (the default account's
+/// static credentials when `None`) — so in that session's account.
+fn create_role(session: Option<&RoleSession>, endpoint: &str, name: &str, tags: &[&str]) {
+    aws_as(
+        session,
+        endpoint,
+        &[
+            "iam",
+            "create-role",
+            "--role-name",
+            name,
+            "--assume-role-policy-document",
+            r#"{"Version":"2012-10-17","Statement":[]}"#,
+        ],
+    );
+    if !tags.is_empty() {
+        let mut args = vec!["iam", "tag-role", "--role-name", name, "--tags"];
+        args.extend_from_slice(tags);
+        aws_as(session, endpoint, &args);
     }
 }
 

@@ -279,6 +279,16 @@ impl Denied {
         self.body["error_description"].as_str().unwrap_or("")
     }
 
+    /// Asserts the HTTP status and that the description names `reason`.
+    pub fn assert_refused(&self, status: i32, reason: &str) {
+        assert_eq!(self.http_status, status, "{reason}: {}", self.description());
+        assert!(
+            self.description().contains(reason),
+            "{reason}: {}",
+            self.description()
+        );
+    }
+
     /// Asserts that nothing the caller sees contains `secret`.
     pub fn assert_does_not_echo(&self, secret: &str) {
         for (what, text) in [
