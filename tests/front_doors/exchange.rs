@@ -145,6 +145,30 @@ async fn an_assertion_issuers_jwt_must_be_a_valid_assertion_on_every_path() {
         (ENDPOINT, json!({"nbf": now() + 3600}), "nbf"),
         (ENDPOINT, json!({"sub": null}), "sub"),
     ];
+    // fosite's forged-signature case: one assertion's claims under another's signature.
+    let (a, b) = (
+        assertion(&h, ENDPOINT, json!({})),
+        assertion(&h, ENDPOINT, json!({"sub": "admin@example.com"})),
+    );
+    let spliced = format!(
+        "{}.{}",
+        b.rsplit_once('.').unwrap().0,
+        a.rsplit_once('.').unwrap().1
+    );
+    for path in [Path::JwtBearer, Path::TokenExchange, Path::Json] {
+        let (status, body) = exchange(&h, path, &spliced).await;
+        assert_eq!(
+            (status, &body["error"]),
+            (400, &json!("invalid_grant")),
+            "{path:?}: {body}"
+        );
+        assert!(
+            body["error_description"]
+                .as_str()
+                .unwrap()
+                .contains("signature")
+        );
+    }
     for (aud, changes, words) in cases {
         for path in [Path::JwtBearer, Path::TokenExchange, Path::Json] {
             let jwt = assertion(&h, aud, changes.clone());

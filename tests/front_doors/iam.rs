@@ -269,3 +269,68 @@ fn a_hanging_sts_is_always_503_before_the_grpc_deadline() {
     });
     drop(hanging);
 }
+
+/// aws-iam-authenticator's token verifier cases (`pkg/token`), asked of the real sidecar:
+/// the ones refused before STS cost no STS call; the STS replies it refuses are 503 here
+/// (STS, not the caller, is at fault).
+#[test]
+fn aws_iam_authenticators_verifier_cases_are_refused_here_too() {
+    let (world, runtime) = setup();
+    let good = url_of(&world.eks_token(SERVER_ID));
+    let query = good.split_once('?').unwrap().1.to_owned();
+    let aws = |rest: &str| token_of(&format!("https://sts.amazonaws.com{rest}"));
+    let before_sts = [
+        ("k8s-aws-v2.asdfasdfa".to_owned(), "malformed token"),
+        ("k8s-aws-v1.decodingerror".to_owned(), "base64url"),
+        (token_of(":ab:cd.af:/asda"), "not a URL"),
+        (token_of("http://"), "not a URL"),
+        (token_of("https://google.com"), "not an AWS STS endpoint"),
+        (
+            token_of("https://sts.cn-north-1.amazonaws.com.cn/abc"),
+            "partition",
+        ),
+        (aws("/abc"), "path is not /"),
+        (aws("/?NoInWhiteList=abc"), "does not take"),
+        (aws("/?action=get&action=post"), "appears twice"),
+        (aws("/?action=NotGetCallerIdenity"), "lacks"),
+        (
+            aws(&format!(
+                "/?{}",
+                query.replace("x-k8s-aws-id", "x-k8s-aws-i")
+            )),
+            "x-k8s-aws-id is not",
+        ),
+        (
+            aws(&format!(
+                "/?{}",
+                query.replace("X-Amz-Expires=60", "X-Amz-Expires=60%gh")
+            )),
+            "X-Amz-Expires",
+        ),
+        (
+            aws(&format!("/?{query}&x-amz-credential=eve")),
+            "appears twice",
+        ),
+    ];
+    let replies = [
+        json!("xxxx"),
+        identity_answer("arn", "1000", "userid"),
+        identity_answer(
+            &format!("arn:aws:iam::{ACCOUNT}:role/Alice"),
+            ACCOUNT,
+            "not:vailid:userid",
+        ),
+    ];
+    let tokens: Vec<String> = replies.iter().map(|_| world.eks_token(SERVER_ID)).collect();
+    runtime.block_on(async {
+        let h = Harness::start_with(world.options("")).await;
+        for (token, reason) in &before_sts {
+            denied(&h.check_bearer(token).await).assert_refused(401, reason);
+        }
+        assert_eq!(world.sts_calls().await, 0, "no refused token reached STS");
+        for (reply, token) in replies.into_iter().zip(&tokens) {
+            world.answer_next(200, reply).await;
+            denied(&h.check_bearer(token).await).assert_refused(503, "unavailable");
+        }
+    });
+}
