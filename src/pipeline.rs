@@ -37,6 +37,30 @@ pub struct Trail {
     pub stages: StageTimes,
     /// Whether the minted token was served from the cache; `None` before minting.
     pub cache_hit: Option<bool>,
+    /// Whether the decision has a span: its stages then get spans too; otherwise none is
+    /// built (the times above come from the stages' own `Instant`s either way).
+    pub traced: bool,
+}
+
+impl Trail {
+    /// A trail for work already running in a decision's span, if any (`/exchange`).
+    fn under_current_span() -> Self {
+        Self {
+            traced: !tracing::Span::current().is_none(),
+            ..Self::default()
+        }
+    }
+}
+
+/// A span for a stage when the decision is traced, else none (nothing is built).
+macro_rules! stage_span {
+    ($trail:expr, $($span:tt)+) => {
+        if $trail.traced {
+            tracing::info_span!($($span)+)
+        } else {
+            tracing::Span::none()
+        }
+    };
 }
 
 /// The credential's kind as the decision log names it.
@@ -125,8 +149,7 @@ impl TokenVending {
         trail: &mut Trail,
     ) -> Result<Passage, SwapError> {
         let started = Instant::now();
-        let credential =
-            tracing::info_span!("extract").in_scope(|| self.extractor.extract(request));
+        let credential = stage_span!(trail, "extract").in_scope(|| self.extractor.extract(request));
         trail.stages.extract = Some(Micros(started.elapsed()));
         let credential = credential?;
         trail.credential = Some(kind_of(&credential));
@@ -157,7 +180,7 @@ impl TokenVending {
         credential: Credential<'_>,
         deadline: Instant,
     ) -> Result<Swapped, SwapError> {
-        self.swap_traced(credential, deadline, &mut Trail::default())
+        self.swap_traced(credential, deadline, &mut Trail::under_current_span())
             .await
     }
 
@@ -173,7 +196,7 @@ impl TokenVending {
             let identity = self
                 .authenticator
                 .authenticate(&credential, &fingerprint, deadline)
-                .instrument(tracing::info_span!("authenticate"))
+                .instrument(stage_span!(trail, "authenticate"))
                 .await;
             trail.stages.authenticate = Some(Micros(started.elapsed()));
             self.grant_and_mint(identity?, &fingerprint, deadline, trail)
@@ -195,7 +218,12 @@ impl TokenVending {
         let fingerprint = fingerprint_of(credential);
         tokio::time::timeout_at(
             deadline.into(),
-            self.grant_and_mint(identity, &fingerprint, deadline, &mut Trail::default()),
+            self.grant_and_mint(
+                identity,
+                &fingerprint,
+                deadline,
+                &mut Trail::under_current_span(),
+            ),
         )
         .await
         .unwrap_or(Err(SwapError::DeadlineExceeded))
@@ -212,11 +240,11 @@ impl TokenVending {
         let grants = self
             .grants
             .grants_for(&identity, deadline)
-            .instrument(tracing::info_span!("grants"))
+            .instrument(stage_span!(trail, "grants"))
             .await;
         let granted = Instant::now();
         trail.stages.grants = Some(Micros(granted - started));
-        let span = tracing::info_span!("mint", cache_hit = tracing::field::Empty);
+        let span = stage_span!(trail, "mint", cache_hit = tracing::field::Empty);
         let minted = self
             .minter
             .mint_cached(&identity, &grants?, credential, unix_now())

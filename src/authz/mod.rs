@@ -146,15 +146,20 @@ impl AuthzService {
         };
         // Every line logged during the Check (a JWKS refetch, a store warning) carries the ids,
         // and with traces on, the span is the Check's in the caller's trace.
-        let parent = crate::telemetry::traces::parent_context(
-            call_traceparent,
-            headers.traceparent.first().copied(),
-            B3Headers {
-                trace_id: headers.b3_trace_id.first().copied(),
-                span_id: headers.b3_span_id.first().copied(),
-                sampled: headers.b3_sampled.first().copied(),
-            },
-        );
+        // The trace context is built only when a span might be made of it.
+        let parent = crate::telemetry::span_gate::spans_possible()
+            .then(|| {
+                crate::telemetry::traces::parent_context(
+                    call_traceparent,
+                    headers.traceparent.first().copied(),
+                    B3Headers {
+                        trace_id: headers.b3_trace_id.first().copied(),
+                        span_id: headers.b3_span_id.first().copied(),
+                        sampled: headers.b3_sampled.first().copied(),
+                    },
+                )
+            })
+            .flatten();
         let span = DecisionSpan::start(
             "ext_authz.Check",
             request_id,
@@ -162,7 +167,10 @@ impl AuthzService {
             parent,
             self.trace_subjects,
         );
-        let mut trail = Trail::default();
+        let mut trail = Trail {
+            traced: span.is_live(),
+            ..Trail::default()
+        };
         let outcome = self
             .vending
             .check(&inbound, deadline, &mut trail)

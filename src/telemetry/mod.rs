@@ -8,6 +8,7 @@
 
 mod metrics;
 mod process;
+pub(crate) mod span_gate;
 pub(crate) mod traces;
 
 pub use self::metrics::{Live, Metrics};
@@ -40,6 +41,14 @@ fn install(json: bool, default_level: &str, tracer: Option<opentelemetry_sdk::tr
 
     let requested = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // Spans only for what reads them: a log at debug or more, or sampled exported traces.
+    let logs_print_spans = requested
+        .max_level_hint()
+        .is_none_or(|level| level >= tracing_subscriber::filter::LevelFilter::DEBUG);
+    span_gate::install(
+        logs_print_spans,
+        tracer.as_ref().map(|_| traces::sampler_from_environment()),
+    );
     // Colours only on a terminal: a log file or collector gets plain `key=value` text.
     let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
@@ -49,23 +58,29 @@ fn install(json: bool, default_level: &str, tracer: Option<opentelemetry_sdk::tr
     } else {
         output.boxed()
     };
-    // Spans of ours at `info` and above, whatever the log level: the trace of a Check.
-    let spans = tracer.map(|tracer| {
-        tracing_opentelemetry::layer()
-            .with_tracer(tracer)
-            .with_filter(filter_fn(|meta| {
-                meta.target().starts_with(env!("CARGO_CRATE_NAME"))
-                    && *meta.level() <= tracing::Level::INFO
-            }))
-    });
-    let _ = tracing_subscriber::registry()
-        .with(
-            output
-                .with_filter(requested)
-                .with_filter(filter_fn(safe_to_log)),
-        )
-        .with(spans)
-        .try_init();
+    let output = output
+        .with_filter(requested)
+        .with_filter(filter_fn(safe_to_log));
+    // Two subscriber shapes, never an `Option` layer: a `None` layer answers "always
+    // interested" for every callsite, which makes the registry build every dependency's
+    // trace-level span (h2 opens several per request) for no layer to read. That was a
+    // quarter of a cached Check's CPU in 0.10.0 (docs: "Benchmarks").
+    let _ = match tracer {
+        Some(tracer) => {
+            // Spans of ours at `info` and above, whatever the log level: the trace of a Check.
+            let spans = tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(filter_fn(|meta| {
+                    meta.target().starts_with(env!("CARGO_CRATE_NAME"))
+                        && *meta.level() <= tracing::Level::INFO
+                }));
+            tracing_subscriber::registry()
+                .with(output)
+                .with(spans)
+                .try_init()
+        }
+        None => tracing_subscriber::registry().with(output).try_init(),
+    };
 }
 
 /// Our own events at any level; a dependency's only up to `info`.

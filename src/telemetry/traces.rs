@@ -90,11 +90,20 @@ pub(super) fn exporter(config: &OtlpConfig) -> Result<Option<Traces>, String> {
         resource = resource.with_service_name("evs-token-vending");
     }
     let resource = resource.build();
+    // Sampling is decided before a span is built (see `span_gate`): every span that reaches
+    // the SDK was sampled already.
     let provider = SdkTracerProvider::builder()
+        .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
         .with_batch_exporter(exporter)
         .with_resource(resource)
         .build();
     Ok(Some(Traces(provider)))
+}
+
+/// The sampler `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG` name, as the SDK reads them
+/// (default: parent-based, always on).
+pub(super) fn sampler_from_environment() -> Box<dyn opentelemetry_sdk::trace::ShouldSample> {
+    opentelemetry_sdk::trace::Config::default().sampler
 }
 
 /// The span of one decision (a Check or an exchange): its children are the stages, its
@@ -106,7 +115,8 @@ pub struct DecisionSpan {
 }
 
 impl DecisionSpan {
-    /// A span named `name` (`ext_authz.Check`, `POST /exchange`) under `parent` if any.
+    /// A span named `name` (`ext_authz.Check`, `POST /exchange`) under `parent` if any — or
+    /// none at all when nothing would read it ([`super::span_gate`]).
     pub fn start(
         name: &'static str,
         request_id: &str,
@@ -116,6 +126,12 @@ impl DecisionSpan {
     ) -> Self {
         use tracing::field::Empty;
         use tracing_opentelemetry::OpenTelemetrySpanExt;
+        if !super::span_gate::wants_span(name, parent.as_ref()) {
+            return Self {
+                span: tracing::Span::none(),
+                subjects,
+            };
+        }
         let span = tracing::info_span!(
             "decision",
             otel.name = name,
@@ -141,6 +157,11 @@ impl DecisionSpan {
     /// The span, to run the decision in.
     pub fn span(&self) -> &tracing::Span {
         &self.span
+    }
+
+    /// Whether there is a span (its stages then get spans of their own).
+    pub fn is_live(&self) -> bool {
+        !self.span.is_none()
     }
 
     /// What was presented, once known.

@@ -1,5 +1,6 @@
 //! Load generator: `cargo bench --bench loadgen [-- --seconds 5 --connections 2 --concurrency 32]`
-//! (`-- --transports-only` runs only the TCP/Unix-socket comparison).
+//! (`-- --transports-only` runs only the TCP/Unix-socket comparison, `-- --floor` only row 8:
+//! the cached Check against the floor, per feature).
 //!
 //! Drives ext_authz Check over loopback gRPC against the real `evs-token-vending serve`
 //! process and, for comparison, a no-op ext_authz server, and prints in one run on one machine:
@@ -8,7 +9,9 @@
 //! fixed rates with the sidecar's CPU and RSS. Client and servers share the machine's cores, as
 //! the ratios between the rows assume.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod floor;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -83,6 +86,9 @@ async fn run(knobs: Knobs, sign_rate: f64, cores: usize) {
     let idp = DemoIdp::start().await.expect("IdP");
     if std::env::args().any(|a| a == "--transports-only") {
         return transports(&idp, &knobs, duration).await;
+    }
+    if std::env::args().any(|a| a == "--floor") {
+        return floor::run(&idp, &knobs, sign_rate).await;
     }
 
     // 2. The transport limit.
@@ -243,6 +249,7 @@ async fn run(knobs: Knobs, sign_rate: f64, cores: usize) {
     drop(sidecar);
     drop(noop);
     transports(&idp, &knobs, duration).await;
+    floor::run(&idp, &knobs, sign_rate).await;
 }
 
 /// Row 7: the same servers over TCP and over a Unix socket — CPU per Check (closed loop,

@@ -1,0 +1,93 @@
+//! What a cached Check costs beyond the gRPC round trip, counted, not timed: heap
+//! allocations per Check with the log subscriber `serve` installs (default level, no trace
+//! export, no decision log). A feature that adds work to every Check — a span, a formatted
+//! field, a decision-log line built for nobody — shows up here as allocations, so it fails this
+//! test instead of a benchmark nobody ran (docs: "Benchmarks", what a Check costs).
+//!
+//! The count includes the in-process gRPC client's own allocations: the budget is the whole
+//! loopback round trip, measured when this test was written, plus a small margin.
+
+mod support;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counts every allocation of the process.
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on as it is.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+/// Allocations per cached Check (client and server together) this build may make: 115 when
+/// written (128 with 0.10.0's spans), plus a margin of 3.
+const BUDGET_PER_CHECK: u64 = 118;
+
+#[test]
+fn a_cached_check_allocates_within_its_budget_under_the_serve_subscriber() {
+    // SAFETY: no other thread exists yet.
+    unsafe {
+        for name in [
+            "RUST_LOG",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        ] {
+            std::env::remove_var(name);
+        }
+    }
+    let runtime = support::runtime();
+    runtime.block_on(async {
+        let traces = evs_token_vending::init_logging_and_traces(
+            false,
+            "info",
+            &evs_token_vending::OtlpConfig::default(),
+        )
+        .expect("the subscriber serve installs");
+        assert!(traces.is_none());
+        // Nothing in the subscriber may ask for more than `info`: a layer that does (0.10.0's
+        // `None` trace layer answered "always") makes the registry build every dependency's
+        // trace-level span on every request, which no allocation count sees (they are pooled).
+        assert!(
+            !tracing::span_enabled!(target: "h2::proto::connection", tracing::Level::TRACE),
+            "h2's per-request trace spans would be built"
+        );
+        let h = support::Harness::start().await;
+        let token = h.user_token();
+        for _ in 0..200 {
+            support::minted(&h.check_bearer(&token).await);
+        }
+        const CHECKS: u64 = 1000;
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        for _ in 0..CHECKS {
+            support::minted(&h.check_bearer(&token).await);
+        }
+        let per_check = (ALLOCATIONS.load(Ordering::Relaxed) - before) / CHECKS;
+        println!("allocations per cached Check (client and server): {per_check}");
+        assert!(
+            per_check <= BUDGET_PER_CHECK,
+            "a cached Check allocates {per_check} times, over its budget of {BUDGET_PER_CHECK}: \
+             something now works on every Check (a span, a log field, a record nobody reads)"
+        );
+    });
+}
