@@ -226,7 +226,16 @@ pub(super) async fn run(idp: &DemoIdp, knobs: &Knobs, sign_rate: f64) {
     let (sink, exported) = start_sink().await;
     let plain = Server::spawn_noop(false, None);
     let same_answer = Server::spawn_noop(false, Some(&recorded));
-    let variants = variants(&sink);
+    // `-- --variants N`: only the first N sidecar variants (1: the default config alone).
+    let args: Vec<String> = std::env::args().collect();
+    let limit = args
+        .iter()
+        .position(|a| a == "--variants")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(usize::MAX);
+    let mut variants = variants(&sink);
+    variants.truncate(limit.max(2));
     let sidecars: Vec<Server> = variants.iter().map(|v| spawn(idp, v)).collect();
 
     println!(
