@@ -40,9 +40,10 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static COUNTING: Counting = Counting;
 
-/// Allocations per cached Check (client and server together) this build may make: 115 when
-/// written (128 with 0.10.0's spans), plus a margin of 3.
-const BUDGET_PER_CHECK: u64 = 118;
+/// Allocations per cached Check (client and server together) this build may make: 114–115
+/// when written (128 with 0.10.0's spans), plus a margin for HTTP/2 framing that varies with
+/// timing (window updates, coalesced writes).
+const BUDGET_PER_CHECK: u64 = 121;
 
 #[test]
 fn a_cached_check_allocates_within_its_budget_under_the_serve_subscriber() {
