@@ -222,17 +222,23 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         jwks_max_age: config.signing.jwks_max_age,
         authz_serving: Default::default(),
         draining: draining.clone(),
-        exchange: config.exchange.enabled.then(|| {
-            Arc::new(ExchangeService::new(
+        exchange: match config.exchange.enabled {
+            true => Some(Arc::new(ExchangeService::new(
                 &config.exchange,
+                crate::exchange::ReplayStore::connect(
+                    &config.exchange.replay_store,
+                    config.exchange.timeout,
+                )
+                .await,
                 &config.token.issuer,
                 &config.token.audience,
                 vending.clone(),
                 metrics.clone(),
                 decisions.clone(),
                 config.telemetry.trace_subjects,
-            ))
-        }),
+            ))),
+            false => None,
+        },
         tls: side_tls.clone(),
     });
     let mut tasks = vec![tokio::spawn(crate::side_port::serve(
@@ -394,6 +400,14 @@ pub async fn probe_remote_stores(config: &Config) -> Result<Vec<String>, Vec<Str
                 Ok(line) => reached.push(format!("grants.ldap: {line}")),
                 Err(reason) => problems.push(format!("grants.ldap: {reason}")),
             }
+        }
+    }
+    if let crate::exchange::ReplayStoreConfig::Dynamodb(table) = &config.exchange.replay_store
+        && config.exchange.enabled
+    {
+        match crate::exchange::probe_replay_store(table).await {
+            Ok(line) => reached.push(format!("exchange.replay_store: {line}")),
+            Err(reason) => problems.push(reason),
         }
     }
     if let crate::mint::SigningSource::SecretsManager(secret) = &config.signing.source {

@@ -9,6 +9,7 @@
 //! answer Envoy's Checks.
 
 mod answer;
+mod replay;
 mod request;
 
 use std::sync::Arc;
@@ -23,11 +24,13 @@ use tracing::Instrument;
 
 pub(crate) use self::answer::OAuthError;
 use self::answer::{answer, no_store};
+use self::replay::ReplayError;
+pub use self::replay::ReplayStoreConfig;
+pub(crate) use self::replay::{ReplayStore, probe as probe_replay_store};
 pub(crate) use self::request::{
     AWS_IAM_TOKEN_TYPE, CLIENT_CREDENTIALS, JWT_BEARER, JWT_TOKEN_TYPES, TOKEN_EXCHANGE,
 };
 use self::request::{Grant, ISSUED_TOKEN_TYPE};
-use crate::clock::unix_now;
 use crate::config::ConfigCheck;
 use crate::credential::{CertSource, ClientCertificate, Credential, InboundRequest};
 use crate::decision_log::{Decision, DecisionLog, request_id, trace_id};
@@ -54,6 +57,9 @@ pub struct ExchangeConfig {
     /// or stalled upload holds nothing else: no permit is taken before the body is read).
     #[serde(with = "humantime_serde")]
     pub body_timeout: Duration,
+    /// Where used assertions are remembered: `memory` (one replica) or
+    /// `{ dynamodb: { table, region?, endpoint_url? } }` (every replica).
+    pub replay_store: ReplayStoreConfig,
 }
 
 impl Default for ExchangeConfig {
@@ -63,6 +69,7 @@ impl Default for ExchangeConfig {
             max_concurrent: 4 * std::thread::available_parallelism().map_or(2, |n| n.get()),
             timeout: Duration::from_secs(2),
             body_timeout: Duration::from_secs(5),
+            replay_store: ReplayStoreConfig::Memory,
         }
     }
 }
@@ -78,6 +85,8 @@ impl ExchangeConfig {
         if self.body_timeout < Duration::from_millis(10) {
             check.problem(format!("{path}.body_timeout"), "must be at least 10ms");
         }
+        self.replay_store
+            .check(&format!("{path}.replay_store"), check);
     }
 }
 
@@ -122,30 +131,18 @@ pub(crate) struct ExchangeService {
     /// What `audience` / `resource` may ask for: the minted `aud` values.
     mintable_audiences: Vec<String>,
     /// Used assertions by (issuer, jti), each until its `exp`.
-    replays: moka::sync::Cache<(String, String), u64>,
+    replays: ReplayStore,
     permits: Semaphore,
     timeout: Duration,
     body_timeout: Duration,
 }
 
-/// Used assertions are remembered until their `exp` (the entry's value).
-struct UntilAssertionExpiry;
-
-impl moka::Expiry<(String, String), u64> for UntilAssertionExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &(String, String),
-        exp: &u64,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(Duration::from_secs(exp.saturating_sub(unix_now()).max(1)))
-    }
-}
-
 impl ExchangeService {
     /// The endpoint for `issuer` (the minted `iss`) minting for `audiences`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         config: &ExchangeConfig,
+        replays: ReplayStore,
         issuer: &str,
         audiences: &[String],
         vending: Arc<TokenVending>,
@@ -164,10 +161,7 @@ impl ExchangeService {
                 format!("{}/exchange", issuer.trim_end_matches('/')),
             ],
             mintable_audiences: audiences.to_vec(),
-            replays: moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
-                .expire_after(UntilAssertionExpiry)
-                .build(),
+            replays,
             permits: Semaphore::new(config.max_concurrent),
             timeout: config.timeout,
             body_timeout: config.body_timeout,
@@ -444,10 +438,26 @@ impl ExchangeService {
             .verify_assertion(assertion, &self.endpoint_audiences, deadline)
             .await
             .map_err(SwapError::Auth)?;
-        let key = (verified.identity.issuer.clone(), verified.jti.clone());
-        let exp = verified.identity.expires_at;
-        if !self.replays.entry(key).or_insert(exp).is_fresh() {
-            return Err(SwapError::Auth(AuthError::Replayed).into());
+        let identity = &verified.identity;
+        match self
+            .replays
+            .first_use(
+                &identity.issuer,
+                &verified.jti,
+                identity.expires_at,
+                deadline,
+            )
+            .await
+        {
+            Ok(()) => {}
+            Err(ReplayError::Replayed) => return Err(SwapError::Auth(AuthError::Replayed).into()),
+            Err(ReplayError::Unavailable) => {
+                return Err(OAuthError::with(
+                    503,
+                    "temporarily_unavailable",
+                    ReplayError::Unavailable,
+                ));
+            }
         }
         Ok(self
             .vending

@@ -9,3 +9,4 @@ mod support;
 
 mod exchange;
 mod iam;
+mod replay;
