@@ -54,6 +54,7 @@ fn benchmarks(c: &mut Criterion) {
         certificate: None,
         aws: None,
         claims: None,
+        kubernetes: None,
     };
     let grants: Grants = serde_norway::from_str(
         "global: [database_creator]\ndatabases: { production: [reader, writer], staging: [reader] }",

@@ -22,7 +22,8 @@ const EXPLAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Who to explain.
 pub enum ExplainSubject<'a> {
     /// Claims as JSON: `sub`, `iss`, `email`, `name`, `cert:cn`, `cert:org`, `cert:ou`,
-    /// `cert:spiffe`, `aws:account`, `aws:role`, and any IdP claim (`groups` …).
+    /// `cert:spiffe`, `aws:account`, `aws:role`, `k8s:namespace`, `k8s:service_account`,
+    /// `k8s:pod`, and any IdP claim (`groups` …).
     Identity(&'a str),
     /// A bearer token, verified against `trust:` (or `aws_iam`) as in a Check.
     Token(&'a str),
@@ -118,6 +119,18 @@ fn identity_from_json(json: &str) -> Result<Identity, String> {
             role_name,
         })),
     };
+    let kubernetes = match (
+        text("k8s:namespace")?,
+        text("k8s:service_account")?,
+        text("k8s:pod")?,
+    ) {
+        (None, None, None) => None,
+        (namespace, service_account, pod) => Some(Box::new(crate::identity::KubernetesClaims {
+            namespace: namespace.unwrap_or_default(),
+            service_account: service_account.unwrap_or_default(),
+            pod,
+        })),
+    };
     let other: Vec<_> = claims.into_iter().filter(|(_, v)| !v.is_object()).collect();
     Ok(Identity {
         subject,
@@ -128,6 +141,7 @@ fn identity_from_json(json: &str) -> Result<Identity, String> {
         certificate,
         aws,
         claims: (!other.is_empty()).then(|| Box::new(OtherClaims(other))),
+        kubernetes,
     })
 }
 
@@ -139,6 +153,13 @@ fn render(identity: &Identity, explanation: &Explanation) -> String {
     let _ = writeln!(out, "  issuer   {}", identity.issuer);
     if let Some(email) = &identity.email {
         let _ = writeln!(out, "  email    {email}");
+    }
+    if let Some(k8s) = &identity.kubernetes {
+        let _ = writeln!(out, "  k8s_namespace        {}", k8s.namespace);
+        let _ = writeln!(out, "  k8s_service_account  {}", k8s.service_account);
+        if let Some(pod) = &k8s.pod {
+            let _ = writeln!(out, "  k8s_pod              {pod}");
+        }
     }
     let _ = writeln!(out, "sources (merge: {})", explanation.merge.name());
     for (i, source) in explanation.sources.iter().enumerate() {

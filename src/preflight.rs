@@ -51,8 +51,12 @@ pub async fn check_files(config: &Config) -> Vec<String> {
     {
         problems.push(e);
     }
-    if let Err(e) = crate::server::issuer_client(&config.trust) {
-        problems.push(e.to_string());
+    match crate::server::issuer_client(&config.trust) {
+        Ok(client) => problems.extend(
+            crate::identity::oidc::OidcVerifier::new(&config.trust, client, Default::default())
+                .token_review_problems(),
+        ),
+        Err(e) => problems.push(e.to_string()),
     }
     if config.aws_iam.enabled
         && let Err(e) = crate::identity::aws_iam::AwsIamVerifier::new(

@@ -171,6 +171,9 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     let client = issuer_client(&config.trust)?;
     let oidc = OidcVerifier::new(&config.trust, client, metrics.clone())
         .keeping_other_claims(config.grants.reads_idp_claims());
+    if let Some(problem) = oidc.token_review_problems().into_iter().next() {
+        return Err(StartError::HttpClient(problem));
+    }
     let x509 = if config.client_certs.enabled {
         Some(X509Verifier::from_config(&config.client_certs)?)
     } else {

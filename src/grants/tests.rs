@@ -70,6 +70,7 @@ mod merge_tests {
             certificate: None,
             aws: None,
             claims: None,
+            kubernetes: None,
         }
     }
 

@@ -36,6 +36,21 @@ pub struct Identity {
     pub aws: Option<Box<AwsClaims>>,
     /// The IdP's other claims (`groups` …), kept only when grant rules may read them.
     pub claims: Option<Box<OtherClaims>>,
+    /// Set when a Kubernetes service-account token proved the identity (`trust[].kind:
+    /// kubernetes`).
+    pub kubernetes: Option<Box<KubernetesClaims>>,
+}
+
+/// Who a Kubernetes service-account token names (its `kubernetes.io` claim), for grant rules
+/// and `explain`; not minted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesClaims {
+    /// The service account's namespace.
+    pub namespace: String,
+    /// The service account's name.
+    pub service_account: String,
+    /// The pod the token is bound to, when it is.
+    pub pod: Option<String>,
 }
 
 /// A bearer token's claims beyond the registered ones (`iss`, `sub`, `aud`, `exp`, `nbf`,
@@ -173,6 +188,13 @@ pub enum AuthError {
     /// not configured for, the account root, a federated user.
     #[error("identity not served: {0}")]
     NotServed(&'static str),
+    /// A Kubernetes service-account token broke a rule of its kind, or the API server does
+    /// not confirm it.
+    #[error("invalid service-account token: {0}")]
+    Kubernetes(&'static str),
+    /// The API server could not be asked to confirm a token (TokenReview).
+    #[error("the Kubernetes API server is unavailable for TokenReview")]
+    TokenReviewUnavailable,
     /// The issuer's keys could not be obtained and none are cached.
     #[error("keys of the token's issuer are unavailable")]
     KeysUnavailable,
@@ -183,7 +205,10 @@ impl AuthError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            AuthError::KeysUnavailable | AuthError::StsUnavailable | AuthError::StsThrottled
+            AuthError::KeysUnavailable
+                | AuthError::StsUnavailable
+                | AuthError::StsThrottled
+                | AuthError::TokenReviewUnavailable
         )
     }
 

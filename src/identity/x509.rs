@@ -129,6 +129,7 @@ impl X509Verifier {
             })),
             aws: None,
             claims: None,
+            kubernetes: None,
         })
     }
 

@@ -118,6 +118,7 @@ mod tests {
                 role_name: Some("r".into()),
             })),
             claims: None,
+            kubernetes: None,
         }
     }
 

@@ -9,4 +9,5 @@ mod support;
 
 mod exchange;
 mod iam;
+mod kubernetes;
 mod replay;

@@ -49,6 +49,12 @@ pub enum IdentityAttribute {
     AwsAccount,
     /// An IAM caller's role name.
     AwsRole,
+    /// A Kubernetes service account's namespace.
+    K8sNamespace,
+    /// A Kubernetes service account's name.
+    K8sServiceAccount,
+    /// The pod a Kubernetes service-account token is bound to.
+    K8sPod,
 }
 
 impl IdentityAttribute {
@@ -64,6 +70,9 @@ impl IdentityAttribute {
             Self::SpiffeId => "spiffe_id",
             Self::AwsAccount => "aws_account",
             Self::AwsRole => "aws_role",
+            Self::K8sNamespace => "k8s_namespace",
+            Self::K8sServiceAccount => "k8s_service_account",
+            Self::K8sPod => "k8s_pod",
         }
     }
 }

@@ -211,6 +211,11 @@ fn attribute_value(identity: &Identity, attribute: IdentityAttribute) -> Option<
         IdentityAttribute::SpiffeId => certificate?.spiffe_id.as_deref(),
         IdentityAttribute::AwsAccount => aws.map(|aws| aws.account.as_str()),
         IdentityAttribute::AwsRole => aws?.role_name.as_deref(),
+        IdentityAttribute::K8sNamespace => Some(&identity.kubernetes.as_deref()?.namespace),
+        IdentityAttribute::K8sServiceAccount => {
+            Some(&identity.kubernetes.as_deref()?.service_account)
+        }
+        IdentityAttribute::K8sPod => identity.kubernetes.as_deref()?.pod.as_deref(),
     }
 }
 

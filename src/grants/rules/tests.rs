@@ -26,6 +26,7 @@ fn person(claims: serde_json::Value) -> Identity {
         certificate: None,
         aws: None,
         claims: Some(Box::new(OtherClaims(claims))),
+        kubernetes: None,
     }
 }
 

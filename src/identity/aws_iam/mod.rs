@@ -119,6 +119,7 @@ impl AwsIamVerifier {
                         role_name: principal.role_name,
                     })),
                     claims: None,
+                    kubernetes: None,
                 }))
             })
             .await

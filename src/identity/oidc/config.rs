@@ -33,7 +33,54 @@ pub struct TrustedIssuerConfig {
     pub max_stale: Duration,
     /// Whether its tokens may be used as RFC 7523 assertions at `/exchange`.
     pub assertion: bool,
+    /// `oidc` (default) or `kubernetes`: a cluster's service-account issuer, whose tokens
+    /// must also name a service account consistently (see `identity::oidc::kubernetes`).
+    pub kind: IssuerKind,
+    /// With `kind: kubernetes`: confirm each token with the API server's TokenReview too.
+    pub token_review: Option<TokenReviewConfig>,
 }
+
+/// What kind of issuer a `trust:` entry is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IssuerKind {
+    /// Any OpenID Connect issuer.
+    #[default]
+    Oidc,
+    /// A Kubernetes cluster's service-account token issuer.
+    Kubernetes,
+}
+
+/// `trust[].token_review`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenReviewConfig {
+    /// The API server, e.g. `https://kubernetes.default.svc`.
+    pub api_server: String,
+    /// The CA bundle (PEM) that signed the API server's certificate.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The sidecar's own service-account token, sent as its bearer (allowed to create
+    /// `tokenreviews`); read again when it changes.
+    pub token_file: PathBuf,
+    /// How long a confirmation is trusted (never past the token's `exp`).
+    #[serde(default = "default_review_cache", with = "humantime_serde")]
+    pub cache_for: Duration,
+}
+
+fn default_review_cache() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Audiences a service-account token issued for the API server itself carries: accepting
+/// them would accept every pod's default token, which the API server also takes.
+const API_SERVER_AUDIENCES: &[&str] = &[
+    "https://kubernetes.default.svc",
+    "https://kubernetes.default.svc.cluster.local",
+    "kubernetes.default.svc",
+    "kubernetes",
+    "api",
+];
 
 /// One `trust:` entry as written (algorithms still names).
 #[derive(Debug, Deserialize)]
@@ -58,6 +105,10 @@ pub(crate) struct TrustedIssuerFile {
     max_stale: Duration,
     #[serde(default)]
     assertion: bool,
+    #[serde(default)]
+    kind: IssuerKind,
+    #[serde(default)]
+    token_review: Option<TokenReviewConfig>,
 }
 
 fn default_leeway() -> Duration {
@@ -87,6 +138,8 @@ impl TrustedIssuerConfig {
             refresh_interval: default_refresh_interval(),
             max_stale: default_max_stale(),
             assertion: false,
+            kind: IssuerKind::Oidc,
+            token_review: None,
         }
     }
 
@@ -113,6 +166,7 @@ impl TrustedIssuerConfig {
         if file.refresh_interval < Duration::from_secs(1) {
             check.problem(format!("{path}.refresh_interval"), "must be at least 1s");
         }
+        file.check_kubernetes(&path, check);
         Some(Self {
             issuer: file.issuer,
             jwks_uri: file.jwks_uri,
@@ -124,6 +178,70 @@ impl TrustedIssuerConfig {
             refresh_interval: file.refresh_interval,
             max_stale: file.max_stale,
             assertion: file.assertion,
+            kind: file.kind,
+            token_review: file.token_review,
         })
+    }
+}
+
+impl TrustedIssuerFile {
+    /// A Kubernetes issuer needs audiences of its own (never the API server's, nor the
+    /// issuer URL, which is the default audience of every pod's token); TokenReview only
+    /// for Kubernetes issuers.
+    fn check_kubernetes(&mut self, path: &str, check: &mut ConfigCheck) {
+        if self.kind != IssuerKind::Kubernetes {
+            if self.token_review.is_some() {
+                check.problem(
+                    format!("{path}.token_review"),
+                    "only for kind: kubernetes issuers",
+                );
+            }
+            return;
+        }
+        if self.issuer == "kubernetes/serviceaccount" {
+            check.problem(
+                format!("{path}.issuer"),
+                "legacy Secret-based service-account tokens (no expiry) are never accepted; \
+                 use the cluster's service-account issuer URL",
+            );
+        }
+        if self.audiences.is_empty() {
+            check.problem(
+                format!("{path}.audiences"),
+                "required with kind: kubernetes: the audience callers' projected tokens are \
+                 minted for (e.g. evidentsource)",
+            );
+        }
+        for (i, audience) in self.audiences.iter().enumerate() {
+            let audience = audience.trim_end_matches('/');
+            if API_SERVER_AUDIENCES.contains(&audience)
+                || audience == self.issuer.trim_end_matches('/')
+            {
+                check.problem(
+                    format!("{path}.audiences[{i}]"),
+                    "is the API server's audience: every pod's default token carries it; \
+                     choose an audience of this service",
+                );
+            }
+        }
+        if let Some(review) = &mut self.token_review {
+            check.check(
+                format!("{path}.token_review.api_server"),
+                check_fetch_url(&review.api_server),
+            );
+            if let Some(ca_file) = &mut review.ca_file {
+                check.readable(format!("{path}.token_review.ca_file"), ca_file);
+            }
+            check.readable(
+                format!("{path}.token_review.token_file"),
+                &mut review.token_file,
+            );
+            if review.cache_for > Duration::from_secs(300) {
+                check.problem(
+                    format!("{path}.token_review.cache_for"),
+                    "at most 5m: a deleted pod's token must stop working soon",
+                );
+            }
+        }
     }
 }

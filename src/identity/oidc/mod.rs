@@ -7,6 +7,7 @@
 
 mod config;
 pub(crate) mod jwks;
+mod kubernetes;
 mod unverified;
 
 use std::collections::HashMap;
@@ -16,10 +17,11 @@ use std::time::{Duration, Instant};
 use jsonwebtoken::Validation;
 use serde::Deserialize;
 
-pub use self::config::TrustedIssuerConfig;
+pub use self::config::{IssuerKind, TrustedIssuerConfig};
 
 pub(crate) use self::config::TrustedIssuerFile;
 use self::jwks::{IssuerKeys, KeySet, VerifyKey};
+use self::kubernetes::{KubernetesIo, TokenReviewer};
 use self::unverified::{UnverifiedJwt, map_jwt_error};
 use super::{AuthError, Identity, OtherClaims};
 use crate::clock::unix_now;
@@ -52,6 +54,12 @@ impl Expiring for Verified {
         std::mem::size_of::<Identity>()
             + self.kid.as_ref().map_or(0, |kid| kid.len() + 16)
             + self.identity.claims.as_ref().map_or(0, |c| c.heap_bytes())
+            + self.identity.kubernetes.as_ref().map_or(0, |k| {
+                std::mem::size_of::<crate::identity::KubernetesClaims>()
+                    + k.namespace.len()
+                    + k.service_account.len()
+                    + k.pod.as_ref().map_or(0, String::len)
+            })
     }
 }
 
@@ -65,6 +73,10 @@ struct TrustedIssuer {
     leeway: Duration,
     refresh_interval: Duration,
     assertion: bool,
+    kind: IssuerKind,
+    /// TokenReview, when configured (an `Err` when it could not be set up: every token of the
+    /// issuer is then 503; `serve` and `check-config` refuse such a config first).
+    review: Option<Result<Arc<TokenReviewer>, String>>,
 }
 
 /// Which audiences a token must name.
@@ -110,12 +122,18 @@ impl OidcVerifier {
             .iter()
             .map(|trusted| {
                 let keys = IssuerKeys::new(trusted, client.clone(), metrics.clone());
+                let review = trusted
+                    .token_review
+                    .as_ref()
+                    .map(|review| TokenReviewer::new(review, &trusted.audiences).map(Arc::new));
                 let issuer = TrustedIssuer {
                     keys: Arc::new(keys),
                     audiences: trusted.audiences.clone(),
                     leeway: trusted.leeway,
                     refresh_interval: trusted.refresh_interval,
                     assertion: trusted.assertion,
+                    kind: trusted.kind,
+                    review,
                 };
                 (trusted.issuer.clone(), issuer)
             })
@@ -214,18 +232,66 @@ impl OidcVerifier {
             self.still_published(known).then(|| known.identity.clone())
         });
         if let Some(Some(identity)) = remembered {
+            self.reviewed(token, fingerprint, &identity, deadline)
+                .await?;
             return Ok(identity);
         }
         let (identity, kid, _) = self
             .verify_signature_and_claims(token, Audience::OfIssuer, deadline)
             .await?;
         let identity = Arc::new(identity);
+        self.reviewed(token, fingerprint, &identity, deadline)
+            .await?;
         let verified = Verified {
             identity: identity.clone(),
             kid: kid.map(String::into_boxed_str),
         };
         self.verified.insert(*fingerprint, verified, now);
         Ok(identity)
+    }
+
+    /// Confirms a Kubernetes token with TokenReview when its issuer asks for that; a
+    /// remembered verification is confirmed again once its confirmation is older than
+    /// `token_review.cache_for`.
+    async fn reviewed(
+        &self,
+        token: &str,
+        fingerprint: &crate::credential::Fingerprint,
+        identity: &Identity,
+        deadline: Instant,
+    ) -> Result<(), AuthError> {
+        let Some(review) = self
+            .issuers
+            .get(identity.issuer.as_str())
+            .and_then(|issuer| issuer.review.as_ref())
+        else {
+            return Ok(());
+        };
+        let reviewer = review.as_ref().map_err(|reason| {
+            tracing::error!(%reason, "TokenReview is not set up");
+            AuthError::TokenReviewUnavailable
+        })?;
+        reviewer
+            .confirm(
+                token,
+                fingerprint,
+                &identity.subject,
+                identity.expires_at,
+                deadline,
+            )
+            .await
+    }
+
+    /// Why a configured TokenReview cannot be set up, per issuer (for start-up and
+    /// `check-config`).
+    pub fn token_review_problems(&self) -> Vec<String> {
+        self.issuers
+            .iter()
+            .filter_map(|(issuer, trusted)| match &trusted.review {
+                Some(Err(reason)) => Some(format!("trust ({issuer}): {reason}")),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Whether the key that verified a remembered token is still among its issuer's keys.
@@ -285,6 +351,9 @@ impl OidcVerifier {
             .issuers
             .get(parts.issuer.as_str())
             .ok_or(AuthError::UnknownIssuer)?;
+        if issuer.kind == IssuerKind::Kubernetes {
+            kubernetes::refuse_legacy(&parts.payload)?;
+        }
         if !issuer.keys.allowed().contains(&parts.algorithm) {
             return Err(AuthError::AlgorithmNotAllowed(
                 "the issuer is not allowed to use this algorithm",
@@ -337,6 +406,13 @@ impl OidcVerifier {
             .sub
             .filter(|sub| !sub.is_empty())
             .ok_or(AuthError::InvalidClaim("sub is required"))?;
+        let kubernetes = match issuer.kind {
+            IssuerKind::Kubernetes => Some(Box::new(kubernetes::service_account(
+                &subject,
+                claims.kubernetes,
+            )?)),
+            IssuerKind::Oidc => None,
+        };
         let other_claims = if self.keep_other_claims {
             other_claims(&parts.payload)
         } else {
@@ -351,6 +427,7 @@ impl OidcVerifier {
             certificate: None,
             aws: None,
             claims: other_claims,
+            kubernetes,
         };
         Ok((identity, parts.kid, claims.jti))
     }
@@ -406,6 +483,9 @@ struct IdpClaims {
     name: Option<String>,
     #[serde(default)]
     jti: Option<String>,
+    /// A service-account token's namespace, service account and pod.
+    #[serde(default, rename = "kubernetes.io")]
+    kubernetes: Option<KubernetesIo>,
 }
 
 /// Claims that [`Identity`] carries in fields of its own, or that only validation reads.
