@@ -271,3 +271,39 @@ async fn token_review_confirms_tokens_and_a_deleted_pods_token_stops_working() {
     let answer = denied(&h.check_bearer(&unconfirmed).await);
     assert_eq!(answer.http_status, 503, "{}", answer.description());
 }
+
+#[tokio::test]
+async fn explain_shows_the_service_account_and_the_rule_that_matched_its_namespace() {
+    let dir = TempDir::new("k8s-explain");
+    let config = dir.write(
+        "config.yaml",
+        &format!(
+            "token: {{ issuer: https://tv.example.com }}
+signing: {{ dev_generate: true }}
+trust: [ {{ issuer: 'https://kubernetes.default.svc', kind: kubernetes, audiences: [{AUDIENCE}] }} ]
+grants: {{ sources: [rules], {BY_NAMESPACE} }}
+"
+        ),
+    );
+    let identity = json!({
+        "sub": "system:serviceaccount:shop:orders", "iss": "https://kubernetes.default.svc",
+        "k8s:namespace": "shop", "k8s:service_account": "orders", "k8s:pod": "orders-7f9c6d5b8-x2k4q",
+    });
+    let (passed, printed) = run_cli(vec![
+        "explain".into(),
+        "--config".into(),
+        config.into(),
+        "--identity".into(),
+        identity.to_string().into(),
+    ])
+    .await;
+    assert!(passed, "{printed}");
+    for expected in [
+        "k8s_namespace        shop",
+        "k8s_service_account  orders",
+        "k8s_pod              orders-7f9c6d5b8-x2k4q",
+        r#"evs:grants {"global":[],"databases":{"orders":["writer"]}}"#,
+    ] {
+        assert!(printed.contains(expected), "{expected}: {printed}");
+    }
+}
