@@ -533,3 +533,72 @@ fn the_images_build_stages_resolve_every_target_from_what_they_copy() {
     image_build::replay(&repo("deploy/Dockerfile"), &repo("."), scratch.path())
         .unwrap_or_else(|e| panic!("the image's build would fail: {e}"));
 }
+
+/// `deploy/aws/`'s permission policies pass `parliament` (PyPI) with no finding at any
+/// severity, and every file, the IRSA trust policy included, is accepted by IAM's API (moto)
+/// as what it is: a managed policy, or a role's trust policy.
+#[test]
+fn the_aws_policies_lint_clean_and_iam_accepts_them() {
+    let parliament =
+        support::python::python_tool_in("parliament-venv", "parliament==1.6.3", |venv| {
+            Some(venv.join("bin/parliament")).filter(|p| p.is_file())
+        });
+    let moto = support::moto::Moto::start();
+    let aws = |args: &[&str]| support::aws_iam::aws(&moto.endpoint, args);
+    let mut files: Vec<_> = std::fs::read_dir(repo("deploy/aws"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "{files:?}");
+    for file in files {
+        let name = file.file_stem().unwrap().to_string_lossy().into_owned();
+        let document = std::fs::read_to_string(&file).unwrap();
+        let policy: Value = serde_json::from_str(&document).expect("JSON");
+        if name == "irsa-trust-policy" {
+            // A trust policy has a Principal and no Resource; parliament reads only identity
+            // policies, so IAM's own acceptance and the conditions that matter are checked.
+            let statement = &policy["Statement"][0];
+            assert_eq!(statement["Action"], "sts:AssumeRoleWithWebIdentity");
+            let conditions = statement["Condition"]["StringEquals"].as_object().unwrap();
+            assert!(
+                conditions.keys().any(|k| k.ends_with(":sub")),
+                "bound to one service account"
+            );
+            assert!(
+                conditions.keys().any(|k| k.ends_with(":aud")),
+                "bound to STS's audience"
+            );
+            aws(&[
+                "iam",
+                "create-role",
+                "--role-name",
+                "evs-token-vending",
+                "--assume-role-policy-document",
+                &document,
+            ]);
+            continue;
+        }
+        let output = Command::new(&parliament)
+            .args(["--json", "--string", &document])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run parliament");
+        let findings = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && findings.trim().is_empty(),
+            "{name}: {findings}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let created = aws(&[
+            "iam",
+            "create-policy",
+            "--policy-name",
+            &name,
+            "--policy-document",
+            &document,
+        ]);
+        assert_eq!(created["Policy"]["PolicyName"], name.as_str());
+    }
+}
