@@ -389,10 +389,18 @@ fn version_matches_the_changelog_and_the_image_builds_from_pinned_bases() {
 
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let dockerfile = std::fs::read_to_string(root.join("deploy/Dockerfile")).unwrap();
+    // Every base image is pinned; `FROM <earlier stage>` names no image.
+    let mut stages = Vec::new();
     for base in dockerfile.lines().filter_map(|l| l.strip_prefix("FROM ")) {
-        let image = base.split_whitespace().next().unwrap();
-        let tag = image.rsplit_once(':').map(|(_, tag)| tag).unwrap_or("");
-        assert!(!tag.is_empty() && tag != "latest", "{image} is not pinned");
+        let mut words = base.split_whitespace();
+        let image = words.next().unwrap();
+        if !stages.contains(&image) {
+            let tag = image.rsplit_once(':').map(|(_, tag)| tag).unwrap_or("");
+            assert!(!tag.is_empty() && tag != "latest", "{image} is not pinned");
+        }
+        if let (Some(_as), Some(stage)) = (words.next(), words.next()) {
+            stages.push(stage);
+        }
     }
     assert!(dockerfile.contains(&format!("evs-token-vending:{latest}")));
     let ignored = std::fs::read_to_string(root.join(".dockerignore")).unwrap();
