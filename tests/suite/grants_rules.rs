@@ -1,13 +1,11 @@
 //! Grant rules through the real Check: an IdP's `groups` claim, a client certificate's OU,
 //! `union` with the grants file, and rules reloaded from their file and from the config file.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::certs::{LeafSpec, TestCa, url_encode};
+use crate::support::{Harness, Options, denied, eventually, get_json, minted, segment};
 use serde_json::{Value, json};
-use support::certs::{LeafSpec, TestCa, url_encode};
-use support::{Harness, Options, denied, eventually, get_json, minted, segment};
 
 const GROUP_RULES: &str = r#"
   rules:
@@ -74,7 +72,7 @@ async fn an_idp_groups_claim_becomes_grants_united_with_the_grants_file() {
 #[tokio::test]
 async fn a_client_certificate_ou_becomes_grants() {
     let ca = TestCa::new("Test CA");
-    let ca_dir = support::TempDir::new("rules-ca");
+    let ca_dir = crate::support::TempDir::new("rules-ca");
     let ca_file = ca_dir.write("ca.pem", &ca.pem);
     let h = Harness::start_with(Options {
         grants_source: "[file, rules]".into(),
@@ -134,7 +132,7 @@ async fn wait_for_warning(h: &Harness, text: &str, present: bool) {
 async fn a_rules_file_is_reloaded_and_a_broken_edit_keeps_the_last_good_rules() {
     let writer = r#"rules: [ { claim: groups, match: "evs-db-*-writer", grant: { databases: { "{1}": [writer] } } } ]"#;
     let reader = r#"rules: [ { claim: groups, match: "evs-db-*-writer", grant: { databases: { "{1}": [reader] } } } ]"#;
-    let dir = support::TempDir::new("rules-file");
+    let dir = crate::support::TempDir::new("rules-file");
     let rules = dir.write("rules.yaml", writer);
     let h = Harness::start_with(Options {
         grants_source: "rules".into(),
@@ -178,7 +176,7 @@ async fn a_rules_file_is_reloaded_and_a_broken_edit_keeps_the_last_good_rules() 
 #[tokio::test]
 async fn rules_written_in_the_config_file_are_reloaded_when_it_changes() {
     let idp = evs_token_vending::demo::DemoIdp::start().await.unwrap();
-    let dir = support::TempDir::new("rules-inline");
+    let dir = crate::support::TempDir::new("rules-inline");
     let config = |role: &str| {
         format!(
             r#"listen: {{ authz: 127.0.0.1:0, http: 127.0.0.1:0 }}
@@ -203,7 +201,7 @@ grants:
                 .await
                 .unwrap(),
         );
-    let now = support::now();
+    let now = crate::support::now();
     let token = idp.sign(&json!({
         "iss": idp.issuer(), "sub": "alice", "exp": now + 600, "groups": ["evs-db-orders-writer"]
     }));
@@ -230,14 +228,14 @@ async fn explain(config: &std::path::Path, args: &[&str]) -> (String, bool) {
         config.as_os_str().to_owned(),
     ];
     all.extend(args.iter().map(|a| a.into()));
-    let (ok, text) = support::run_cli(all).await;
+    let (ok, text) = crate::support::run_cli(all).await;
     (text, ok)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn explain_says_which_sources_and_rules_gave_which_grants() {
     let idp = evs_token_vending::demo::DemoIdp::start().await.unwrap();
-    let dir = support::TempDir::new("explain");
+    let dir = crate::support::TempDir::new("explain");
     dir.write("grants.yaml", evs_token_vending::demo::SAMPLE_GRANTS);
     let config = dir.write(
         "config.yaml",
@@ -289,7 +287,7 @@ grants:
     );
 
     // A token is verified as a Check would: its claims are what the rules read.
-    let now = support::now();
+    let now = crate::support::now();
     let token = idp.sign(&json!({
         "iss": idp.issuer(), "sub": "dana", "exp": now + 600, "groups": ["evs-db-ledger-writer"]
     }));

@@ -4,9 +4,6 @@
 //! aws-iam-authenticator's token verifier, fosite's RFC 7523 handler — are written here in
 //! our own words and say which they follow.
 
-#[path = "../support/mod.rs"]
-mod support;
-
 mod exchange;
 mod iam;
 mod kubernetes;

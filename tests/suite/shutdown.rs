@@ -2,14 +2,12 @@
 //! or half an HTTP request are cut once `shutdown.grace` is over, instead of holding the
 //! process until Kubernetes' SIGKILL.
 
-mod support;
-
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use crate::support::process::ServeProcess;
 use evs_token_vending::demo::DemoIdp;
-use support::process::ServeProcess;
 
 #[tokio::test]
 async fn sigterm_ends_the_process_within_the_grace_despite_idle_and_half_sent_connections() {

@@ -4,14 +4,12 @@
 //! every Envoy file passes `envoy --mode validate`; the sidecar reads its keys as the manifest's
 //! unprivileged user with the manifest's file modes.
 
-mod support;
-
 use std::process::Command;
 
+use crate::support::kustomize::{find, render};
+use crate::support::python::python_tool;
+use crate::support::{TempDir, repo};
 use serde_json::Value;
-use support::kustomize::{find, render};
-use support::python::python_tool;
-use support::{TempDir, repo};
 
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 
@@ -353,10 +351,10 @@ fn the_example_overlay_renders_validates_and_holds_what_runtime_would_find() {
 
 #[test]
 fn every_envoy_config_shipped_passes_envoy_validate_as_shipped() {
-    let envoy = support::envoy::envoy_binary();
+    let envoy = crate::support::envoy::envoy_binary();
     // envoy-mtls.yaml names tls/ files relative to Envoy's working directory.
     let dir = TempDir::new("envoy-validate");
-    let tls = support::envoy::TlsFiles::throwaway();
+    let tls = crate::support::envoy::TlsFiles::throwaway();
     std::fs::create_dir_all(dir.path().join("tls")).unwrap();
     for (name, text) in [
         ("server.pem", &tls.server_pem),
@@ -436,7 +434,7 @@ async fn the_sidecar_reads_its_keys_as_the_manifests_user_with_the_manifests_fil
         .file_name();
     std::fs::write(keys.join("active"), format!("{}\n", pem.to_string_lossy())).unwrap();
     dir.write("grants.yaml", evs_token_vending::demo::SAMPLE_GRANTS);
-    let (authz, http) = (support::free_port(), support::free_port());
+    let (authz, http) = (crate::support::free_port(), crate::support::free_port());
     let config = dir.write(
         "config.yaml",
         &format!(
@@ -521,7 +519,7 @@ grants: {{ file: grants.yaml }}
     assert_eq!(ready["keys"].as_array().unwrap().len(), 1, "{ready}");
 }
 
-#[path = "support/image_build.rs"]
+#[path = "../support/image_build.rs"]
 mod image_build;
 
 /// The image builds from what its `COPY` lines bring: every manifest and target resolves in
@@ -540,11 +538,11 @@ fn the_images_build_stages_resolve_every_target_from_what_they_copy() {
 #[test]
 fn the_aws_policies_lint_clean_and_iam_accepts_them() {
     let parliament =
-        support::python::python_tool_in("parliament-venv", "parliament==1.6.3", |venv| {
+        crate::support::python::python_tool_in("parliament-venv", "parliament==1.6.3", |venv| {
             Some(venv.join("bin/parliament")).filter(|p| p.is_file())
         });
-    let moto = support::moto::Moto::start();
-    let aws = |args: &[&str]| support::aws_iam::aws(&moto.endpoint, args);
+    let moto = crate::support::moto::Moto::start();
+    let aws = |args: &[&str]| crate::support::aws_iam::aws(&moto.endpoint, args);
     let mut files: Vec<_> = std::fs::read_dir(repo("deploy/aws"))
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -2,11 +2,9 @@
 //! an IdP token; Envoy asks the sidecar; the backend (which verifies what it receives against
 //! the sidecar's JWKS) reports what arrived.
 
-mod support;
-
+use crate::support::envoy::Stack;
+use crate::support::{Options, TempDir, segment};
 use evs_token_vending::SigningKey;
-use support::envoy::Stack;
-use support::{Options, TempDir, segment};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_receives_the_minted_token_and_never_the_idp_token() {
@@ -154,10 +152,10 @@ async fn the_backend_keeps_verifying_across_a_key_rotation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mtls_caller_reaches_the_backend_with_a_token_for_its_certificate() {
+    use crate::support::certs::TestCa;
+    use crate::support::envoy::TlsFiles;
     use evs_testkit::echo_proto::WhoAmIRequest;
     use evs_testkit::echo_proto::echo_client::EchoClient;
-    use support::certs::TestCa;
-    use support::envoy::TlsFiles;
     use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
     let server_ca = TestCa::new("Server CA");

@@ -2,15 +2,13 @@
 //! so the Check is a prompt 503 (retryable), not a 401 after the whole deadline — and the
 //! next unknown-kid Checks do not each wait on the hanging issuer again.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::{Harness, Options, denied, minted, now};
 use evs_token_vending::SigningKey;
 use serde_json::json;
-use support::{Harness, Options, denied, minted, now};
 
 /// A JWKS endpoint that serves `key` until told to hang (accept, then never answer).
 async fn hanging_jwks(key: &SigningKey) -> (String, Arc<AtomicBool>) {

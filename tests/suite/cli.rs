@@ -1,13 +1,11 @@
 //! The command line as an operator meets it: `check-config`, `keygen`, and start-up errors of
 //! `serve` that name the key path at fault.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use support::TempDir;
+use crate::support::TempDir;
 
 fn binary() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_evs-token-vending"));

@@ -2,15 +2,13 @@
 //! `memberOf`, grants on the entry itself, `union` with the grants file and rules, filter
 //! injection, a stopped, silent or oversized directory, and a group DN with odd escaping.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::certs::TestCa;
+use crate::support::slapd::{ROOT_DN, ROOT_PASSWORD, SUFFIX, ServerTls, Slapd};
+use crate::support::{Harness, Options, denied, minted, segment};
 use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
 use serde_json::{Value, json};
-use support::certs::TestCa;
-use support::slapd::{ROOT_DN, ROOT_PASSWORD, SUFFIX, ServerTls, Slapd};
-use support::{Harness, Options, denied, minted, segment};
 
 /// Users and groups of the directory, with dave in 10,000 groups.
 fn directory() -> String {
@@ -360,7 +358,7 @@ async fn check_config_probe_binds_and_reads_the_base_dn_and_never_prints_the_pas
             "probe.yaml",
             &serve_config(idp.issuer(), &slapd, &password_file, base_dn),
         );
-        support::run_cli(vec![
+        crate::support::run_cli(vec![
             "check-config".into(),
             "--probe".into(),
             "--config".into(),
@@ -396,7 +394,7 @@ async fn at_trace_level_the_log_holds_no_bind_password() {
     let slapd = Slapd::start(&people_and_groups());
     let idp = evs_token_vending::demo::DemoIdp::start().await.unwrap();
     let password = slapd.write("trace-password", &format!("{ROOT_PASSWORD}\n"));
-    let serve = support::process::ServeProcess::spawn(
+    let serve = crate::support::process::ServeProcess::spawn(
         "ldap-log-secrets",
         &serve_config(
             idp.issuer(),
@@ -483,7 +481,7 @@ async fn explain_names_the_entry_and_the_groups_that_granted() {
             &format!("ou=people,{SUFFIX}"),
         ),
     );
-    let (ok, text) = support::run_cli(vec![
+    let (ok, text) = crate::support::run_cli(vec![
         "explain".into(),
         "--config".into(),
         config.into_os_string(),

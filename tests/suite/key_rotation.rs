@@ -1,20 +1,18 @@
 //! Signing-key rotation by changing files, as SPEC §6 and the README describe it: publish the
 //! next key, activate it after the JWKS max-age, remove the old one after the token lifetime.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::{Harness, Options, TempDir, get_json, minted, segment};
 use evs_token_vending::{SigningAlgorithm, SigningKey};
-use support::{Harness, Options, TempDir, get_json, minted, segment};
 
 const WITHIN: Duration = Duration::from_secs(5);
 
 async fn eventually(what: &str, condition: impl AsyncFnMut() -> bool) {
-    support::eventually(what, WITHIN, condition).await
+    crate::support::eventually(what, WITHIN, condition).await
 }
 
 /// A keys folder with one key, named in `active`.
@@ -303,7 +301,7 @@ fn sighup_reloads_the_keys_at_once() {
     let dir = TempDir::new("sighup");
     let (keys, _) = keys_dir_with(&dir, SigningAlgorithm::Rs256);
     let grants = dir.write("grants.yaml", "subjects:\n  someone@example.com: {}\n");
-    let http_port = support::free_port();
+    let http_port = crate::support::free_port();
     let config = dir.write(
         "config.yaml",
         &format!(

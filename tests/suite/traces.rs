@@ -5,23 +5,21 @@
 //! Envoy's span for the ext_authz call, with a child per stage and the decision's attributes;
 //! a denied Check's span carries an error status and the reason.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::support::envoy::{Envoy, TlsFiles};
+use crate::support::process::ServeProcess;
+use crate::support::python::python_with;
+use crate::support::{TempDir, eventually};
 use evs_testkit::EchoBackend;
 use evs_testkit::echo_proto::WhoAmIRequest;
 use evs_testkit::echo_proto::echo_client::EchoClient;
 use evs_token_vending::demo::DemoIdp;
 use serde_json::Value;
-use support::envoy::{Envoy, TlsFiles};
-use support::process::ServeProcess;
-use support::python::python_with;
-use support::{TempDir, eventually};
 
 /// The venv's Python with `opentelemetry-proto` and `grpcio` installed.
 fn receiver_python() -> PathBuf {
@@ -45,7 +43,7 @@ impl Receiver {
         let dir = TempDir::new("otlp");
         let spans = dir.path().join("spans.jsonl");
         let mut child = Command::new(receiver_python())
-            .arg(support::repo("tests/support/otlp_receiver.py"))
+            .arg(crate::support::repo("tests/support/otlp_receiver.py"))
             .arg(&spans)
             .stdout(Stdio::piped())
             .spawn()

@@ -1,12 +1,10 @@
 //! The minted-token cache through the real Check: what a caller repeating its credential gets.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::{Harness, Options, TempDir, denied, get_json, minted, now, segment};
 use evs_token_vending::SigningKey;
 use serde_json::json;
-use support::{Harness, Options, TempDir, denied, get_json, minted, now, segment};
 
 /// (token, its claims) for a Check with `idp_token`.
 async fn swap(h: &Harness, idp_token: &str) -> (String, serde_json::Value) {
@@ -77,7 +75,7 @@ async fn new_grants_give_a_new_token_at_once() {
         "grants.yaml",
         "subjects:\n  user@example.com:\n    global: [auditor]\n",
     );
-    support::eventually("new grants minted", Duration::from_secs(10), async || {
+    crate::support::eventually("new grants minted", Duration::from_secs(10), async || {
         swap(&h, &idp_token).await.1["evs:grants"]["global"] == json!(["auditor"])
     })
     .await;
@@ -113,7 +111,7 @@ async fn no_token_signed_by_a_removed_key_is_ever_served() {
     )
     .unwrap();
     std::fs::remove_file(&old_file).unwrap();
-    support::eventually(
+    crate::support::eventually(
         "old key gone from the JWKS",
         Duration::from_secs(5),
         async || get_json(&h.http_url("/readyz")).await["published_kids"] == json!([next.kid()]),

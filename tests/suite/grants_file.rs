@@ -2,12 +2,10 @@
 //! subjects, torn mid-write, deleted — never empties the grants: the last good ones keep
 //! serving, `/readyz` says why, and the refusal is counted.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{Harness, Options, eventually, get_json, minted, segment};
 use serde_json::json;
-use support::{Harness, Options, eventually, get_json, minted, segment};
 
 async fn damaged(
     content: Option<&'static str>,
@@ -42,7 +40,7 @@ async fn an_emptied_nulled_torn_or_deleted_grants_file_keeps_the_last_good_grant
         damaged(Some("subjects:\n  user@example.com:\n    global: [datab")),
         damaged(None),
     ];
-    for (content, grants, metrics) in support::join_all(cases).await {
+    for (content, grants, metrics) in crate::support::join_all(cases).await {
         assert_eq!(grants["global"], json!(["database_creator"]), "{content:?}");
         assert!(
             metrics.contains("evs_tv_grants_file_reloads_refused_total 1"),

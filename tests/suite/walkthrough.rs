@@ -3,16 +3,15 @@
 //! free ones, on copies of `envoy.yaml` and `examples/`. The caller's reply must show a verified
 //! minted token with the example grants.
 
-mod support;
-
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{TempDir, free_port, repo};
+use crate::support::{TempDir, free_port, repo};
 
-const MARKER: &str = "<!-- walk-through: tests/walkthrough.rs runs this block as a script -->";
+const MARKER: &str =
+    "<!-- walk-through: tests/suite/walkthrough.rs runs this block as a script -->";
 
 /// The `sh` block right after the marker.
 fn walkthrough_script() -> String {
@@ -87,7 +86,7 @@ fn the_readme_walkthrough_runs_as_written() {
             "envoy -c",
             &format!(
                 "{} --use-dynamic-base-id -l warning -c",
-                support::envoy::envoy_binary().display()
+                crate::support::envoy::envoy_binary().display()
             ),
         );
     let script_file = dir.write("walkthrough.sh", &format!("set -e\n{script}"));

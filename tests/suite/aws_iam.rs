@@ -3,14 +3,12 @@
 //! front (`support/sts_front.py`), grants from the role's tags — through the Check and
 //! through a real Envoy.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::aws_iam::{ACCOUNT, IamWorld, SERVER_ID, role_arn, token_of, url_of};
+use crate::support::moto::use_test_credentials;
+use crate::support::{Harness, denied, minted, segment};
 use serde_json::json;
-use support::aws_iam::{ACCOUNT, IamWorld, SERVER_ID, role_arn, token_of, url_of};
-use support::moto::use_test_credentials;
-use support::{Harness, denied, minted, segment};
 
 /// The tags the tests' role carries, as `aws iam tag-role --tags` takes them.
 const TAGS: &[&str] = &[
@@ -29,7 +27,7 @@ fn setup(tags: &[&str]) -> (IamWorld, tokio::runtime::Runtime) {
         use_test_credentials();
         std::env::set_var("AWS_ENDPOINT_URL_STS", &world.moto.endpoint);
     }
-    let runtime = support::runtime();
+    let runtime = crate::support::runtime();
     (world, runtime)
 }
 
@@ -45,7 +43,7 @@ fn an_iam_role_reaches_the_backend_through_envoy_with_grants_from_its_tags() {
     let (world, runtime) = setup(TAGS);
     let token = world.eks_token(SERVER_ID);
     runtime.block_on(async {
-        let stack = support::envoy::Stack::start_with(world.options("")).await;
+        let stack = crate::support::envoy::Stack::start_with(world.options("")).await;
         let reply = stack
             .call(&[&format!("Bearer {token}")])
             .await
@@ -66,7 +64,7 @@ fn an_iam_role_reaches_the_backend_through_envoy_with_grants_from_its_tags() {
             .nth(1)
             .map(|rest| rest[..16].to_owned())
             .unwrap();
-        let window_end = support::now() + 15 * 60;
+        let window_end = crate::support::now() + 15 * 60;
         assert!(
             claims["exp"].as_u64().unwrap() <= window_end,
             "exp stays within the token's window (signed {signed_at})"
@@ -204,7 +202,8 @@ fn thirty_two_concurrent_checks_with_one_token_cost_one_sts_call() {
     let token = world.eks_token(SERVER_ID);
     runtime.block_on(async {
         let h = Harness::start_with(world.options("")).await;
-        let answers = support::join_all((0..32).map(|_| h.check_bearer(&token)).collect()).await;
+        let answers =
+            crate::support::join_all((0..32).map(|_| h.check_bearer(&token)).collect()).await;
         for answer in &answers {
             assert_eq!(segment(&minted(answer), 1)["evs:grants"], expected_grants());
         }
@@ -297,7 +296,7 @@ fn chrono_like_minutes_ago(minutes: u64) -> String {
 #[test]
 fn sts_answers_that_are_not_sts_answers_get_503() {
     // No real STS misbehaves on demand: a loopback endpoint answers each way in turn.
-    let runtime = support::runtime();
+    let runtime = crate::support::runtime();
     runtime.block_on(async {
         use axum::http::{StatusCode, header};
         use axum::response::IntoResponse;
@@ -325,7 +324,7 @@ fn sts_answers_that_are_not_sts_answers_get_503() {
             }),
         );
         tokio::spawn(async move { axum::serve(listener, app).await });
-        let h = Harness::start_with(support::Options {
+        let h = Harness::start_with(crate::support::Options {
             extra_config: format!(
                 "aws_iam: {{ enabled: true, server_id: {SERVER_ID}, sts_endpoint: '{endpoint}', accounts: [ {{ account: '{ACCOUNT}' }} ] }}"
             ),

@@ -1,8 +1,6 @@
 //! The side HTTP port as a backend and a kubelet see it.
 
-mod support;
-
-use support::{Harness, Options, minted, segment};
+use crate::support::{Harness, Options, minted, segment};
 
 #[tokio::test]
 async fn jwks_publishes_the_signing_key_with_cache_control() {
@@ -59,7 +57,7 @@ async fn health_readiness_and_metrics_answer() {
     assert_eq!(body["issuers"][0]["keys_loaded"], true);
 
     minted(&h.check_bearer(&h.user_token()).await);
-    support::denied(&h.check_bearer("x.y.z").await);
+    crate::support::denied(&h.check_bearer("x.y.z").await);
     let metrics = h.metrics().await;
     assert!(
         metrics.contains("evs_tv_checks_total{outcome=\"ok\"} 1"),
@@ -79,14 +77,14 @@ async fn an_issuer_without_a_usable_key_gets_401_and_a_readiness_warning() {
     h.idp.publish(&[]);
     let rotated = evs_token_vending::SigningKey::generate_rsa(2048).unwrap();
     let token = evs_testkit::sign_with(&rotated, &h.claims(serde_json::json!({})));
-    let answer = support::denied(&h.check_bearer(&token).await);
+    let answer = crate::support::denied(&h.check_bearer(&token).await);
     assert_eq!(answer.http_status, 401, "{}", answer.description());
     assert!(
         answer.description().contains("no usable key"),
         "{}",
         answer.description()
     );
-    let ready = support::get_json(&h.http_url("/readyz")).await;
+    let ready = crate::support::get_json(&h.http_url("/readyz")).await;
     assert_eq!(ready["ready"], true, "an IdP's keys never fail readiness");
     let warnings = ready["warnings"].to_string();
     assert!(

@@ -3,13 +3,11 @@
 //! Grafana JSON with a query in every panel, and every metric either of them names is one a
 //! running sidecar exports on `/metrics` (a renamed metric breaks this test, not a 3 a.m. page).
 
-mod support;
-
 use std::collections::BTreeSet;
 
+use crate::support::Harness;
+use crate::support::kustomize::{find, render};
 use serde_json::Value;
-use support::Harness;
-use support::kustomize::{find, render};
 
 /// Every `evs_tv_…` and `process_…` name in a PromQL expression.
 fn metric_names(expr: &str) -> Vec<String> {
@@ -34,7 +32,7 @@ fn metric_names(expr: &str) -> Vec<String> {
 async fn exported_names() -> BTreeSet<String> {
     let h = Harness::start().await;
     // One Check, so the per-Check series hold a sample.
-    support::minted(&h.check_bearer(&h.user_token()).await);
+    crate::support::minted(&h.check_bearer(&h.user_token()).await);
     h.metrics()
         .await
         .lines()

@@ -1,20 +1,18 @@
 //! SIGTERM under load through a real Envoy: `/readyz` turns 503 at once, every request during
 //! the drain still succeeds, and the process exits 0 within `drain + grace`.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::envoy::Envoy;
+use crate::support::process::ServeProcess;
 use evs_testkit::EchoBackend;
 use evs_testkit::echo_proto::WhoAmIRequest;
 use evs_testkit::echo_proto::echo_client::EchoClient;
 use evs_token_vending::demo::DemoIdp;
-use support::envoy::Envoy;
-use support::process::ServeProcess;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_under_load_through_envoy_without_a_failed_request() {

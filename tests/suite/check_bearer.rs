@@ -1,10 +1,9 @@
 //! The ext_authz Check for bearer tokens, through the real gRPC interface, against a real
 //! identity provider serving its JWKS over HTTP on loopback.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{Harness, Options, denied, join_all, minted, now, segment};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use envoy_types::pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
@@ -13,7 +12,6 @@ use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use evs_testkit::{check_request, sign_with};
 use evs_token_vending::SigningKey;
 use serde_json::json;
-use support::{Harness, Options, denied, join_all, minted, now, segment};
 
 const UNAUTHENTICATED: i32 = 16;
 const PERMISSION_DENIED: i32 = 7;
@@ -432,7 +430,7 @@ async fn cached_issuer_keys_keep_serving_while_the_idp_is_down() {
 
 #[tokio::test]
 async fn issuer_whose_keys_were_never_obtainable_gives_503() {
-    let dead_port = support::free_port();
+    let dead_port = crate::support::free_port();
     let h = Harness::start_with(Options {
         more_trust: format!("  - {{ issuer: 'http://127.0.0.1:{dead_port}' }}"),
         ..Options::default()

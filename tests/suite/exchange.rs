@@ -3,15 +3,13 @@
 //! certificate over the side port's TLS, every malformed request, and the minted token
 //! passing a real Envoy unchanged.
 
-mod support;
-
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::certs::TestCa;
+use crate::support::python::python_with;
+use crate::support::{Harness, Options, denied, get_json, now, segment};
 use serde_json::{Value, json};
-use support::certs::TestCa;
-use support::python::python_with;
-use support::{Harness, Options, denied, get_json, now, segment};
 
 const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -121,7 +119,7 @@ fn now_nanos() -> u128 {
 
 #[tokio::test]
 async fn the_reference_clients_call_gets_a_token_that_passes_envoy_unchanged() {
-    let stack = support::envoy::Stack::start().await;
+    let stack = crate::support::envoy::Stack::start().await;
     let h = &stack.harness;
     let url = h.http_url("/exchange");
     let idp_token = h.user_token();
@@ -164,7 +162,7 @@ async fn authlib_performs_the_token_exchange_and_jwt_bearer_grants() {
     let h = harness().await;
     let url = h.http_url("/exchange");
     // This IdP signs assertions, so its JWTs are assertions on every path: the subject token
-    // names this endpoint and has a `jti` of its own (see tests/front_doors/exchange.rs).
+    // names this endpoint and has a `jti` of its own (see tests/suite/front_doors/exchange.rs).
     let subject = assertion(&h, "https://token-vending.example.com/exchange", json!({}));
     let jwt = assertion(
         &h,
@@ -391,7 +389,7 @@ async fn a_client_certificate_over_tls_is_exchanged_and_a_foreign_one_is_refused
     let (server_cert, server_key) = server_ca.issue_with_key("localhost", &["localhost"]);
     let (client_cert, client_key) = client_ca.issue_with_key("orders-service", &[]);
     let stranger = TestCa::new("Stranger CA").issue_with_key("orders-service", &[]);
-    let dir = support::TempDir::new("exchange-tls");
+    let dir = crate::support::TempDir::new("exchange-tls");
     dir.write("server.pem", &server_cert);
     dir.write("server.key", &server_key);
     dir.write("clients.pem", &client_ca.pem);
@@ -479,7 +477,7 @@ async fn a_client_certificate_over_tls_is_exchanged_and_a_foreign_one_is_refused
 async fn the_side_ports_certificate_is_replaced_without_a_restart() {
     let first_ca = TestCa::new("First CA");
     let second_ca = TestCa::new("Second CA");
-    let dir = support::TempDir::new("exchange-tls-reload");
+    let dir = crate::support::TempDir::new("exchange-tls-reload");
     let (cert, key) = first_ca.issue_with_key("localhost", &["localhost"]);
     dir.write("server.pem", &cert);
     dir.write("server.key", &key);
@@ -506,7 +504,7 @@ async fn the_side_ports_certificate_is_replaced_without_a_restart() {
     dir.write("server.key", &key);
     dir.write("server.pem", &cert);
     let client = trusting(&second_ca);
-    support::eventually(
+    crate::support::eventually(
         "the new certificate is served",
         Duration::from_secs(10),
         async || client.get(&url).send().await.is_ok(),
@@ -515,7 +513,7 @@ async fn the_side_ports_certificate_is_replaced_without_a_restart() {
 
     // A broken edit keeps the last good certificate and says so in /readyz.
     dir.write("server.pem", "not a certificate");
-    support::eventually(
+    crate::support::eventually(
         "the broken edit is refused",
         Duration::from_secs(10),
         async || {

@@ -1,20 +1,18 @@
 //! Client certificates as credentials through the real Check: Envoy's peer certificate, the
 //! XFCC header and AWS ALB's header, with certificates made by the test.
 
-mod support;
-
+use crate::support::certs::{LeafSpec, TestCa, url_encode};
+use crate::support::{Harness, Options, denied, minted, now, segment};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer;
 use evs_testkit::check_request;
 use serde_json::json;
-use support::certs::{LeafSpec, TestCa, url_encode};
-use support::{Harness, Options, denied, minted, now, segment};
 
 /// A harness trusting `ca` for every certificate source, plus `extra` keys of `client_certs`.
 async fn harness(ca: &TestCa, extra: &str) -> Harness {
-    let dir = support::TempDir::new("certs-ca");
+    let dir = crate::support::TempDir::new("certs-ca");
     let ca_file = dir.write("ca.pem", &ca.pem);
     let h = Harness::start_with(Options {
         extra_config: format!(
@@ -326,7 +324,7 @@ async fn with_a_token_and_a_certificate_the_token_wins_or_both_are_required() {
 
 #[tokio::test]
 async fn header_sources_without_a_ca_are_a_start_up_error() {
-    let dir = support::TempDir::new("certs");
+    let dir = crate::support::TempDir::new("certs");
     dir.write("grants.yaml", "subjects:\n  someone@example.com: {}\n");
     let yaml = "token: { issuer: https://tv.example.com }
 signing: { dev_generate: true }
@@ -347,7 +345,7 @@ async fn one_token_with_two_certificates_gets_two_tokens_each_bound_to_its_certi
     let second = ca.issue(LeafSpec::default());
     let h = harness(&ca, "when_both: require_both").await;
     let bearer = format!("Bearer {}", h.user_token());
-    let binding = async |leaf: &support::certs::Leaf| {
+    let binding = async |leaf: &crate::support::certs::Leaf| {
         let answer = h
             .check(&[
                 ("authorization", &bearer),
@@ -356,7 +354,7 @@ async fn one_token_with_two_certificates_gets_two_tokens_each_bound_to_its_certi
             .await;
         segment(&minted(&answer), 1)["cnf"]["x5t#S256"].clone()
     };
-    let thumbprint = |leaf: &support::certs::Leaf| {
+    let thumbprint = |leaf: &crate::support::certs::Leaf| {
         URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
             &aws_lc_rs::digest::SHA256,
             &leaf.der,
@@ -375,7 +373,7 @@ async fn a_certificate_only_deployment_needs_no_idp_and_no_credential_source_is_
     use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
     let ca = TestCa::new("Test CA");
     let leaf = ca.issue(LeafSpec::default());
-    let dir = support::TempDir::new("certs-only");
+    let dir = crate::support::TempDir::new("certs-only");
     dir.write("ca.pem", &ca.pem);
     dir.write(
         "grants.yaml",

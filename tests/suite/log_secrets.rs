@@ -3,10 +3,10 @@
 //! whole stderr must hold none of the AWS credentials, the signing key, or either token. And
 //! the log line of a Check carries Envoy's request id, as Envoy sends it (`header_map`).
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::moto::{Moto, use_test_credentials};
+use crate::support::process::ServeProcess;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType,
@@ -14,8 +14,6 @@ use aws_sdk_dynamodb::types::{
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use evs_token_vending::SigningKey;
 use evs_token_vending::demo::DemoIdp;
-use support::moto::{Moto, use_test_credentials};
-use support::process::ServeProcess;
 
 const SECRET_ACCESS_KEY: &str = "logScanSecretAccessKey0123456789abcdefXYZ";
 const SESSION_TOKEN: &str = "logScanSessionToken/FwoGZXIvYXdzEXAMPLE+session0123456789";
@@ -25,7 +23,7 @@ fn at_trace_level_the_log_holds_no_credential_key_or_token() {
     // SAFETY: first statement of the test; no other thread exists yet.
     unsafe { use_test_credentials() };
     let moto = Moto::start();
-    let runtime = support::runtime();
+    let runtime = crate::support::runtime();
     runtime.block_on(async {
         let aws = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .endpoint_url(&moto.endpoint)
@@ -89,7 +87,7 @@ grants: {{ source: dynamodb, dynamodb: {{ table: evs-grants, endpoint_url: '{mot
             .unwrap()
             .into_inner();
         let minted = evs_testkit::minted_token(&answer).expect("a token was minted");
-        assert_eq!(support::segment(&minted, 1)["evs:grants"]["global"], serde_json::json!(["reader"]));
+        assert_eq!(crate::support::segment(&minted, 1)["evs:grants"]["global"], serde_json::json!(["reader"]));
         let mut serve = serve;
         let _ = serve.child.kill();
         let _ = serve.child.wait();
@@ -141,7 +139,7 @@ fn raw_check_request(
 
 #[test]
 fn a_denial_is_logged_with_the_request_id_envoy_sent_in_header_map() {
-    support::runtime().block_on(async {
+    crate::support::runtime().block_on(async {
         let idp = DemoIdp::start().await.unwrap();
         let serve = ServeProcess::trusting("request-id", idp.issuer(), "", |command, dir| {
             let log = std::fs::File::create(dir.path().join("stderr.log")).unwrap();

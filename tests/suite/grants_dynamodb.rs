@@ -1,19 +1,17 @@
 //! Grants from DynamoDB through the Check, against a real DynamoDB wire API (moto) found
 //! through `AWS_ENDPOINT_URL_DYNAMODB`, as a deployment next to a local DynamoDB would be.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::support::moto::{Moto, use_test_credentials};
+use crate::support::{Harness, Options, denied, get_json, minted, segment};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType,
 };
 use serde_json::json;
-use support::moto::{Moto, use_test_credentials};
-use support::{Harness, Options, denied, get_json, minted, segment};
 
 const TABLE: &str = "evs-grants";
 
@@ -181,7 +179,7 @@ fn a_hundred_concurrent_checks_for_a_new_subject_cause_one_get_item() {
             })
             .collect();
         let mut done = 0;
-        for minted in support::join_all(checks).await {
+        for minted in crate::support::join_all(checks).await {
             assert_eq!(segment(&minted, 1)["sub"], "alice");
             done += 1;
         }
@@ -247,7 +245,7 @@ fn a_store_outage_serves_cached_subjects_for_stale_for_then_503_and_recovers_wit
 #[test]
 fn check_config_probe_verifies_the_table_and_its_key() {
     let (moto, runtime) = setup();
-    let dir = support::TempDir::new("probe");
+    let dir = crate::support::TempDir::new("probe");
     // --probe also fetches each issuer's keys: a real (demo) IdP on loopback.
     let idp = runtime
         .block_on(evs_token_vending::demo::DemoIdp::start())
@@ -328,7 +326,7 @@ fn through_envoy_the_backend_sees_grants_from_the_table() {
     let (_moto, runtime) = setup();
     runtime.block_on(async {
         create_table_with_items(&client().await).await;
-        let stack = support::envoy::Stack::start_with(dynamodb_options("")).await;
+        let stack = crate::support::envoy::Stack::start_with(dynamodb_options("")).await;
         let token = stack
             .harness
             .idp
@@ -365,7 +363,7 @@ async fn busy_subject(h: &Harness, token: &str, for_how_long: Duration) -> usize
             ok
         })
         .collect();
-    support::join_all(workers).await.into_iter().sum()
+    crate::support::join_all(workers).await.into_iter().sum()
 }
 
 #[test]
@@ -378,11 +376,11 @@ fn a_busy_cached_subject_never_gets_503_while_the_store_hangs_or_is_gone() {
         use_test_credentials();
         std::env::set_var("AWS_ENDPOINT_URL_DYNAMODB", format!("http://{front_addr}"));
     }
-    let runtime = support::runtime();
+    let runtime = crate::support::runtime();
     let mut moto = moto;
     runtime.block_on(async {
         let upstream: std::net::SocketAddr = format!("127.0.0.1:{}", moto.port()).parse().unwrap();
-        let front = support::store_front::StoreFront::start(front_listener, upstream);
+        let front = crate::support::store_front::StoreFront::start(front_listener, upstream);
         create_table_with_items(&client().await).await;
         let h = Harness::start_with(Options {
             grants_extra: format!(

@@ -18,7 +18,7 @@ use crate::support::{self, Harness, denied, minted, segment};
 /// Our role's tags.
 const OUR_TAGS: &[&str] = &["Key=evs:db:orders,Value=reader+writer"];
 
-/// The world, then the runtime (see `tests/aws_iam.rs`).
+/// The world, then the runtime (see `tests/suite/aws_iam.rs`).
 fn setup() -> (IamWorld, tokio::runtime::Runtime) {
     let world = IamWorld::start(OUR_TAGS);
     // SAFETY: no other thread exists yet: moto, the front and the CLI are child processes.

@@ -2,25 +2,23 @@
 //! parsers (`prometheus_client` from PyPI, OpenMetrics and classic) accept the exposition, and
 //! its counters and histogram counts equal what was sent.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 
+use crate::support::{Harness, Options, denied, minted};
 use serde_json::{Value, json};
-use support::{Harness, Options, denied, minted};
 
 /// The venv's Python with `prometheus_client` installed.
 fn python_with_prometheus_client() -> std::path::PathBuf {
-    support::python::python_with("prometheus_client==0.26.0", "prometheus_client")
+    crate::support::python::python_with("prometheus_client==0.26.0", "prometheus_client")
 }
 
 /// The samples of `text` as the official parsers read them: (name, labels) → value.
 fn parse(text: &str) -> (BTreeMap<String, String>, BTreeMap<(String, String), Value>) {
-    let dir = support::TempDir::new("metrics");
+    let dir = crate::support::TempDir::new("metrics");
     let file = dir.write("metrics.txt", text);
     let output = Command::new(python_with_prometheus_client())
-        .arg(support::repo("tests/support/parse_metrics.py"))
+        .arg(crate::support::repo("tests/support/parse_metrics.py"))
         .arg(&file)
         .output()
         .expect("run the parser");
@@ -63,7 +61,7 @@ fn parse(text: &str) -> (BTreeMap<String, String>, BTreeMap<(String, String), Va
 
 #[tokio::test]
 async fn metrics_parse_with_the_official_parsers_and_count_exactly_what_was_sent() {
-    let dead_port = support::free_port();
+    let dead_port = crate::support::free_port();
     let h = Harness::start_with(Options {
         grants_extra: "unknown_subject: deny".into(),
         more_trust: format!("  - {{ issuer: 'http://127.0.0.1:{dead_port}' }}"),

@@ -1,15 +1,13 @@
 //! Signing keys from AWS Secrets Manager (`signing.secrets_manager`), against a real
 //! Secrets Manager wire API served by moto on loopback.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::moto::{Moto, use_test_credentials};
+use crate::support::{Harness, Options, get_json, minted, segment};
 use aws_sdk_secretsmanager::Client;
 use evs_token_vending::{SigningAlgorithm, SigningKey};
 use serde_json::json;
-use support::moto::{Moto, use_test_credentials};
-use support::{Harness, Options, get_json, minted, segment};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -46,7 +44,7 @@ async fn put(client: &Client, value: String) {
 }
 
 async fn eventually(what: &str, condition: impl AsyncFnMut() -> bool) {
-    support::eventually(what, Duration::from_secs(10), condition).await
+    crate::support::eventually(what, Duration::from_secs(10), condition).await
 }
 
 #[test]
@@ -112,7 +110,7 @@ fn a_missing_secret_is_a_start_up_error_naming_it() {
     unsafe { use_test_credentials() };
     let moto = Moto::start();
     runtime().block_on(async {
-        let dir = support::TempDir::new("sm");
+        let dir = crate::support::TempDir::new("sm");
         dir.write("grants.yaml", "subjects:\n  someone@example.com: {}\n");
         let yaml = format!(
             "token: {{ issuer: https://tv.example.com }}

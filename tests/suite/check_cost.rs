@@ -7,8 +7,6 @@
 //! The count includes the in-process gRPC client's own allocations: the budget is the whole
 //! loopback round trip, measured when this test was written, plus a small margin.
 
-mod support;
-
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -57,7 +55,7 @@ fn a_cached_check_allocates_within_its_budget_under_the_serve_subscriber() {
             std::env::remove_var(name);
         }
     }
-    let runtime = support::runtime();
+    let runtime = crate::support::runtime();
     runtime.block_on(async {
         let traces = evs_token_vending::init_logging_and_traces(
             false,
@@ -73,15 +71,15 @@ fn a_cached_check_allocates_within_its_budget_under_the_serve_subscriber() {
             !tracing::span_enabled!(target: "h2::proto::connection", tracing::Level::TRACE),
             "h2's per-request trace spans would be built"
         );
-        let h = support::Harness::start().await;
+        let h = crate::support::Harness::start().await;
         let token = h.user_token();
         for _ in 0..200 {
-            support::minted(&h.check_bearer(&token).await);
+            crate::support::minted(&h.check_bearer(&token).await);
         }
         const CHECKS: u64 = 1000;
         let before = ALLOCATIONS.load(Ordering::Relaxed);
         for _ in 0..CHECKS {
-            support::minted(&h.check_bearer(&token).await);
+            crate::support::minted(&h.check_bearer(&token).await);
         }
         let per_check = (ALLOCATIONS.load(Ordering::Relaxed) - before) / CHECKS;
         println!("allocations per cached Check (client and server): {per_check}");

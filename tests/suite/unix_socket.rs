@@ -2,13 +2,11 @@
 //! a real Envoy, grpc.health.v1, the socket file's mode, a stale file replaced, the file removed
 //! at shutdown, and the start-up errors.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 
+use crate::support::envoy::Stack;
+use crate::support::{Harness, Options, TempDir, minted, segment};
 use evs_token_vending::AuthzAddress;
-use support::envoy::Stack;
-use support::{Harness, Options, TempDir, minted, segment};
 
 fn socket_options(socket: &std::path::Path, extra: &str) -> Options {
     Options {

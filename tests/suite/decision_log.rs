@@ -1,13 +1,11 @@
 //! The decision log: one JSON line per decision, with the fields an operator greps for, every
 //! denial always and successes sampled, and never a piece of a token or key.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{Harness, Options, TempDir, denied, eventually, minted, segment};
 use evs_token_vending::{Config, SigningKey};
 use serde_json::{Value, json};
-use support::{Harness, Options, TempDir, denied, eventually, minted, segment};
 
 fn logging(sample_ok: &str) -> Options {
     Options {
