@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::listen::{AuthzAddress, ListenConfig};
-use crate::server::StartError;
+use crate::start_error::StartError;
 
 /// The bound ext_authz listener.
 pub(crate) enum BoundAuthz {

@@ -1,25 +1,27 @@
-//! The root of the YAML config (SPEC §3), its loader and the problem list.
+//! The root of the YAML config (the README's configuration reference) and its loader; the
+//! problem list is `config_check`.
 //!
 //! Each stage owns its section: the types, the defaults and the checks live beside the code
 //! that uses them (`mint::config`, `identity::oidc::config`, `grants::config` …). This module
 //! reads the file, hands each section to its stage, and collects every problem with its key
 //! path (`trust[0].jwks_uri: …`), so `check-config` prints all of them at once.
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Deserialize;
 
 use crate::authz::ResponseConfig;
+pub(crate) use crate::config_check::ConfigCheck;
+pub use crate::config_check::{ConfigError, ConfigProblem};
 use crate::credential::ClientCertsConfig;
 use crate::decision_log::TelemetryConfig;
 use crate::exchange::ExchangeConfig;
 use crate::grants::{GrantsConfig, GrantsFile};
 use crate::identity::AwsIamConfig;
 use crate::identity::oidc::{TrustedIssuerConfig, TrustedIssuerFile};
+use crate::listen::ListenConfig;
 use crate::listen::ShutdownConfig;
 use crate::mint::{SigningConfig, SigningFile, TokenConfig};
-use crate::server::ListenConfig;
 
 /// Everything the sidecar needs to run, validated and typed.
 #[derive(Debug, Clone)]
@@ -74,89 +76,6 @@ struct ConfigFile {
     shutdown: ShutdownConfig,
     #[serde(default)]
     telemetry: TelemetryConfig,
-}
-
-/// One problem found in a config, with where it was found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    /// Dotted key path, e.g. `trust[0].jwks_uri`; empty for the file as a whole.
-    pub path: String,
-    /// What is wrong, in words.
-    pub reason: String,
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}", self.reason)
-        } else {
-            write!(f, "{}: {}", self.path, self.reason)
-        }
-    }
-}
-
-/// Why a config could not be used: every problem found.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("invalid configuration:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
-pub struct ConfigError {
-    /// The problems, in file order as far as possible.
-    pub problems: Vec<ConfigProblem>,
-}
-
-/// What each section's `check` writes into: the problems found so far, and the folder that
-/// relative paths are relative to.
-pub(crate) struct ConfigCheck {
-    base_dir: PathBuf,
-    problems: Vec<ConfigProblem>,
-    warnings: Vec<ConfigProblem>,
-}
-
-impl ConfigCheck {
-    fn new(base_dir: &Path) -> Self {
-        Self {
-            base_dir: base_dir.to_owned(),
-            problems: Vec::new(),
-            warnings: Vec::new(),
-        }
-    }
-
-    /// Records a warning at `path`: allowed, but probably not what was meant.
-    pub(crate) fn warning(&mut self, path: impl Into<String>, reason: impl Into<String>) {
-        self.warnings.push(ConfigProblem {
-            path: path.into(),
-            reason: reason.into(),
-        });
-    }
-
-    /// Records a problem at `path`.
-    pub(crate) fn problem(&mut self, path: impl Into<String>, reason: impl Into<String>) {
-        self.problems.push(ConfigProblem {
-            path: path.into(),
-            reason: reason.into(),
-        });
-    }
-
-    /// Makes a relative path relative to the config file's folder.
-    pub(crate) fn resolve(&self, path: &mut PathBuf) {
-        if path.is_relative() {
-            *path = self.base_dir.join(&*path);
-        }
-    }
-
-    /// Resolves `path` and records a problem at `key` when the file cannot be read.
-    pub(crate) fn readable(&mut self, key: impl Into<String>, path: &mut PathBuf) {
-        self.resolve(path);
-        if let Err(e) = std::fs::metadata(&*path) {
-            self.problem(key, format!("cannot read {}: {}", path.display(), e.kind()));
-        }
-    }
-
-    /// Records `result`'s error, if any, at `key`.
-    pub(crate) fn check(&mut self, key: impl Into<String>, result: Result<(), String>) {
-        if let Err(reason) = result {
-            self.problem(key, reason);
-        }
-    }
 }
 
 impl Config {
@@ -274,6 +193,7 @@ impl ConfigFile {
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
     use std::time::Duration;
 
     use super::*;

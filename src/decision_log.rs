@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
-use crate::config::ConfigCheck;
+use crate::config_check::ConfigCheck;
 use crate::telemetry::Metrics;
 
 /// Lines waiting for the writer before new ones are dropped.

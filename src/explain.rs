@@ -57,7 +57,7 @@ async fn served_accounts(config: &Config) -> Result<Option<Arc<ServedAccounts>>,
 }
 
 async fn verified(config: &Config, token: &str, deadline: Instant) -> Result<Identity, String> {
-    let client = crate::server::issuer_client(&config.trust).map_err(|e| e.to_string())?;
+    let client = crate::start_error::issuer_client(&config.trust).map_err(|e| e.to_string())?;
     let oidc =
         OidcVerifier::new(&config.trust, client, Default::default()).keeping_other_claims(true);
     let aws_iam = match served_accounts(config).await? {

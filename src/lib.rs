@@ -17,6 +17,7 @@ mod aws;
 mod bind;
 mod clock;
 mod config;
+mod config_check;
 mod credential;
 mod decision_log;
 pub mod demo;
@@ -34,6 +35,7 @@ mod pipeline;
 mod preflight;
 mod server;
 mod side_port;
+mod start_error;
 mod telemetry;
 mod urls;
 

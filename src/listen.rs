@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::ConfigCheck;
+use crate::config_check::ConfigCheck;
 use crate::credential::ClientCertsConfig;
 
 /// `listen:`.

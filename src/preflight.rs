@@ -51,7 +51,7 @@ pub async fn check_files(config: &Config) -> Vec<String> {
     {
         problems.push(e);
     }
-    match crate::server::issuer_client(&config.trust) {
+    match crate::start_error::issuer_client(&config.trust) {
         Ok(client) => problems.extend(
             crate::identity::oidc::OidcVerifier::new(&config.trust, client, Default::default())
                 .token_review_problems(),

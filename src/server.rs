@@ -20,59 +20,23 @@ use crate::credential::Extractor;
 use crate::decision_log::DecisionLog;
 use crate::exchange::ExchangeService;
 use crate::grants::dynamodb::DynamoGrants;
-use crate::grants::file::GrantsFileError;
 use crate::grants::{GrantSourceConfig, GrantsLookup};
 use crate::http::{SidePortState, router};
 use crate::identity::Authenticator;
 use crate::identity::aws_iam::{AwsIamVerifier, ServedAccounts};
-use crate::identity::oidc::{OidcVerifier, TrustedIssuerConfig};
-use crate::identity::x509::{CaError, X509Verifier};
-pub use crate::listen::{AuthzAddress, ListenConfig};
+use crate::identity::oidc::OidcVerifier;
+use crate::identity::x509::X509Verifier;
+pub use crate::listen::AuthzAddress;
 use crate::mint::Minter;
 use crate::mint::keyring::{KeyRingReloader, KeySource};
-use crate::mint::keys::KeyError;
 use crate::pipeline::TokenVending;
 use crate::side_port::SideTls;
+pub use crate::start_error::StartError;
+pub(crate) use crate::start_error::{FETCH_TIMEOUT, issuer_client};
 use crate::telemetry::Metrics;
 
 /// How long start-up waits for the issuers' keys before serving anyway.
 const PREFETCH_WAIT: Duration = Duration::from_secs(5);
-/// Timeout of one key fetch from an issuer.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Why the sidecar did not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The signing key(s).
-    #[error("signing: {0}")]
-    Keys(#[from] KeyError),
-    /// The grants file.
-    #[error("grants.file: {0}")]
-    Grants(#[from] GrantsFileError),
-    /// A listener could not bind.
-    #[error("listen.{which}: cannot bind {addr}: {reason}")]
-    Bind {
-        /// `authz`, `http` or `admin`.
-        which: &'static str,
-        /// The configured address.
-        addr: String,
-        /// What the operating system said.
-        reason: std::io::Error,
-    },
-    /// The client certificates' CA bundle.
-    #[error(transparent)]
-    ClientCa(#[from] CaError),
-    /// A TLS setting could not be used: an HTTPS client (issuers, STS) or the side port's
-    /// certificate.
-    #[error("{0}")]
-    HttpClient(String),
-    /// The decision log's file could not be opened.
-    #[error("telemetry.decision_log.path: {0}")]
-    DecisionLog(String),
-    /// The AWS accounts IAM callers may come from could not be told.
-    #[error("{0}")]
-    AwsAccount(String),
-}
 
 /// A running sidecar; dropping it does not stop it, [`RunningSidecar::shutdown`] does.
 pub struct RunningSidecar {
@@ -311,39 +275,6 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         tasks,
         background,
     })
-}
-
-/// The HTTPS client for issuer keys: platform roots plus each issuer's `ca_file`, no
-/// redirects (a JWKS that redirects elsewhere is a misconfiguration, not something to follow).
-pub(crate) fn issuer_client(trust: &[TrustedIssuerConfig]) -> Result<reqwest::Client, StartError> {
-    let mut builder = reqwest::Client::builder()
-        .timeout(FETCH_TIMEOUT)
-        .connect_timeout(FETCH_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("evs-token-vending/", env!("CARGO_PKG_VERSION")));
-    for (i, issuer) in trust.iter().enumerate() {
-        if let Some(ca_file) = &issuer.ca_file {
-            let pem = std::fs::read(ca_file).map_err(|e| {
-                StartError::HttpClient(format!(
-                    "trust: trust[{i}].ca_file: cannot read {}: {}",
-                    ca_file.display(),
-                    e.kind()
-                ))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
-                StartError::HttpClient(format!(
-                    "trust: trust[{i}].ca_file: {} is not a PEM certificate bundle",
-                    ca_file.display()
-                ))
-            })?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-    }
-    builder
-        .build()
-        .map_err(|e| StartError::HttpClient(format!("trust: cannot build the HTTPS client: {e}")))
 }
 
 async fn serve_authz<IO>(

@@ -24,7 +24,7 @@ mod headers;
 
 use self::denial::Denial;
 use self::headers::{ReadHeaders, overwrite_header, string_value};
-use crate::config::ConfigCheck;
+use crate::config_check::ConfigCheck;
 use crate::credential::InboundRequest;
 use crate::decision_log::{Decision, DecisionLog};
 use crate::pipeline::{Passage, Swapped, TokenVending, Trail};

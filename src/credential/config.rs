@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::ConfigCheck;
+use crate::config_check::ConfigCheck;
 
 /// `client_certs:`.
 #[derive(Debug, Clone, Deserialize)]

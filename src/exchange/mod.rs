@@ -31,7 +31,7 @@ pub(crate) use self::request::{
     AWS_IAM_TOKEN_TYPE, CLIENT_CREDENTIALS, JWT_BEARER, JWT_TOKEN_TYPES, TOKEN_EXCHANGE,
 };
 use self::request::{Grant, ISSUED_TOKEN_TYPE};
-use crate::config::ConfigCheck;
+use crate::config_check::ConfigCheck;
 use crate::credential::{CertSource, ClientCertificate, Credential, InboundRequest};
 use crate::decision_log::{Decision, DecisionLog, request_id, trace_id};
 use crate::identity::AuthError;

@@ -15,7 +15,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde::Deserialize;
 
 use crate::clock::unix_now;
-use crate::config::ConfigCheck;
+use crate::config_check::ConfigCheck;
 
 /// `exchange.replay_store`: `memory`, or `{ dynamodb: { … } }`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]

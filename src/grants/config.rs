@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::ldap::LdapConfig;
 use super::rules::{RuleSpec, RulesConfig};
-use crate::config::ConfigCheck;
+use crate::config_check::ConfigCheck;
 
 /// `grants:`, typed.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::claims::WRITTEN_CLAIMS;
-use crate::config::ConfigCheck;
+use crate::config_check::ConfigCheck;
 use crate::urls::check_url;
 
 /// `token:` — the claims every minted token carries.

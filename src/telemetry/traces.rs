@@ -27,7 +27,7 @@ pub struct OtlpConfig {
 
 impl OtlpConfig {
     /// Checks that a configured endpoint is an `http://` URL.
-    pub(crate) fn check(&self, path: &str, check: &mut crate::config::ConfigCheck) {
+    pub(crate) fn check(&self, path: &str, check: &mut crate::config_check::ConfigCheck) {
         if let Some(problem) = self.endpoint.as_deref().and_then(endpoint_problem) {
             check.problem(format!("{path}.endpoint"), problem);
         }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::ConfigCheck;
+use crate::config_check::ConfigCheck;
 use crate::grants::Grants;
 use crate::grants::rules::{RuleSet, ValuePattern};
 

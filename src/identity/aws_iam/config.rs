@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::arn::{KNOWN_PARTITIONS, is_account_id};
-use crate::config::ConfigCheck;
+use crate::config_check::ConfigCheck;
 use crate::urls::is_loopback_host;
 
 /// `aws_iam:`.

@@ -7,7 +7,7 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
 use crate::algorithms::parse_inbound;
-use crate::config::ConfigCheck;
+use crate::config_check::ConfigCheck;
 use crate::urls::check_fetch_url;
 
 /// One trusted issuer, typed.

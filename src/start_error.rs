@@ -1,0 +1,80 @@
+//! Why the sidecar did not start, and the one HTTPS client for the trusted issuers (which can
+//! be such a reason): below start-up (`server.rs`), binding (`bind.rs`), `explain` and
+//! `check-config`, so none of them imports another for these.
+
+use std::time::Duration;
+
+use crate::grants::file::GrantsFileError;
+use crate::identity::oidc::TrustedIssuerConfig;
+use crate::identity::x509::CaError;
+use crate::mint::keys::KeyError;
+
+/// Timeout of one key fetch from an issuer.
+pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the sidecar did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The signing key(s).
+    #[error("signing: {0}")]
+    Keys(#[from] KeyError),
+    /// The grants file.
+    #[error("grants.file: {0}")]
+    Grants(#[from] GrantsFileError),
+    /// A listener could not bind.
+    #[error("listen.{which}: cannot bind {addr}: {reason}")]
+    Bind {
+        /// `authz`, `http` or `admin`.
+        which: &'static str,
+        /// The configured address.
+        addr: String,
+        /// What the operating system said.
+        reason: std::io::Error,
+    },
+    /// The client certificates' CA bundle.
+    #[error(transparent)]
+    ClientCa(#[from] CaError),
+    /// A TLS setting could not be used: an HTTPS client (issuers, STS) or the side port's
+    /// certificate.
+    #[error("{0}")]
+    HttpClient(String),
+    /// The decision log's file could not be opened.
+    #[error("telemetry.decision_log.path: {0}")]
+    DecisionLog(String),
+    /// The AWS accounts IAM callers may come from could not be told.
+    #[error("{0}")]
+    AwsAccount(String),
+}
+
+/// The HTTPS client for issuer keys: platform roots plus each issuer's `ca_file`, no
+/// redirects (a JWKS that redirects elsewhere is a misconfiguration, not something to follow).
+pub(crate) fn issuer_client(trust: &[TrustedIssuerConfig]) -> Result<reqwest::Client, StartError> {
+    let mut builder = reqwest::Client::builder()
+        .timeout(FETCH_TIMEOUT)
+        .connect_timeout(FETCH_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("evs-token-vending/", env!("CARGO_PKG_VERSION")));
+    for (i, issuer) in trust.iter().enumerate() {
+        if let Some(ca_file) = &issuer.ca_file {
+            let pem = std::fs::read(ca_file).map_err(|e| {
+                StartError::HttpClient(format!(
+                    "trust: trust[{i}].ca_file: cannot read {}: {}",
+                    ca_file.display(),
+                    e.kind()
+                ))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
+                StartError::HttpClient(format!(
+                    "trust: trust[{i}].ca_file: {} is not a PEM certificate bundle",
+                    ca_file.display()
+                ))
+            })?;
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| StartError::HttpClient(format!("trust: cannot build the HTTPS client: {e}")))
+}
