@@ -85,7 +85,11 @@ impl Config {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             problems: vec![ConfigProblem {
                 path: String::new(),
-                reason: format!("cannot read {}: {}", path.display(), e.kind()),
+                reason: format!(
+                    "cannot read {}: {}",
+                    path.display(),
+                    crate::config_check::io_reason(&e)
+                ),
             }],
         })?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
@@ -96,33 +100,131 @@ impl Config {
 
     /// Parses and validates YAML text; relative paths are resolved against `base_dir`.
     pub fn from_yaml(text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
-        let deserializer = serde_norway::Deserializer::from_str(text);
-        let file: ConfigFile = serde_path_to_error::deserialize(deserializer).map_err(|e| {
-            let path = e.path().to_string();
-            let path = if path == "." { String::new() } else { path };
-            let mut reason = e.into_inner().to_string();
-            // serde_norway prefixes its own (shorter) path; ours is the precise one.
-            if let Some((head, rest)) = reason.split_once(": ")
-                && !head.contains(' ')
-                && path.starts_with(head)
-            {
-                reason = rest.to_owned();
+        match Self::inspect_yaml(text, base_dir) {
+            (Some(config), problems) if problems.is_empty() => Ok(config),
+            (_, problems) => Err(ConfigError { problems }),
+        }
+    }
+
+    /// Everything `check-config` can find in one pass: the config as far as it could be typed
+    /// (so its files can be checked too) and every problem — structural ones in every section,
+    /// not just the first, then each section's own checks.
+    pub fn inspect(path: &Path) -> (Option<Self>, Vec<ConfigProblem>) {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => {
+                let reason = format!(
+                    "cannot read {}: {}",
+                    path.display(),
+                    crate::config_check::io_reason(&e)
+                );
+                return (
+                    None,
+                    vec![ConfigProblem {
+                        path: String::new(),
+                        reason,
+                    }],
+                );
             }
-            ConfigError {
-                problems: vec![ConfigProblem { path, reason }],
-            }
-        })?;
+        };
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::inspect_yaml(&text, base)
+    }
+
+    fn inspect_yaml(text: &str, base_dir: &Path) -> (Option<Self>, Vec<ConfigProblem>) {
+        let (file, mut problems) = parse_collecting(text);
+        let Some(file) = file else {
+            return (None, problems);
+        };
         let mut check = ConfigCheck::new(base_dir);
         let config = file.into_config(&mut check);
-        match config {
-            Some(mut config) if check.problems.is_empty() => {
-                config.warnings = check.warnings;
-                Ok(config)
-            }
-            _ => Err(ConfigError {
-                problems: check.problems,
-            }),
+        problems.extend(check.problems);
+        let config = config.map(|mut config| {
+            config.warnings = check.warnings;
+            config
+        });
+        (config, problems)
+    }
+}
+
+/// One structural problem, with serde's path (`serde_norway` prefixes its own shorter one).
+fn structural_problem<E: std::fmt::Display>(
+    e: serde_path_to_error::Error<E>,
+) -> (ConfigProblem, Vec<String>) {
+    let segments: Vec<String> = e.path().iter().map(|s| s.to_string()).collect();
+    let path = e.path().to_string();
+    let path = if path == "." { String::new() } else { path };
+    let mut reason = e.into_inner().to_string();
+    if let Some((head, rest)) = reason.split_once(": ")
+        && !head.contains(' ')
+        && path.starts_with(head)
+    {
+        reason = rest.to_owned();
+    }
+    (ConfigProblem { path, reason }, segments)
+}
+
+/// Types the file, collecting a problem per broken key rather than stopping at the first: each
+/// offending key is taken out (its section's default applies) and the rest is typed again. A
+/// problem that taking a key out cannot cure (a required key missing) ends the search.
+fn parse_collecting(text: &str) -> (Option<ConfigFile>, Vec<ConfigProblem>) {
+    let first = serde_path_to_error::deserialize(serde_norway::Deserializer::from_str(text));
+    let (problem, mut segments) = match first {
+        Ok(file) => return (Some(file), Vec::new()),
+        Err(e) => structural_problem(e),
+    };
+    let mut problems = vec![problem];
+    let Ok(mut value) = serde_norway::from_str::<serde_norway::Value>(text) else {
+        return (None, problems);
+    };
+    for _ in 0..64 {
+        if !remove_at(&mut value, &segments) {
+            return (None, problems);
         }
+        match serde_path_to_error::deserialize::<_, ConfigFile>(value.clone()) {
+            Ok(file) => return (Some(file), problems),
+            Err(e) => {
+                let (problem, next) = structural_problem(e);
+                if problems.iter().any(|p| p.path == problem.path) {
+                    return (None, problems);
+                }
+                problems.push(problem);
+                segments = next;
+            }
+        }
+    }
+    (None, problems)
+}
+
+/// Takes the key or item at `segments` out of `value`; false when there is nothing to take.
+fn remove_at(value: &mut serde_norway::Value, segments: &[String]) -> bool {
+    let Some((last, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut here = value;
+    for segment in parents {
+        let next = match here {
+            serde_norway::Value::Mapping(map) => map.get_mut(segment.as_str()),
+            serde_norway::Value::Sequence(items) => {
+                segment.parse::<usize>().ok().and_then(|i| items.get_mut(i))
+            }
+            _ => None,
+        };
+        match next {
+            Some(next) => here = next,
+            None => return false,
+        }
+    }
+    match here {
+        serde_norway::Value::Mapping(map) => map.remove(last.as_str()).is_some(),
+        serde_norway::Value::Sequence(items) => match last.parse::<usize>() {
+            Ok(i) if i < items.len() => {
+                items.remove(i);
+                true
+            }
+            _ => false,
+        },
+        _ => false,
     }
 }
 

@@ -76,7 +76,10 @@ impl ConfigCheck {
     pub(crate) fn readable(&mut self, key: impl Into<String>, path: &mut PathBuf) {
         self.resolve(path);
         if let Err(e) = std::fs::metadata(&*path) {
-            self.problem(key, format!("cannot read {}: {}", path.display(), e.kind()));
+            self.problem(
+                key,
+                format!("cannot read {}: {}", path.display(), io_reason(&e)),
+            );
         }
     }
 
@@ -85,5 +88,20 @@ impl ConfigCheck {
         if let Err(reason) = result {
             self.problem(key, reason);
         }
+    }
+}
+
+/// What an I/O error means for a file a config names, in words an operator recognises
+/// ("no such file" rather than Rust's "entity not found").
+pub(crate) fn io_reason(error: &std::io::Error) -> String {
+    kind_reason(error.kind())
+}
+
+/// [`io_reason`] of an error's kind.
+pub(crate) fn kind_reason(kind: std::io::ErrorKind) -> String {
+    match kind {
+        std::io::ErrorKind::NotFound => "no such file".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        kind => kind.to_string(),
     }
 }

@@ -231,25 +231,31 @@ async fn dev_idp(
 /// Every problem `serve` would meet, on stderr, all at once: the structure, then the files,
 /// then (with `--probe`) the remote stores and issuers. Exit 1 on any problem.
 async fn check_config(path: &std::path::Path, probe: bool) -> ExitCode {
-    let config = match Config::load(path) {
-        Ok(config) => config,
-        Err(e) => {
-            e.problems.iter().for_each(|problem| eprintln!("{problem}"));
-            return ExitCode::FAILURE;
+    // Every problem in one run: structural ones in every section, each section's checks, and
+    // every file the typed parts name — each line prefixed with the config file.
+    let (config, mut problems) = Config::inspect(path);
+    let problems: Vec<String> = match config {
+        Some(config) => {
+            for warning in &config.warnings {
+                eprintln!("{}: warning: {warning}", path.display());
+            }
+            let mut found: Vec<String> = problems.drain(..).map(|p| p.to_string()).collect();
+            found.extend(evs_token_vending::check_files(&config).await);
+            if probe && found.is_empty() {
+                match evs_token_vending::probe_remote_stores(&config).await {
+                    Ok(reached) => reached.iter().for_each(|line| println!("{line}")),
+                    Err(more) => found.extend(more),
+                }
+            }
+            found
         }
+        None => problems.iter().map(ToString::to_string).collect(),
     };
-    for warning in &config.warnings {
-        eprintln!("warning: {warning}");
-    }
-    let mut problems = evs_token_vending::check_files(&config).await;
-    if probe && problems.is_empty() {
-        match evs_token_vending::probe_remote_stores(&config).await {
-            Ok(reached) => reached.iter().for_each(|line| println!("{line}")),
-            Err(found) => problems.extend(found),
-        }
-    }
     if !problems.is_empty() {
-        problems.iter().for_each(|problem| eprintln!("{problem}"));
+        let mut seen = std::collections::HashSet::new();
+        for problem in problems.iter().filter(|p| seen.insert(p.as_str())) {
+            eprintln!("{}: {problem}", path.display());
+        }
         return ExitCode::FAILURE;
     }
     println!("{}: OK", path.display());

@@ -34,7 +34,7 @@ pub struct FileGrants {
 #[derive(Debug, thiserror::Error)]
 pub enum GrantsFileError {
     /// The file could not be read.
-    #[error("cannot read grants file {path}: {reason}")]
+    #[error("cannot read grants file {path}: {}", crate::config_check::kind_reason(*.reason))]
     Read {
         path: String,
         reason: std::io::ErrorKind,

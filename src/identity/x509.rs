@@ -37,8 +37,13 @@ impl X509Verifier {
     pub fn from_config(config: &ClientCertsConfig) -> Result<Self, CaError> {
         let mut anchors = Vec::new();
         if let Some(path) = &config.ca_file {
-            let text = std::fs::read(path)
-                .map_err(|e| CaError(format!("cannot read {}: {}", path.display(), e.kind())))?;
+            let text = std::fs::read(path).map_err(|e| {
+                CaError(format!(
+                    "cannot read {}: {}",
+                    path.display(),
+                    crate::config_check::io_reason(&e)
+                ))
+            })?;
             let blocks = pem::parse_many(&text)
                 .map_err(|_| CaError(format!("{} is not PEM", path.display())))?;
             for block in blocks.iter().filter(|b| b.tag() == "CERTIFICATE") {

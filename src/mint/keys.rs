@@ -79,7 +79,7 @@ impl fmt::Debug for SigningKey {
 #[allow(missing_docs)]
 pub enum KeyError {
     /// The file could not be read.
-    #[error("cannot read key {path}: {reason}")]
+    #[error("cannot read key {path}: {}", crate::config_check::kind_reason(*.reason))]
     Read {
         path: String,
         reason: std::io::ErrorKind,

@@ -465,3 +465,42 @@ grants:
     assert!(found.contains("grants.ldap.ca_file"), "{found}");
     assert!(!found.contains(": OK"), "{found}");
 }
+
+/// A bad duration, an unknown key and missing files of several sections: all of them in one
+/// run, each line naming the config file, a missing file said as "no such file".
+#[test]
+fn check_config_reports_every_problem_in_one_run() {
+    let dir = TempDir::new("every-problem");
+    let config = dir.write(
+        "config.yaml",
+        "token: { issuer: https://tv.example.com, lifetime: ten minutes }
+signing: { keys_dir: keys-that-are-not-here }
+trust: [ { issuer: 'https://idp.example.com' } ]
+grants: { file: grants.yaml }
+telemetry: { decision_logg: {} }
+client_certs: { enabled: true, from: [xfcc], ca_file: no-such-ca.pem }
+",
+    );
+    let output = binary()
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let printed = text(&output);
+    let shown = config.display().to_string();
+    for expected in [
+        "token.lifetime: invalid value",
+        "telemetry.decision_logg: unknown field",
+        "no-such-ca.pem: no such file",
+        "keys-that-are-not-here: no such file",
+        "grants.yaml: no such file",
+    ] {
+        let line = printed
+            .lines()
+            .find(|l| l.contains(expected))
+            .unwrap_or_else(|| panic!("{expected}: {printed}"));
+        assert!(line.starts_with(&format!("{shown}: ")), "{line}");
+    }
+    assert!(!printed.contains("entity not found"), "{printed}");
+}

@@ -64,8 +64,12 @@ impl RulesConfig {
 
 fn read_rules_file(path: &std::path::Path) -> Result<Vec<RuleSpec>, Vec<RuleProblem>> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| vec![(shown.clone(), format!("cannot read: {}", e.kind()))])?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![(
+            shown.clone(),
+            format!("cannot read: {}", crate::config_check::io_reason(&e)),
+        )]
+    })?;
     let deserializer = serde_norway::Deserializer::from_str(&text);
     let file: RulesFile = serde_path_to_error::deserialize(deserializer)
         .map_err(|e| vec![(format!("{shown}: {}", e.path()), e.inner().to_string())])?;
@@ -74,8 +78,12 @@ fn read_rules_file(path: &std::path::Path) -> Result<Vec<RuleSpec>, Vec<RuleProb
 
 fn read_inline_rules(config_file: &std::path::Path) -> Result<Vec<RuleSpec>, Vec<RuleProblem>> {
     let shown = config_file.display().to_string();
-    let text = std::fs::read_to_string(config_file)
-        .map_err(|e| vec![(shown.clone(), format!("cannot read: {}", e.kind()))])?;
+    let text = std::fs::read_to_string(config_file).map_err(|e| {
+        vec![(
+            shown.clone(),
+            format!("cannot read: {}", crate::config_check::io_reason(&e)),
+        )]
+    })?;
     let config: serde_norway::Value = serde_norway::from_str(&text)
         .map_err(|e| vec![(shown.clone(), format!("not YAML: {e}"))])?;
     match config.get("grants").and_then(|grants| grants.get("rules")) {
