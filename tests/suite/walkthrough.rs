@@ -45,7 +45,7 @@ fn example(name: &str) -> PathBuf {
 #[test]
 fn the_readme_walkthrough_runs_as_written() {
     let mut script = walkthrough_script();
-    assert!(script.contains("cargo run --example who-am-i"), "{script}");
+    assert!(script.contains("cargo run --release --example who-am-i"), "{script}");
     let dir = TempDir::new("walkthrough");
     std::fs::create_dir_all(dir.path().join("examples")).unwrap();
     let mut files: Vec<(String, String)> =
@@ -69,18 +69,19 @@ fn the_readme_walkthrough_runs_as_written() {
     for (name, text) in &files {
         dir.write(name, text);
     }
+    // The examples first: `cargo run --release --` is a prefix of their commands.
     let script = script
         .replace(
-            "cargo run --release --",
-            env!("CARGO_BIN_EXE_evs-token-vending"),
-        )
-        .replace(
-            "cargo run --example echo-backend --",
+            "cargo run --release --example echo-backend --",
             &example("echo-backend").display().to_string(),
         )
         .replace(
-            "cargo run --example who-am-i --",
+            "cargo run --release --example who-am-i --",
             &example("who-am-i").display().to_string(),
+        )
+        .replace(
+            "cargo run --release --",
+            env!("CARGO_BIN_EXE_evs-token-vending"),
         )
         .replace(
             "envoy -c",
