@@ -139,7 +139,7 @@ fn dashboard_expressions(docs: &[Value]) -> Vec<String> {
 
 #[tokio::test]
 async fn the_dashboard_and_the_alert_rules_name_only_metrics_the_sidecar_exports() {
-    let docs = render("base");
+    let docs = render("overlays/example");
     let exported = exported_names().await;
     let shipped = [
         ("alert rules", rule_expressions(&docs)),

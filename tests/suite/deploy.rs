@@ -102,6 +102,24 @@ fn check_rendered(docs: &[Value]) {
     let config: Value =
         serde_norway::from_str(configmap_file(docs, pod, "config", "config.yaml")).unwrap();
     assert_file_argument_mounted(sidecar, "--config");
+    // The rollout gate: `check-config` runs first, on the config the sidecar will read, with
+    // every volume the sidecar reads its files from.
+    let gate = &pod["initContainers"][0];
+    assert_eq!(
+        gate["name"], "check-config",
+        "check-config runs before the sidecar"
+    );
+    assert_eq!(gate["args"][0], "check-config");
+    assert_eq!(gate["args"][2], sidecar["args"][2], "the same config file");
+    assert_file_argument_mounted(gate, "--config");
+    for mount in sidecar["volumeMounts"].as_array().unwrap() {
+        if mount["readOnly"] == true {
+            assert!(
+                gate["volumeMounts"].as_array().unwrap().contains(mount),
+                "check-config lacks {mount}"
+            );
+        }
+    }
     for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
         let port = port_number(sidecar, &sidecar[probe]["httpGet"]["port"]);
         let listener = ["admin", "http"]
@@ -253,18 +271,20 @@ fn check_rendered(docs: &[Value]) {
             .iter()
             .any(|p| p["targetPort"] == "jwks")
     );
-    let monitor = find(docs, "ServiceMonitor", "evs-token-vending");
-    for (label, value) in monitor["spec"]["selector"]["matchLabels"]
-        .as_object()
-        .unwrap()
-    {
-        assert_eq!(
-            &jwks["metadata"]["labels"][label], value,
-            "the monitor selects {label}"
-        );
+    // The ServiceMonitor comes with the prometheus-operator component, where it is used.
+    if let Some(monitor) = docs.iter().find(|d| d["kind"] == "ServiceMonitor") {
+        for (label, value) in monitor["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .unwrap()
+        {
+            assert_eq!(
+                &jwks["metadata"]["labels"][label], value,
+                "the monitor selects {label}"
+            );
+        }
+        assert_eq!(monitor["spec"]["endpoints"][0]["port"], "admin");
+        assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
     }
-    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "admin");
-    assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
     find(docs, "PodDisruptionBudget", "evidentsource");
     let policy = find(docs, "NetworkPolicy", "evidentsource");
     let open: Vec<u64> = policy["spec"]["ingress"]
@@ -337,6 +357,13 @@ fn the_kustomize_base_renders_validates_and_holds_what_runtime_would_find() {
     let docs = render("base");
     check_rendered(&docs);
     kubernetes_validate(&docs);
+    // Nothing in the base needs a CRD: the Prometheus Operator's objects are a component.
+    for kind in ["ServiceMonitor", "PrometheusRule"] {
+        assert!(
+            !docs.iter().any(|d| d["kind"] == kind),
+            "{kind} in the base"
+        );
+    }
 }
 
 #[test]
@@ -347,6 +374,8 @@ fn the_example_overlay_renders_validates_and_holds_what_runtime_would_find() {
     let deployment = find(&docs, "Deployment", "evidentsource");
     assert_eq!(deployment["metadata"]["namespace"], "evidentsource");
     assert_eq!(deployment["spec"]["replicas"], 3);
+    find(&docs, "ServiceMonitor", "evs-token-vending");
+    find(&docs, "PrometheusRule", "evs-token-vending");
 }
 
 #[test]

@@ -45,7 +45,10 @@ fn example(name: &str) -> PathBuf {
 #[test]
 fn the_readme_walkthrough_runs_as_written() {
     let mut script = walkthrough_script();
-    assert!(script.contains("cargo run --release --example who-am-i"), "{script}");
+    assert!(
+        script.contains("cargo run --release --example who-am-i"),
+        "{script}"
+    );
     let dir = TempDir::new("walkthrough");
     std::fs::create_dir_all(dir.path().join("examples")).unwrap();
     let mut files: Vec<(String, String)> =
