@@ -166,6 +166,23 @@ impl ListenConfig {
         client_certs: &ClientCertsConfig,
         check: &mut ConfigCheck,
     ) {
+        // `source.certificate` in a CheckRequest is whatever the caller of ext_authz wrote.
+        // On loopback or a Unix socket that caller is the pod's own Envoy; on a network address
+        // it could be anyone, who would be minted a token for any certificate they name.
+        if client_certs.enabled
+            && client_certs
+                .from
+                .contains(&crate::credential::CertSourceKind::Peer)
+            && let AuthzAddress::Tcp(addr) = &self.authz
+            && !addr.ip().is_loopback()
+        {
+            check.problem(
+                format!("{path}.authz"),
+                "client_certs.from names peer, but ext_authz listens beyond loopback: any \
+                 caller that reaches it could present any certificate as source.certificate; \
+                 listen on 127.0.0.1 or a unix: socket shared with Envoy",
+            );
+        }
         let Some(tls) = &mut self.http_tls else {
             return;
         };

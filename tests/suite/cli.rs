@@ -504,3 +504,42 @@ client_certs: { enabled: true, from: [xfcc], ca_file: no-such-ca.pem }
     }
     assert!(!printed.contains("entity not found"), "{printed}");
 }
+
+/// Peer certificates come from `source.certificate`, which whoever calls ext_authz writes: on a
+/// network address that could be anyone, so `from: [peer]` there is refused; on loopback or a
+/// Unix socket (the pod's own Envoy) it is accepted.
+#[test]
+fn peer_certificates_are_refused_when_ext_authz_listens_beyond_loopback() {
+    let dir = TempDir::new("peer-beyond-loopback");
+    dir.write("grants.yaml", evs_token_vending::demo::SAMPLE_GRANTS);
+    let check = |authz: &str| {
+        let config = dir.write(
+            "config.yaml",
+            &format!(
+                "listen: {{ authz: '{authz}', http: 127.0.0.1:0 }}
+token: {{ issuer: https://tv.example.com }}
+signing: {{ dev_generate: true }}
+trust: [ {{ issuer: 'https://idp.example.com' }} ]
+grants: {{ file: grants.yaml }}
+client_certs: {{ enabled: true, from: [peer] }}
+"
+            ),
+        );
+        let output = binary()
+            .args(["check-config", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        (output.status.success(), text(&output))
+    };
+    let (passed, printed) = check("0.0.0.0:9001");
+    assert!(!passed, "{printed}");
+    assert!(
+        printed.contains("listen.authz: client_certs.from names peer"),
+        "{printed}"
+    );
+    for private in ["127.0.0.1:9001", "unix:/tmp/evs-peer-test.sock"] {
+        let (passed, printed) = check(private);
+        assert!(passed, "{private}: {printed}");
+    }
+}
