@@ -26,3 +26,47 @@ pub(crate) async fn sdk_config(
     }
     loader.load().await
 }
+
+/// That DynamoDB `table` exists and is keyed by the string attribute `key` alone (for
+/// `check-config --probe`); `purpose` names what needs it in the message.
+pub(crate) async fn check_keyed_by(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    key: &str,
+    purpose: &str,
+) -> Result<(), String> {
+    use aws_sdk_dynamodb::error::DisplayErrorContext;
+    use aws_sdk_dynamodb::types::{KeyType, ScalarAttributeType};
+    let description = client
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .map_err(|e| format!("DescribeTable {table}: {}", DisplayErrorContext(&e)))?
+        .table
+        .ok_or_else(|| format!("DescribeTable {table}: no table description"))?;
+    let hash_key = description
+        .key_schema()
+        .iter()
+        .find(|k| k.key_type() == &KeyType::Hash)
+        .map(|k| k.attribute_name());
+    let has_range_key = description
+        .key_schema()
+        .iter()
+        .any(|k| k.key_type() == &KeyType::Range);
+    let key_is_string = description
+        .attribute_definitions()
+        .iter()
+        .any(|a| a.attribute_name() == key && a.attribute_type() == &ScalarAttributeType::S);
+    match hash_key {
+        Some(hash) if hash == key && key_is_string && !has_range_key => Ok(()),
+        Some(hash) if hash == key && has_range_key => Err(format!(
+            "table {table} has a sort key; {purpose} need a table keyed by `{key}` alone"
+        )),
+        Some(hash) if hash == key => Err(format!("table {table}: `{key}` must be a string (S)")),
+        other => Err(format!(
+            "table {table} is keyed by {:?}, not by the string attribute `{key}`",
+            other.unwrap_or("nothing")
+        )),
+    }
+}

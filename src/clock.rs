@@ -12,3 +12,38 @@ pub fn unix_now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// What carries the Unix time it stops being valid at (an `exp`, a window's end).
+pub(crate) trait ExpiresAt {
+    /// Unix seconds.
+    fn expires_at(&self) -> u64;
+}
+
+impl ExpiresAt for u64 {
+    fn expires_at(&self) -> u64 {
+        *self
+    }
+}
+
+impl<T: ExpiresAt> ExpiresAt for std::sync::Arc<T> {
+    fn expires_at(&self) -> u64 {
+        (**self).expires_at()
+    }
+}
+
+/// A cache entry lives until the time its value carries (at least a second: moka treats zero
+/// as "expire at once").
+pub(crate) struct UntilItExpires;
+
+impl<K, V: ExpiresAt> moka::Expiry<K, V> for UntilItExpires {
+    fn expire_after_create(
+        &self,
+        _key: &K,
+        value: &V,
+        _created_at: std::time::Instant,
+    ) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_secs(
+            value.expires_at().saturating_sub(unix_now()).max(1),
+        ))
+    }
+}

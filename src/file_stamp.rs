@@ -5,7 +5,8 @@
 //! atomic symlink swap by which Kubernetes updates a mounted ConfigMap or Secret, which an
 //! inotify watch on the file itself misses.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 /// What a file looked like; a missing or unreadable file has a stamp of its own.
@@ -17,5 +18,36 @@ impl FileStamp {
     pub fn of(path: &Path) -> Self {
         let meta = std::fs::metadata(path).ok();
         Self(meta.and_then(|m| Some((m.modified().ok()?, m.len()))))
+    }
+}
+
+/// A secret kept in a file (a bind secret, a service-account token), read again only when
+/// the file changes: a stat per use, a read per rotation.
+pub(crate) struct SecretFile {
+    pub(crate) path: PathBuf,
+    last: std::sync::Mutex<Option<(FileStamp, Arc<str>)>>,
+}
+
+impl SecretFile {
+    pub(crate) fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The secret (without a trailing newline); the file is read only when it changed.
+    pub(crate) fn current(&self) -> Result<Arc<str>, std::io::ErrorKind> {
+        let stamp = FileStamp::of(&self.path);
+        let mut last = self.last.lock().map_err(|_| std::io::ErrorKind::Other)?;
+        if let Some((seen, secret)) = last.as_ref()
+            && *seen == stamp
+        {
+            return Ok(secret.clone());
+        }
+        let text = std::fs::read_to_string(&self.path).map_err(|e| e.kind())?;
+        let secret: Arc<str> = text.trim_end_matches(['\r', '\n']).into();
+        *last = Some((stamp, secret.clone()));
+        Ok(secret)
     }
 }

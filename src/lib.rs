@@ -31,6 +31,7 @@ mod http;
 mod identity;
 mod listen;
 mod mint;
+mod outbound;
 mod pipeline;
 mod preflight;
 mod server;

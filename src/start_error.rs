@@ -49,29 +49,11 @@ pub enum StartError {
 /// The HTTPS client for issuer keys: platform roots plus each issuer's `ca_file`, no
 /// redirects (a JWKS that redirects elsewhere is a misconfiguration, not something to follow).
 pub(crate) fn issuer_client(trust: &[TrustedIssuerConfig]) -> Result<reqwest::Client, StartError> {
-    let mut builder = reqwest::Client::builder()
-        .timeout(FETCH_TIMEOUT)
-        .connect_timeout(FETCH_TIMEOUT)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("evs-token-vending/", env!("CARGO_PKG_VERSION")));
+    let mut builder = crate::outbound::client_builder(FETCH_TIMEOUT).timeout(FETCH_TIMEOUT);
     for (i, issuer) in trust.iter().enumerate() {
         if let Some(ca_file) = &issuer.ca_file {
-            let pem = std::fs::read(ca_file).map_err(|e| {
-                StartError::HttpClient(format!(
-                    "trust: trust[{i}].ca_file: cannot read {}: {}",
-                    ca_file.display(),
-                    e.kind()
-                ))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
-                StartError::HttpClient(format!(
-                    "trust: trust[{i}].ca_file: {} is not a PEM certificate bundle",
-                    ca_file.display()
-                ))
-            })?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
+            builder = crate::outbound::trusting(builder, ca_file)
+                .map_err(|e| StartError::HttpClient(format!("trust: trust[{i}].ca_file: {e}")))?;
         }
     }
     builder

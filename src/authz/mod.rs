@@ -147,19 +147,17 @@ impl AuthzService {
         // Every line logged during the Check (a JWKS refetch, a store warning) carries the ids,
         // and with traces on, the span is the Check's in the caller's trace.
         // The trace context is built only when a span might be made of it.
-        let parent = crate::telemetry::span_gate::spans_possible()
-            .then(|| {
-                crate::telemetry::traces::parent_context(
-                    call_traceparent,
-                    headers.traceparent.first().copied(),
-                    B3Headers {
-                        trace_id: headers.b3_trace_id.first().copied(),
-                        span_id: headers.b3_span_id.first().copied(),
-                        sampled: headers.b3_sampled.first().copied(),
-                    },
-                )
-            })
-            .flatten();
+        let parent = || {
+            crate::telemetry::traces::parent_context(
+                call_traceparent,
+                headers.traceparent.first().copied(),
+                B3Headers {
+                    trace_id: headers.b3_trace_id.first().copied(),
+                    span_id: headers.b3_span_id.first().copied(),
+                    sampled: headers.b3_sampled.first().copied(),
+                },
+            )
+        };
         let span = DecisionSpan::start(
             "ext_authz.Check",
             request_id,

@@ -223,15 +223,17 @@ impl ExchangeService {
         let header = |name: &str| headers.get(name).map(HeaderValue::as_bytes);
         let request_id = request_id(&header("x-request-id").map_or(vec![], |id| vec![id]));
         let trace_id = trace_id(header("traceparent"), header("x-b3-traceid"));
-        let parent = parent_context(
-            None,
-            header("traceparent"),
-            B3Headers {
-                trace_id: header("x-b3-traceid"),
-                span_id: header("x-b3-spanid"),
-                sampled: header("x-b3-sampled"),
-            },
-        );
+        let parent = || {
+            parent_context(
+                None,
+                header("traceparent"),
+                B3Headers {
+                    trace_id: header("x-b3-traceid"),
+                    span_id: header("x-b3-spanid"),
+                    sampled: header("x-b3-sampled"),
+                },
+            )
+        };
         let span = DecisionSpan::start(
             "POST /exchange",
             request_id,

@@ -14,7 +14,6 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::Deserialize;
 
-use crate::clock::unix_now;
 use crate::config_check::ConfigCheck;
 
 /// `exchange.replay_store`: `memory`, or `{ dynamodb: { … } }`.
@@ -111,20 +110,6 @@ pub(crate) enum ReplayStore {
     },
 }
 
-/// Used assertions are remembered until their `exp` (the entry's value).
-struct UntilAssertionExpiry;
-
-impl moka::Expiry<(String, String), u64> for UntilAssertionExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &(String, String),
-        exp: &u64,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(Duration::from_secs(exp.saturating_sub(unix_now()).max(1)))
-    }
-}
-
 impl ReplayStore {
     /// The store `config` names; `timeout` bounds each DynamoDB call.
     pub(crate) async fn connect(config: &ReplayStoreConfig, timeout: Duration) -> Self {
@@ -132,22 +117,13 @@ impl ReplayStore {
             ReplayStoreConfig::Memory => Self::Memory(
                 moka::sync::Cache::builder()
                     .max_capacity(1_000_000)
-                    .expire_after(UntilAssertionExpiry)
+                    .expire_after(crate::clock::UntilItExpires)
                     .build(),
             ),
-            ReplayStoreConfig::Dynamodb(table) => {
-                let sdk = crate::aws::sdk_config(
-                    table.region.as_deref(),
-                    table.endpoint_url.as_deref(),
-                    timeout,
-                    1,
-                )
-                .await;
-                Self::Dynamodb {
-                    client: aws_sdk_dynamodb::Client::new(&sdk),
-                    table: table.table.clone(),
-                }
-            }
+            ReplayStoreConfig::Dynamodb(table) => Self::Dynamodb {
+                client: dynamo_client(table, timeout).await,
+                table: table.table.clone(),
+            },
         }
     }
 
@@ -197,44 +173,29 @@ impl ReplayStore {
 
 /// `check-config --probe`: the table exists and is keyed by `jti` (S).
 pub(crate) async fn probe(config: &DynamoReplayConfig) -> Result<String, String> {
-    let store = ReplayStore::connect(
-        &ReplayStoreConfig::Dynamodb(config.clone()),
-        Duration::from_secs(5),
-    )
-    .await;
-    let ReplayStore::Dynamodb { client, table } = store else {
-        unreachable!("a DynamoDB config connects to DynamoDB")
-    };
-    let described = client
-        .describe_table()
-        .table_name(&table)
-        .send()
+    let client = dynamo_client(config, Duration::from_secs(5)).await;
+    let table = &config.table;
+    crate::aws::check_keyed_by(&client, table, KEY, "used assertions")
         .await
-        .map_err(|e| {
+        .map_err(|reason| {
             format!(
-                "exchange.replay_store.dynamodb.table {table}: {}",
-                DisplayErrorContext(&e)
+                "exchange.replay_store.dynamodb.table {table}: must be keyed by `{KEY}` (S) alone: {reason}"
             )
         })?;
-    let Some(description) = described.table() else {
-        return Err(format!(
-            "exchange.replay_store.dynamodb.table {table}: no description"
-        ));
-    };
-    let keys = description.key_schema();
-    let types = description.attribute_definitions();
-    let keyed_by_jti = keys.len() == 1
-        && keys[0].attribute_name() == KEY
-        && types.iter().any(|a| {
-            a.attribute_name() == KEY
-                && *a.attribute_type() == aws_sdk_dynamodb::types::ScalarAttributeType::S
-        });
-    if !keyed_by_jti {
-        return Err(format!(
-            "exchange.replay_store.dynamodb.table {table}: must be keyed by `{KEY}` (S) alone"
-        ));
-    }
     Ok(format!(
         "replay store: DynamoDB table {table} (keyed by {KEY})"
     ))
+}
+
+/// A DynamoDB client for `config`, each call bounded by `timeout`, never retried (the
+/// exchange's deadline leaves no room for a retry).
+async fn dynamo_client(config: &DynamoReplayConfig, timeout: Duration) -> aws_sdk_dynamodb::Client {
+    let sdk = crate::aws::sdk_config(
+        config.region.as_deref(),
+        config.endpoint_url.as_deref(),
+        timeout,
+        1,
+    )
+    .await;
+    aws_sdk_dynamodb::Client::new(&sdk)
 }

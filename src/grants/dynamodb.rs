@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aws_sdk_dynamodb::error::DisplayErrorContext;
-use aws_sdk_dynamodb::types::{AttributeValue, KeyType, ScalarAttributeType};
+use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::DynamoDbConfig;
 use super::{GrantSource, Grants, GrantsError, LookupFuture};
@@ -44,43 +44,7 @@ impl DynamoGrants {
 
     /// Checks that the table exists and is keyed by `subject` (string): `check-config --probe`.
     pub async fn probe(&self) -> Result<(), String> {
-        let table = self
-            .client
-            .describe_table()
-            .table_name(&self.table)
-            .send()
-            .await
-            .map_err(|e| format!("DescribeTable {}: {}", self.table, DisplayErrorContext(&e)))?
-            .table
-            .ok_or_else(|| format!("DescribeTable {}: no table description", self.table))?;
-        let hash_key = table
-            .key_schema()
-            .iter()
-            .find(|k| k.key_type() == &KeyType::Hash)
-            .map(|k| k.attribute_name().to_owned());
-        let has_range_key = table
-            .key_schema()
-            .iter()
-            .any(|k| k.key_type() == &KeyType::Range);
-        let subject_is_string = table.attribute_definitions().iter().any(|a| {
-            a.attribute_name() == KEY_ATTRIBUTE && a.attribute_type() == &ScalarAttributeType::S
-        });
-        match hash_key.as_deref() {
-            Some(KEY_ATTRIBUTE) if subject_is_string && !has_range_key => Ok(()),
-            Some(KEY_ATTRIBUTE) if has_range_key => Err(format!(
-                "table {} has a sort key; grants need a table keyed by `subject` alone",
-                self.table
-            )),
-            Some(KEY_ATTRIBUTE) => Err(format!(
-                "table {}: `subject` must be a string (S)",
-                self.table
-            )),
-            other => Err(format!(
-                "table {} is keyed by {:?}, not by the string attribute `subject`",
-                self.table,
-                other.unwrap_or("nothing")
-            )),
-        }
+        crate::aws::check_keyed_by(&self.client, &self.table, KEY_ATTRIBUTE, "grants").await
     }
 
     async fn get(&self, subject: &str) -> Result<Option<Arc<Grants>>, GrantsError> {

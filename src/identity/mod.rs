@@ -113,6 +113,13 @@ pub struct CertificateClaims {
     pub thumbprint_s256: String,
 }
 
+/// Remembered identities are forgotten when their credential expires.
+impl crate::clock::ExpiresAt for Identity {
+    fn expires_at(&self) -> u64 {
+        self.expires_at
+    }
+}
+
 impl Identity {
     /// The keys to look grants up with, in order: the subject, then the e-mail address.
     pub fn grant_keys(&self) -> impl Iterator<Item = &str> {

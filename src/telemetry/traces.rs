@@ -115,22 +115,28 @@ pub struct DecisionSpan {
 }
 
 impl DecisionSpan {
-    /// A span named `name` (`ext_authz.Check`, `POST /exchange`) under `parent` if any — or
-    /// none at all when nothing would read it ([`super::span_gate`]).
+    /// A span named `name` (`ext_authz.Check`, `POST /exchange`) under the trace context
+    /// `parent` builds, if any — or none at all when nothing would read it
+    /// ([`super::span_gate`]); `parent` is called only when a span may be made.
     pub fn start(
         name: &'static str,
         request_id: &str,
         trace_id: Option<&str>,
-        parent: Option<Context>,
+        parent: impl FnOnce() -> Option<Context>,
         subjects: bool,
     ) -> Self {
         use tracing::field::Empty;
         use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let none = || Self {
+            span: tracing::Span::none(),
+            subjects,
+        };
+        if !super::span_gate::spans_possible() {
+            return none();
+        }
+        let parent = parent();
         if !super::span_gate::wants_span(name, parent.as_ref()) {
-            return Self {
-                span: tracing::Span::none(),
-                subjects,
-            };
+            return none();
         }
         let span = tracing::info_span!(
             "decision",
@@ -338,7 +344,7 @@ mod tests {
             .build();
         let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
         tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), || {
-            let span = DecisionSpan::start("ext_authz.Check", "req-1", None, None, subjects);
+            let span = DecisionSpan::start("ext_authz.Check", "req-1", None, || None, subjects);
             span.allowed(
                 Some("https://idp.example.com"),
                 "alice@example.com",

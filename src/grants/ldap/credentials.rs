@@ -1,10 +1,8 @@
-//! What the LDAP client presents and trusts: the bind password, read again when its file
-//! changes, and the CAs of `ca_file`.
+//! What the LDAP client trusts: the CAs of `ca_file` (its bind password is a
+//! [`crate::file_stamp::SecretFile`]).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-
-use crate::file_stamp::FileStamp;
 
 /// A TLS client trusting only the CAs in `ca_file`.
 pub(super) fn tls_trusting(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, String> {
@@ -30,34 +28,4 @@ pub(super) fn tls_trusting(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, 
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
-}
-
-/// The bind password, read again when its file changes.
-pub(super) struct BindPassword {
-    pub(super) path: PathBuf,
-    last: std::sync::Mutex<Option<(FileStamp, Arc<str>)>>,
-}
-
-impl BindPassword {
-    pub(super) fn new(path: PathBuf) -> Self {
-        Self {
-            path,
-            last: std::sync::Mutex::new(None),
-        }
-    }
-
-    /// The password (without a trailing newline); the file is read only when it changed.
-    pub(super) fn current(&self) -> Result<Arc<str>, std::io::ErrorKind> {
-        let stamp = FileStamp::of(&self.path);
-        let mut last = self.last.lock().map_err(|_| std::io::ErrorKind::Other)?;
-        if let Some((seen, password)) = last.as_ref()
-            && *seen == stamp
-        {
-            return Ok(password.clone());
-        }
-        let text = std::fs::read_to_string(&self.path).map_err(|e| e.kind())?;
-        let password: Arc<str> = text.trim_end_matches(['\r', '\n']).into();
-        *last = Some((stamp, password.clone()));
-        Ok(password)
-    }
 }

@@ -23,11 +23,12 @@ use std::time::{Duration, Instant};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, SearchOptions};
 
 pub use self::config::{GroupSearch, LdapConfig};
-use self::credentials::{BindPassword, tls_trusting};
+use self::credentials::tls_trusting;
 use self::filter::fill_filter;
 use super::cache::CachedGrants;
 use super::rules::RuleSet;
 use super::{ExplainFuture, GrantSource, Grants, GrantsCacheConfig, GrantsError, LookupFuture};
+use crate::file_stamp::SecretFile;
 use crate::identity::Identity;
 use crate::telemetry::Metrics;
 
@@ -55,7 +56,7 @@ pub(crate) fn check_files(config: &LdapConfig) -> Result<(), String> {
         tls_trusting(ca_file)?;
     }
     if let Some(path) = &config.bind_password_file {
-        let password = BindPassword::new(path.clone())
+        let password = SecretFile::new(path.clone())
             .current()
             .map_err(|kind| format!("grants.ldap.bind_password_file {}: {kind}", path.display()))?;
         if password.is_empty() {
@@ -123,7 +124,7 @@ pub struct LdapDirectory {
     config: LdapConfig,
     mappings: RuleSet,
     tls: Option<Arc<rustls::ClientConfig>>,
-    password: Option<BindPassword>,
+    password: Option<SecretFile>,
     connections: Vec<tokio::sync::Mutex<Option<Ldap>>>,
     next: AtomicUsize,
 }
@@ -138,7 +139,7 @@ impl LdapDirectory {
             config: config.clone(),
             mappings,
             tls,
-            password: config.bind_password_file.clone().map(BindPassword::new),
+            password: config.bind_password_file.clone().map(SecretFile::new),
             connections: (0..config.pool_size.max(1))
                 .map(|_| tokio::sync::Mutex::new(None))
                 .collect(),

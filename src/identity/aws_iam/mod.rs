@@ -17,7 +17,7 @@ pub(crate) mod presigned;
 mod sts;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tracing::Instrument;
 
 pub use self::accounts::ServedAccounts;
@@ -43,22 +43,6 @@ pub struct AwsIamVerifier {
     metrics: Arc<crate::telemetry::Metrics>,
 }
 
-/// Remembered identities are forgotten when their token's window ends.
-struct UntilWindowEnds;
-
-impl moka::Expiry<[u8; 32], Arc<Identity>> for UntilWindowEnds {
-    fn expire_after_create(
-        &self,
-        _key: &[u8; 32],
-        value: &Arc<Identity>,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(Duration::from_secs(
-            value.expires_at.saturating_sub(unix_now()),
-        ))
-    }
-}
-
 impl AwsIamVerifier {
     /// A verifier for the enabled `aws_iam:` section, serving `accounts`.
     pub(crate) fn new(
@@ -72,7 +56,7 @@ impl AwsIamVerifier {
             sts: StsCaller::new(config.server_id.clone(), config.sts_timeout)?,
             remembered: moka::future::Cache::builder()
                 .max_capacity(REMEMBERED_CAPACITY)
-                .expire_after(UntilWindowEnds)
+                .expire_after(crate::clock::UntilItExpires)
                 .build(),
             metrics,
         })

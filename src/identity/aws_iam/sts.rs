@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::presigned::PresignedRequest;
 use crate::identity::AuthError;
-use crate::identity::oidc::jwks::describe_reqwest_error;
+use crate::outbound::{describe_reqwest_error, read_capped};
 
 /// Largest STS answer read; a real one is under 1 KiB.
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
@@ -50,19 +50,12 @@ struct Result {
 
 /// The answer's body, at most [`MAX_ANSWER_BYTES`].
 async fn read_bounded(answer: &mut reqwest::Response) -> std::result::Result<Vec<u8>, AuthError> {
-    let mut body = Vec::new();
-    while let Some(chunk) = answer
-        .chunk()
-        .await
-        .map_err(|_| AuthError::StsUnavailable)?
-    {
-        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+    read_capped(answer, MAX_ANSWER_BYTES).await.map_err(|e| {
+        if matches!(e, crate::outbound::BodyError::TooLarge) {
             tracing::warn!("STS answer larger than 64 KiB; refused");
-            return Err(AuthError::StsUnavailable);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+        AuthError::StsUnavailable
+    })
 }
 
 /// The error codes AWS throttles with (query APIs answer `Throttling`).
@@ -93,10 +86,7 @@ fn is_throttling(body: &[u8]) -> bool {
 impl StsCaller {
     /// A caller that never follows redirects and gives up after `timeout`.
     pub(crate) fn new(server_id: String, timeout: Duration) -> std::result::Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(timeout)
-            .user_agent(concat!("evs-token-vending/", env!("CARGO_PKG_VERSION")))
+        let client = crate::outbound::client_builder(timeout)
             .build()
             .map_err(|e| format!("cannot build the STS client: {e}"))?;
         Ok(Self {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use tracing::Instrument;
 
+use crate::outbound::{BodyError, describe_reqwest_error, read_capped};
 use crate::telemetry::Metrics;
 
 use arc_swap::ArcSwapOption;
@@ -401,30 +402,16 @@ impl IssuerKeys {
                 status: response.status().as_u16(),
             });
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = response.chunk().await.map_err(transport)? {
-            if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-                return Err(FetchError::Document {
+        read_capped(&mut response, MAX_DOCUMENT_BYTES)
+            .await
+            .map_err(|e| match e {
+                BodyError::Transport(e) => transport(e),
+                BodyError::TooLarge => FetchError::Document {
                     url: url.to_owned(),
                     reason: "larger than 1 MiB".into(),
-                });
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+                },
+            })
     }
-}
-
-/// A reqwest error in words: its innermost cause (a TLS or DNS reason, say), without the URL.
-pub(crate) fn describe_reqwest_error(error: &reqwest::Error) -> String {
-    if error.is_timeout() {
-        return "timed out".into();
-    }
-    let mut cause: &dyn std::error::Error = error;
-    while let Some(inner) = cause.source() {
-        cause = inner;
-    }
-    cause.to_string()
 }
 
 #[derive(Deserialize)]

@@ -8,7 +8,6 @@
 //! Optionally each token is also confirmed with the API server's TokenReview ([`TokenReviewer`]),
 //! so a deleted pod's token stops working within `token_review.cache_for`.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +15,7 @@ use serde::Deserialize;
 
 use super::config::TokenReviewConfig;
 use crate::clock::unix_now;
+use crate::file_stamp::SecretFile;
 use crate::identity::{AuthError, KubernetesClaims};
 
 /// The `kubernetes.io` claim of a projected service-account token.
@@ -96,24 +96,11 @@ const REVIEW_TIMEOUT: Duration = Duration::from_secs(2);
 pub(super) struct TokenReviewer {
     client: reqwest::Client,
     url: String,
-    token_file: PathBuf,
+    /// The sidecar's own token (read again when the kubelet rotates it).
+    own_token: SecretFile,
     audiences: Vec<String>,
     cache_for: Duration,
     confirmed: moka::future::Cache<[u8; 32], u64>,
-}
-
-/// A confirmation is forgotten at the time it holds (the entry's value).
-struct UntilConfirmationEnds;
-
-impl moka::Expiry<[u8; 32], u64> for UntilConfirmationEnds {
-    fn expire_after_create(
-        &self,
-        _key: &[u8; 32],
-        until: &u64,
-        _created_at: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(Duration::from_secs(until.saturating_sub(unix_now())))
-    }
 }
 
 #[derive(Deserialize)]
@@ -138,28 +125,10 @@ struct ReviewUser {
 impl TokenReviewer {
     /// A reviewer for `config`, asking for `audiences`.
     pub(super) fn new(config: &TokenReviewConfig, audiences: &[String]) -> Result<Self, String> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(REVIEW_TIMEOUT)
-            .connect_timeout(REVIEW_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("evs-token-vending/", env!("CARGO_PKG_VERSION")));
+        let mut builder = crate::outbound::client_builder(REVIEW_TIMEOUT).timeout(REVIEW_TIMEOUT);
         if let Some(ca_file) = &config.ca_file {
-            let pem = std::fs::read(ca_file).map_err(|e| {
-                format!(
-                    "token_review.ca_file: cannot read {}: {}",
-                    ca_file.display(),
-                    e.kind()
-                )
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|_| {
-                format!(
-                    "token_review.ca_file: {} is not a PEM bundle",
-                    ca_file.display()
-                )
-            })?;
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
+            builder = crate::outbound::trusting(builder, ca_file)
+                .map_err(|e| format!("token_review.ca_file: {e}"))?;
         }
         Ok(Self {
             client: builder
@@ -169,12 +138,12 @@ impl TokenReviewer {
                 "{}/apis/authentication.k8s.io/v1/tokenreviews",
                 config.api_server.trim_end_matches('/')
             ),
-            token_file: config.token_file.clone(),
+            own_token: SecretFile::new(config.token_file.clone()),
             audiences: audiences.to_vec(),
             cache_for: config.cache_for,
             confirmed: moka::future::Cache::builder()
                 .max_capacity(100_000)
-                .expire_after(UntilConfirmationEnds)
+                .expire_after(crate::clock::UntilItExpires)
                 .build(),
         })
     }
@@ -210,9 +179,9 @@ impl TokenReviewer {
             tracing::warn!(what, "the TokenReview could not be made");
             AuthError::TokenReviewUnavailable
         };
-        // Read on every review (rare: confirmations are cached): a rotated token is picked up.
-        let own = tokio::fs::read_to_string(&self.token_file)
-            .await
+        let own = self
+            .own_token
+            .current()
             .map_err(|_| unavailable("the sidecar's token_file cannot be read"))?;
         let body = serde_json::json!({
             "apiVersion": "authentication.k8s.io/v1",
@@ -233,17 +202,14 @@ impl TokenReviewer {
                 "the API server refused the TokenReview request",
             ));
         }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = answer
-            .chunk()
+        let bytes = crate::outbound::read_capped(&mut answer, MAX_ANSWER_BYTES)
             .await
-            .map_err(|_| unavailable("the answer was cut"))?
-        {
-            if bytes.len() + chunk.len() > MAX_ANSWER_BYTES {
-                return Err(unavailable("the answer is larger than 64 KiB"));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
+            .map_err(|e| match e {
+                crate::outbound::BodyError::Transport(_) => unavailable("the answer was cut"),
+                crate::outbound::BodyError::TooLarge => {
+                    unavailable("the answer is larger than 64 KiB")
+                }
+            })?;
         let review: Review = serde_json::from_slice(&bytes)
             .map_err(|_| unavailable("the answer is not a TokenReview"))?;
         let status = review

@@ -228,58 +228,30 @@ impl OidcVerifier {
         deadline: Instant,
     ) -> Result<Arc<Identity>, AuthError> {
         let now = unix_now();
+        // One look-up of the issuer serves both the key check and the TokenReview it may ask.
         let remembered = self.verified.read(fingerprint, now, |known| {
-            self.still_published(known).then(|| known.identity.clone())
+            let issuer = self.issuers.get(known.identity.issuer.as_str())?;
+            still_published(issuer, known).then(|| (known.identity.clone(), issuer.review.clone()))
         });
-        if let Some(Some(identity)) = remembered {
-            self.reviewed(token, fingerprint, &identity, deadline)
-                .await?;
+        if let Some(Some((identity, review))) = remembered {
+            reviewed(review.as_ref(), token, fingerprint, &identity, deadline).await?;
             return Ok(identity);
         }
         let (identity, kid, _) = self
             .verify_signature_and_claims(token, Audience::OfIssuer, deadline)
             .await?;
         let identity = Arc::new(identity);
-        self.reviewed(token, fingerprint, &identity, deadline)
-            .await?;
+        let review = self
+            .issuers
+            .get(identity.issuer.as_str())
+            .and_then(|issuer| issuer.review.as_ref());
+        reviewed(review, token, fingerprint, &identity, deadline).await?;
         let verified = Verified {
             identity: identity.clone(),
             kid: kid.map(String::into_boxed_str),
         };
         self.verified.insert(*fingerprint, verified, now);
         Ok(identity)
-    }
-
-    /// Confirms a Kubernetes token with TokenReview when its issuer asks for that; a
-    /// remembered verification is confirmed again once its confirmation is older than
-    /// `token_review.cache_for`.
-    async fn reviewed(
-        &self,
-        token: &str,
-        fingerprint: &crate::credential::Fingerprint,
-        identity: &Identity,
-        deadline: Instant,
-    ) -> Result<(), AuthError> {
-        let Some(review) = self
-            .issuers
-            .get(identity.issuer.as_str())
-            .and_then(|issuer| issuer.review.as_ref())
-        else {
-            return Ok(());
-        };
-        let reviewer = review.as_ref().map_err(|reason| {
-            tracing::error!(%reason, "TokenReview is not set up");
-            AuthError::TokenReviewUnavailable
-        })?;
-        reviewer
-            .confirm(
-                token,
-                fingerprint,
-                &identity.subject,
-                identity.expires_at,
-                deadline,
-            )
-            .await
     }
 
     /// Why a configured TokenReview cannot be set up, per issuer (for start-up and
@@ -292,14 +264,6 @@ impl OidcVerifier {
                 _ => None,
             })
             .collect()
-    }
-
-    /// Whether the key that verified a remembered token is still among its issuer's keys.
-    fn still_published(&self, known: &Verified) -> bool {
-        self.issuers
-            .get(known.identity.issuer.as_str())
-            .and_then(|issuer| issuer.keys.current())
-            .is_some_and(|set| lookup(&set, known.kid.as_deref()).is_some())
     }
 
     /// Whether `token` names (unverified) an issuer with `assertion: true`: at `/exchange`,
@@ -431,6 +395,42 @@ impl OidcVerifier {
         };
         Ok((identity, parts.kid, claims.jti))
     }
+}
+
+/// Whether the key that verified a remembered token is still among its issuer's keys.
+fn still_published(issuer: &TrustedIssuer, known: &Verified) -> bool {
+    issuer
+        .keys
+        .current()
+        .is_some_and(|set| lookup(&set, known.kid.as_deref()).is_some())
+}
+
+/// Confirms a Kubernetes token with TokenReview when its issuer asks for that (`review`); a
+/// remembered verification is confirmed again once its confirmation is older than
+/// `token_review.cache_for`.
+async fn reviewed(
+    review: Option<&Result<Arc<TokenReviewer>, String>>,
+    token: &str,
+    fingerprint: &crate::credential::Fingerprint,
+    identity: &Identity,
+    deadline: Instant,
+) -> Result<(), AuthError> {
+    let Some(review) = review else {
+        return Ok(());
+    };
+    let reviewer = review.as_ref().map_err(|reason| {
+        tracing::error!(%reason, "TokenReview is not set up");
+        AuthError::TokenReviewUnavailable
+    })?;
+    reviewer
+        .confirm(
+            token,
+            fingerprint,
+            &identity.subject,
+            identity.expires_at,
+            deadline,
+        )
+        .await
 }
 
 /// Finds the key a token names, refetching once when it is unknown.
