@@ -83,8 +83,10 @@ fn port_number(container: &Value, port: &Value) -> u64 {
     })
 }
 
-fn check_rendered(docs: &[Value]) {
-    let deployment = find(docs, "Deployment", "evidentsource");
+/// What a rendered pod needs at run time: `deployment` is the EvidentSource Deployment the
+/// token-vending component was applied to, `backend` its own container.
+fn check_rendered(docs: &[Value], deployment: &str, backend: &str) {
+    let deployment = find(docs, "Deployment", deployment);
     let pod = &deployment["spec"]["template"]["spec"];
 
     // The sidecar is a native sidecar with a startup probe, and its probes reach a listener
@@ -100,7 +102,7 @@ fn check_rendered(docs: &[Value]) {
     assert_eq!(sidecar["restartPolicy"], "Always", "native sidecar");
     assert!(sidecar["startupProbe"].is_object(), "startupProbe");
     let config: Value =
-        serde_norway::from_str(configmap_file(docs, pod, "config", "config.yaml")).unwrap();
+        serde_norway::from_str(configmap_file(docs, pod, "evs-config", "config.yaml")).unwrap();
     assert_file_argument_mounted(sidecar, "--config");
     // The rollout gate: `check-config` runs first, on the config the sidecar will read, with
     // every volume the sidecar reads its files from.
@@ -155,7 +157,7 @@ fn check_rendered(docs: &[Value]) {
     // probe reaches a listener beyond loopback.
     let envoy = container(pod, "envoy");
     assert_file_argument_mounted(envoy, "-c");
-    let envoy_yaml = configmap_file(docs, pod, "envoy-config", "envoy.yaml");
+    let envoy_yaml = configmap_file(docs, pod, "evs-envoy-config", "envoy.yaml");
     assert!(
         !envoy_yaml.contains("filename:"),
         "Envoy's config needs files it is not given"
@@ -252,7 +254,7 @@ fn check_rendered(docs: &[Value]) {
         .as_array()
         .unwrap()
         .iter()
-        .find(|v| v["name"] == "keys")
+        .find(|v| v["name"] == "evs-keys")
         .unwrap();
     let mode = keys["secret"]["defaultMode"].as_u64().unwrap_or(0o644);
     let group_reads = mode & 0o040 != 0 && security["fsGroup"].is_u64();
@@ -285,6 +287,51 @@ fn check_rendered(docs: &[Value]) {
         assert_eq!(monitor["spec"]["endpoints"][0]["port"], "admin");
         assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
     }
+    // The JWKS Service selects the pods the sidecar was added to.
+    let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+    for (label, value) in jwks["spec"]["selector"].as_object().unwrap() {
+        assert_eq!(
+            &pod_labels[label], value,
+            "the JWKS Service selects {label}"
+        );
+    }
+    // Callers reach EvidentSource through Envoy only: every Service selecting the pods
+    // targets Envoy's port.
+    let envoy_grpc = port_number(envoy, &Value::from("evs-grpc"));
+    for service in docs.iter().filter(|d| d["kind"] == "Service") {
+        let selects = service["spec"]["selector"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .all(|(label, value)| &pod_labels[label] == value);
+        if !selects || service["metadata"]["name"] == "evs-token-vending" {
+            continue;
+        }
+        for port in service["spec"]["ports"].as_array().unwrap() {
+            assert_eq!(
+                port_number(envoy, &port["targetPort"]),
+                envoy_grpc,
+                "Service {} bypasses Envoy",
+                service["metadata"]["name"]
+            );
+        }
+    }
+    // EvidentSource expects the issuer the sidecar mints as.
+    let backend = container(pod, backend);
+    let expected_issuer = backend["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "EVS_JWT_ISSUER")
+        .unwrap();
+    assert_eq!(expected_issuer["value"], config["token"]["issuer"]);
+}
+
+/// The base's own PodDisruptionBudget and NetworkPolicy.
+fn check_base_policies(docs: &[Value]) {
+    let pod = &find(docs, "Deployment", "evidentsource")["spec"]["template"]["spec"];
+    let config: Value =
+        serde_norway::from_str(configmap_file(docs, pod, "evs-config", "config.yaml")).unwrap();
     find(docs, "PodDisruptionBudget", "evidentsource");
     let policy = find(docs, "NetworkPolicy", "evidentsource");
     let open: Vec<u64> = policy["spec"]["ingress"]
@@ -310,15 +357,6 @@ fn check_rendered(docs: &[Value]) {
         .unwrap();
     assert!(!open.contains(&admin_port), "metrics open to everyone");
     assert!(open.contains(&10000) && open.contains(&9002), "{open:?}");
-    // EvidentSource expects the issuer the sidecar mints as.
-    let backend = container(pod, "evidentsource");
-    let expected_issuer = backend["env"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["name"] == "EVS_JWT_ISSUER")
-        .unwrap();
-    assert_eq!(expected_issuer["value"], config["token"]["issuer"]);
 }
 
 fn kubernetes_validate(docs: &[Value]) {
@@ -355,7 +393,8 @@ fn kubernetes_validate(docs: &[Value]) {
 #[test]
 fn the_kustomize_base_renders_validates_and_holds_what_runtime_would_find() {
     let docs = render("base");
-    check_rendered(&docs);
+    check_rendered(&docs, "evidentsource", "evidentsource");
+    check_base_policies(&docs);
     kubernetes_validate(&docs);
     // Nothing in the base needs a CRD: the Prometheus Operator's objects are a component.
     for kind in ["ServiceMonitor", "PrometheusRule"] {
@@ -369,13 +408,140 @@ fn the_kustomize_base_renders_validates_and_holds_what_runtime_would_find() {
 #[test]
 fn the_example_overlay_renders_validates_and_holds_what_runtime_would_find() {
     let docs = render("overlays/example");
-    check_rendered(&docs);
+    check_rendered(&docs, "ledger", "ledger");
     kubernetes_validate(&docs);
-    let deployment = find(&docs, "Deployment", "evidentsource");
+    let deployment = find(&docs, "Deployment", "ledger");
     assert_eq!(deployment["metadata"]["namespace"], "evidentsource");
     assert_eq!(deployment["spec"]["replicas"], 3);
+    // The environment's config replaced the component's example.
+    let pod = &deployment["spec"]["template"]["spec"];
+    let config = configmap_file(&docs, pod, "evs-config", "config.yaml");
+    assert!(
+        config.contains("https://tokens.prod.example.org"),
+        "{config}"
+    );
     find(&docs, "ServiceMonitor", "evs-token-vending");
     find(&docs, "PrometheusRule", "evs-token-vending");
+}
+
+#[test]
+fn the_token_vending_component_joins_a_deployment_of_yours_selected_by_label_and_leaves_others() {
+    let component: Value = serde_norway::from_str(
+        &std::fs::read_to_string(repo(
+            "deploy/kubernetes/components/token-vending/kustomization.yaml",
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(component["kind"], "Component");
+    // A kustomization of a user's own: two Deployments, one adopting the sidecar by its label.
+    let dir = TempDir::new("component-user");
+    let app = |name: &str, labels: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{ name: {name}, labels: {{ {labels} }} }}\n\
+             spec:\n  selector: {{ matchLabels: {{ app: {name} }} }}\n  template:\n    \
+             metadata: {{ labels: {{ app: {name} }} }}\n    spec:\n      \
+             securityContext: {{ runAsNonRoot: true, runAsUser: 1000, \
+             seccompProfile: {{ type: RuntimeDefault }} }}\n      containers:\n        \
+             - {{ name: {name}, image: 'example/{name}:1', args: [--keep-me], \
+             env: [{{ name: EVS_JWT_ISSUER, value: 'https://token-vending.example.com' }}], \
+             resources: {{ requests: {{ memory: 1Gi }}, limits: {{ memory: 1Gi }} }}, \
+             securityContext: {{ runAsUser: 1000, allowPrivilegeEscalation: false, \
+             capabilities: {{ drop: [ALL] }} }} }}\n      \
+             volumes: [{{ name: data, emptyDir: {{}} }}]\n"
+        )
+    };
+    dir.write(
+        "apps.yaml",
+        &format!(
+            "{}---\n{}---\napiVersion: v1\nkind: Service\nmetadata: {{ name: orders }}\n\
+             spec:\n  selector: {{ app: orders }}\n  ports: [{{ port: 10000, targetPort: evs-grpc }}]\n",
+            app("orders", "evs-token-vending.io/inject: 'true'"),
+            app("cache", "tier: cache")
+        ),
+    );
+    dir.write(
+        "kustomization.yaml",
+        &format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             resources: [apps.yaml]\ncomponents: ['{}']\n",
+            relative(
+                dir.path(),
+                &repo("deploy/kubernetes/components/token-vending")
+            )
+            .display()
+        ),
+    );
+    let docs = crate::support::kustomize::render_path(dir.path(), "a user's kustomization");
+    check_rendered(&docs, "orders", "orders");
+    let orders = &find(&docs, "Deployment", "orders")["spec"]["template"]["spec"];
+    // The user's own container and volume are as they wrote them.
+    let own = container(orders, "orders");
+    assert_eq!(own["args"], serde_json::json!(["--keep-me"]));
+    assert!(
+        orders["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "data"),
+        "the user's volume is kept"
+    );
+    for added in ["check-config", "token-vending", "envoy"] {
+        container(orders, added);
+    }
+    // The Deployment without the label is untouched.
+    let cache = &find(&docs, "Deployment", "cache")["spec"]["template"]["spec"];
+    assert_eq!(containers(cache).len(), 1, "{cache}");
+    assert!(cache["initContainers"].is_null());
+}
+
+/// `to` as seen from `from` (kustomize takes no absolute component paths).
+fn relative(from: &std::path::Path, to: &std::path::Path) -> std::path::PathBuf {
+    let (from, to) = (from.canonicalize().unwrap(), to.canonicalize().unwrap());
+    let common = from
+        .components()
+        .zip(to.components())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut path: std::path::PathBuf = from.components().skip(common).map(|_| "..").collect();
+    path.extend(to.components().skip(common));
+    path
+}
+
+#[test]
+fn no_shipped_patch_addresses_a_list_by_position() {
+    // `containers/1/env/1` breaks silently when a container or a variable is added before it;
+    // strategic merges by name and map keys do not.
+    let mut files = Vec::new();
+    let mut folders = vec![repo("deploy/kubernetes")];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() > 10, "{files:?}");
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for line in text.lines() {
+            let Some(path) = line.trim().split("path:").nth(1) else {
+                continue;
+            };
+            let path = path.trim().trim_end_matches([',', '}']).trim();
+            assert!(
+                !path
+                    .split('/')
+                    .any(|segment| !segment.is_empty()
+                        && segment.bytes().all(|b| b.is_ascii_digit())),
+                "{}: `{path}` patches a list position",
+                file.display()
+            );
+        }
+    }
 }
 
 #[test]
@@ -395,7 +561,7 @@ fn every_envoy_config_shipped_passes_envoy_validate_as_shipped() {
     for file in [
         "envoy.yaml",
         "envoy-mtls.yaml",
-        "deploy/kubernetes/base/envoy.yaml",
+        "deploy/kubernetes/components/token-vending/envoy.yaml",
     ] {
         let output = Command::new(&envoy)
             .args(["--mode", "validate", "-c"])
@@ -441,7 +607,7 @@ async fn the_sidecar_reads_its_keys_as_the_manifests_user_with_the_manifests_fil
         .as_array()
         .unwrap()
         .iter()
-        .find(|v| v["name"] == "keys")
+        .find(|v| v["name"] == "evs-keys")
         .unwrap();
     let mode = keys_volume["secret"]["defaultMode"].as_u64().unwrap() as u32;
 
