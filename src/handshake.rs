@@ -1,5 +1,6 @@
-//! The ext_authz listener's first-bytes timeout (TCP or Unix socket): a connection must send the HTTP/2 client preface
-//! within `listen.handshake_timeout`, or it is closed.
+//! The ext_authz listener's first-bytes timeout (TCP, TCP with mTLS, or a Unix socket): a
+//! connection must finish its TLS handshake (with `listen.authz_tls`) and send the HTTP/2 client
+//! preface within `listen.handshake_timeout`, or it is closed.
 //!
 //! tonic has no such timeout, so a client that connects and sends nothing (or half a
 //! preface) would hold a connection — and, on SIGTERM, the process — for as long as it likes.
@@ -8,50 +9,97 @@
 //! preface is in, HTTP/2 keep-alive pings look after idle connections (Envoy keeps its
 //! connections open between Checks, which is what we want).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
 use tonic::transport::server::{Connected, TcpConnectInfo, UdsConnectInfo};
 
-/// A listener ext_authz can serve on: TCP or a Unix socket.
+use crate::server_tls::ReloadingTls;
+
+/// A listener ext_authz can serve on: TCP, TCP with mTLS, or a Unix socket.
 pub(crate) trait AuthzListener: Send + 'static {
-    /// The accepted connection.
-    type Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    /// The accepted connection, before any handshake.
+    type Socket: Send + 'static;
+    /// The connection the gRPC server reads (after TLS, when there is TLS).
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     /// Accepts one connection.
-    fn accept_socket(&self) -> impl std::future::Future<Output = io::Result<Self::Socket>> + Send;
+    fn accept_socket(&self) -> impl Future<Output = io::Result<Self::Socket>> + Send;
+    /// Its handshake, run in the connection's own task within the timeout.
+    fn open(
+        &self,
+        socket: Self::Socket,
+    ) -> impl Future<Output = io::Result<Self::Stream>> + Send + 'static;
 }
 
 impl AuthzListener for TcpListener {
     type Socket = TcpStream;
+    type Stream = TcpStream;
     async fn accept_socket(&self) -> io::Result<TcpStream> {
         let (socket, _) = self.accept().await?;
         let _ = socket.set_nodelay(true);
         Ok(socket)
     }
+    fn open(
+        &self,
+        socket: TcpStream,
+    ) -> impl Future<Output = io::Result<TcpStream>> + Send + 'static {
+        std::future::ready(Ok(socket))
+    }
 }
 
 impl AuthzListener for UnixListener {
     type Socket = UnixStream;
+    type Stream = UnixStream;
     async fn accept_socket(&self) -> io::Result<UnixStream> {
         self.accept().await.map(|(socket, _)| socket)
+    }
+    fn open(
+        &self,
+        socket: UnixStream,
+    ) -> impl Future<Output = io::Result<UnixStream>> + Send + 'static {
+        std::future::ready(Ok(socket))
+    }
+}
+
+/// TCP with `listen.authz_tls`: the caller must present a certificate chaining to its CA.
+pub(crate) struct MutualTlsListener {
+    pub(crate) tcp: TcpListener,
+    pub(crate) tls: Arc<ReloadingTls>,
+}
+
+impl AuthzListener for MutualTlsListener {
+    type Socket = TcpStream;
+    type Stream = TlsStream<TcpStream>;
+    fn accept_socket(&self) -> impl Future<Output = io::Result<TcpStream>> + Send {
+        self.tcp.accept_socket()
+    }
+    fn open(
+        &self,
+        socket: TcpStream,
+    ) -> impl Future<Output = io::Result<TlsStream<TcpStream>>> + Send + 'static {
+        self.tls.acceptor().accept(socket)
     }
 }
 
 /// What every HTTP/2 client sends first (RFC 9113 §3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Accepted connections that opened with the HTTP/2 preface within `timeout`, ready for
-/// `serve_with_incoming`. Accepting stops when the returned stream is dropped.
+/// Accepted connections that finished their handshake and opened with the HTTP/2 preface
+/// within `timeout`, ready for `serve_with_incoming`. Accepting stops when the returned stream
+/// is dropped.
 pub(crate) fn prefaced<L: AuthzListener>(
     listener: L,
     timeout: Duration,
-) -> impl futures_util::Stream<Item = io::Result<Prefaced<L::Socket>>> {
-    let (ready, mut incoming) = mpsc::channel::<Prefaced<L::Socket>>(64);
+) -> impl futures_util::Stream<Item = io::Result<Prefaced<L::Stream>>> {
+    let (ready, mut incoming) = mpsc::channel::<Prefaced<L::Stream>>(64);
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -68,8 +116,16 @@ pub(crate) fn prefaced<L: AuthzListener>(
                 }
             };
             let ready = ready.clone();
+            let opened = listener.open(socket);
             tokio::spawn(async move {
-                match tokio::time::timeout(timeout, read_preface(socket)).await {
+                let handshake_then_preface = async move {
+                    let stream = opened.await.map_err(|e| {
+                        tracing::debug!(error = %e, "ext_authz: TLS handshake failed");
+                        "the TLS handshake failed (no client certificate, or one the CA did not sign?)"
+                    })?;
+                    read_preface(stream).await
+                };
+                match tokio::time::timeout(timeout, handshake_then_preface).await {
                     Ok(Ok(prefaced)) => {
                         let _ = ready.send(prefaced).await;
                     }
@@ -161,6 +217,14 @@ impl Connected for Prefaced<TcpStream> {
 
     fn connect_info(&self) -> Self::ConnectInfo {
         self.socket.connect_info()
+    }
+}
+
+impl Connected for Prefaced<TlsStream<TcpStream>> {
+    type ConnectInfo = TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.socket.get_ref().0.connect_info()
     }
 }
 

@@ -18,7 +18,7 @@ use crate::exchange::{
 use crate::mint::keyring::KeyRingReloader;
 use crate::mint::{Minter, WRITTEN_CLAIMS};
 use crate::pipeline::TokenVending;
-use crate::side_port::SideTls;
+use crate::server_tls::ReloadingTls;
 use crate::telemetry::{Live, Metrics};
 
 /// What the side port reads.
@@ -40,7 +40,9 @@ pub struct SidePortState {
     /// `/exchange`, unless `exchange.enabled: false`.
     pub(crate) exchange: Option<Arc<ExchangeService>>,
     /// The side port's TLS, when configured (for refused reloads in `/readyz`).
-    pub(crate) tls: Option<Arc<SideTls>>,
+    pub(crate) tls: Option<Arc<ReloadingTls>>,
+    /// ext_authz's TLS settings (`listen.authz_tls`), for `/readyz`'s warnings.
+    pub(crate) authz_tls: Option<Arc<ReloadingTls>>,
 }
 
 /// The side port's routes.
@@ -166,6 +168,9 @@ async fn readyz(State(state): State<Arc<SidePortState>>) -> Response {
     warnings.extend(state.vending.grants().warnings());
     if let Some(e) = state.tls.as_ref().and_then(|tls| tls.last_error()) {
         warnings.push(format!("side-port TLS change refused: {e}"));
+    }
+    if let Some(e) = state.authz_tls.as_ref().and_then(|tls| tls.last_error()) {
+        warnings.push(format!("ext_authz TLS change refused: {e}"));
     }
     warnings.extend(
         issuers

@@ -35,6 +35,7 @@ mod outbound;
 mod pipeline;
 mod preflight;
 mod server;
+mod server_tls;
 mod side_port;
 mod start_error;
 mod telemetry;

@@ -16,6 +16,10 @@ pub struct ListenConfig {
     /// ext_authz gRPC (and grpc.health.v1); loopback by default because only Envoy calls it.
     /// `unix:/path` listens on a Unix socket instead (Envoy's `pipe` address).
     pub authz: AuthzAddress,
+    /// mTLS on ext_authz, for a gateway that calls it over the network: a client certificate
+    /// chaining to `client_ca_file` is required. Needed on a non-loopback address for
+    /// `client_certs.from: [peer]` to be trusted.
+    pub authz_tls: Option<AuthzTlsConfig>,
     /// The Unix socket's permissions, when `authz` is one.
     pub authz_socket: SocketFileConfig,
     /// JWKS, discovery, health, metrics and `/exchange`.
@@ -37,6 +41,7 @@ impl Default for ListenConfig {
     fn default() -> Self {
         Self {
             authz: AuthzAddress::Tcp(SocketAddr::from(([127, 0, 0, 1], 9001))),
+            authz_tls: None,
             authz_socket: SocketFileConfig::default(),
             http: SocketAddr::from(([0, 0, 0, 0], 9002)),
             admin: None,
@@ -159,6 +164,19 @@ pub struct HttpTlsConfig {
     pub client_ca_file: Option<PathBuf>,
 }
 
+/// `listen.authz_tls` — files re-read when they change. Unlike the side port, a client
+/// certificate is required: only the gateway that owns ext_authz may call it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthzTlsConfig {
+    /// The server's certificate chain (PEM).
+    pub cert_file: PathBuf,
+    /// Its private key (PEM).
+    pub key_file: PathBuf,
+    /// CAs the caller's (the gateway's) client certificate must chain to (PEM).
+    pub client_ca_file: PathBuf,
+}
+
 impl ListenConfig {
     pub(crate) fn check(
         &mut self,
@@ -168,8 +186,10 @@ impl ListenConfig {
     ) {
         // `source.certificate` in a CheckRequest is whatever the caller of ext_authz wrote.
         // On loopback or a Unix socket that caller is the pod's own Envoy; on a network address
-        // it could be anyone, who would be minted a token for any certificate they name.
+        // it could be anyone, who would be minted a token for any certificate they name —
+        // unless mTLS (`authz_tls`) proves the caller is the gateway.
         if client_certs.enabled
+            && self.authz_tls.is_none()
             && client_certs
                 .from
                 .contains(&crate::credential::CertSourceKind::Peer)
@@ -180,7 +200,23 @@ impl ListenConfig {
                 format!("{path}.authz"),
                 "client_certs.from names peer, but ext_authz listens beyond loopback: any \
                  caller that reaches it could present any certificate as source.certificate; \
-                 listen on 127.0.0.1 or a unix: socket shared with Envoy",
+                 listen on 127.0.0.1 or a unix: socket shared with Envoy, or require the \
+                 gateway's client certificate with listen.authz_tls",
+            );
+        }
+        if let Some(tls) = &mut self.authz_tls {
+            if let AuthzAddress::Unix(_) = self.authz {
+                check.problem(
+                    format!("{path}.authz_tls"),
+                    "TLS is for ext_authz on a network address; a unix: socket is already \
+                     reachable only by the pod's own processes",
+                );
+            }
+            check.readable(format!("{path}.authz_tls.cert_file"), &mut tls.cert_file);
+            check.readable(format!("{path}.authz_tls.key_file"), &mut tls.key_file);
+            check.readable(
+                format!("{path}.authz_tls.client_ca_file"),
+                &mut tls.client_ca_file,
             );
         }
         let Some(tls) = &mut self.http_tls else {

@@ -12,7 +12,7 @@ use crate::grants::file::FileGrants;
 use crate::identity::x509::X509Verifier;
 use crate::mint::SigningSource;
 use crate::mint::keyring::KeySource;
-use crate::side_port::SideTls;
+use crate::server_tls::{ReloadingTls, TlsFiles};
 
 /// One problem per failing check, each naming its config key and the file.
 pub async fn check_files(config: &Config) -> Vec<String> {
@@ -47,7 +47,12 @@ pub async fn check_files(config: &Config) -> Vec<String> {
         problems.push(e.to_string());
     }
     if let Some(tls) = &config.listen.http_tls
-        && let Err(e) = SideTls::load(tls)
+        && let Err(e) = ReloadingTls::load(TlsFiles::side_port(tls))
+    {
+        problems.push(e);
+    }
+    if let Some(tls) = &config.listen.authz_tls
+        && let Err(e) = ReloadingTls::load(TlsFiles::authz(tls))
     {
         problems.push(e);
     }

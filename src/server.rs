@@ -21,6 +21,7 @@ use crate::decision_log::DecisionLog;
 use crate::exchange::ExchangeService;
 use crate::grants::dynamodb::DynamoGrants;
 use crate::grants::{GrantSourceConfig, GrantsLookup};
+use crate::handshake::MutualTlsListener;
 use crate::http::{SidePortState, router};
 use crate::identity::Authenticator;
 use crate::identity::aws_iam::{AwsIamVerifier, ServedAccounts};
@@ -30,7 +31,7 @@ pub use crate::listen::AuthzAddress;
 use crate::mint::Minter;
 use crate::mint::keyring::{KeyRingReloader, KeySource};
 use crate::pipeline::TokenVending;
-use crate::side_port::SideTls;
+use crate::server_tls::{ReloadingTls, TlsFiles};
 pub use crate::start_error::StartError;
 pub(crate) use crate::start_error::{FETCH_TIMEOUT, issuer_client};
 use crate::telemetry::Metrics;
@@ -169,7 +170,19 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
 
     let side_tls = match &config.listen.http_tls {
         Some(files) => {
-            let tls = Arc::new(SideTls::load(files).map_err(StartError::HttpClient)?);
+            let tls = Arc::new(
+                ReloadingTls::load(TlsFiles::side_port(files)).map_err(StartError::ServerTls)?,
+            );
+            background.push(tokio::spawn(tls.clone().reload_forever()));
+            Some(tls)
+        }
+        None => None,
+    };
+    let authz_tls = match &config.listen.authz_tls {
+        Some(files) => {
+            let tls = Arc::new(
+                ReloadingTls::load(TlsFiles::authz(files)).map_err(StartError::ServerTls)?,
+            );
             background.push(tokio::spawn(tls.clone().reload_forever()));
             Some(tls)
         }
@@ -207,6 +220,7 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
             false => None,
         },
         tls: side_tls.clone(),
+        authz_tls: authz_tls.clone(),
     });
     let mut tasks = vec![tokio::spawn(crate::side_port::serve(
         http_listener,
@@ -242,6 +256,11 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     );
     let handshake = config.listen.handshake_timeout;
     tasks.push(match authz_listener {
+        BoundAuthz::Tcp(tcp) if let Some(tls) = authz_tls => tokio::spawn(serve_authz(
+            crate::handshake::prefaced(MutualTlsListener { tcp, tls }, handshake),
+            authz,
+            stopped,
+        )),
         BoundAuthz::Tcp(listener) => tokio::spawn(serve_authz(
             crate::handshake::prefaced(listener, handshake),
             authz,

@@ -34,10 +34,13 @@ pub enum StartError {
     /// The client certificates' CA bundle.
     #[error(transparent)]
     ClientCa(#[from] CaError),
-    /// A TLS setting could not be used: an HTTPS client (issuers, STS) or the side port's
-    /// certificate.
+    /// An HTTPS client (issuers, STS) could not be built.
     #[error("{0}")]
     HttpClient(String),
+    /// A listener's TLS files (`listen.http_tls`, `listen.authz_tls`) are not usable; the
+    /// text names the key and the file.
+    #[error("{0}")]
+    ServerTls(String),
     /// The decision log's file could not be opened.
     #[error("telemetry.decision_log.path: {0}")]
     DecisionLog(String),

@@ -512,11 +512,19 @@ client_certs: { enabled: true, from: [xfcc], ca_file: no-such-ca.pem }
 fn peer_certificates_are_refused_when_ext_authz_listens_beyond_loopback() {
     let dir = TempDir::new("peer-beyond-loopback");
     dir.write("grants.yaml", evs_token_vending::demo::SAMPLE_GRANTS);
-    let check = |authz: &str| {
+    let ca = crate::support::certs::TestCa::new("gateway CA");
+    let (cert, key) = ca.issue_with_key("sidecar", &["localhost"]);
+    let tls = format!(
+        ", authz_tls: {{ cert_file: '{}', key_file: '{}', client_ca_file: '{}' }}",
+        dir.write("server.pem", &cert).display(),
+        dir.write("server-key.pem", &key).display(),
+        dir.write("ca.pem", &ca.pem).display()
+    );
+    let check = |authz: &str, tls: &str| {
         let config = dir.write(
             "config.yaml",
             &format!(
-                "listen: {{ authz: '{authz}', http: 127.0.0.1:0 }}
+                "listen: {{ authz: '{authz}', http: 127.0.0.1:0 {tls} }}
 token: {{ issuer: https://tv.example.com }}
 signing: {{ dev_generate: true }}
 trust: [ {{ issuer: 'https://idp.example.com' }} ]
@@ -532,14 +540,34 @@ client_certs: {{ enabled: true, from: [peer] }}
             .unwrap();
         (output.status.success(), text(&output))
     };
-    let (passed, printed) = check("0.0.0.0:9001");
+    let (passed, printed) = check("0.0.0.0:9001", "");
     assert!(!passed, "{printed}");
     assert!(
         printed.contains("listen.authz: client_certs.from names peer"),
         "{printed}"
     );
     for private in ["127.0.0.1:9001", "unix:/tmp/evs-peer-test.sock"] {
-        let (passed, printed) = check(private);
+        let (passed, printed) = check(private, "");
         assert!(passed, "{private}: {printed}");
+    }
+    // mTLS proves the caller is the gateway: then a network address may trust its reports.
+    let (passed, printed) = check("0.0.0.0:9001", &tls);
+    assert!(passed, "{printed}");
+    // TLS on a Unix socket is a mistake, said so; missing files are named.
+    let (passed, printed) = check("unix:/tmp/evs-peer-test.sock", &tls);
+    assert!(
+        !passed && printed.contains("listen.authz_tls: TLS is for ext_authz on a network address"),
+        "{printed}"
+    );
+    let (passed, printed) = check(
+        "0.0.0.0:9001",
+        ", authz_tls: { cert_file: nope.pem, key_file: nope.key, client_ca_file: nope-ca.pem }",
+    );
+    assert!(!passed, "{printed}");
+    for key in ["cert_file", "key_file", "client_ca_file"] {
+        assert!(
+            printed.contains(&format!("listen.authz_tls.{key}: cannot read")),
+            "{key}: {printed}"
+        );
     }
 }

@@ -152,11 +152,18 @@ grants:
         let sidecar = evs_token_vending::start(config)
             .await
             .expect("start sidecar");
-        let client = AuthorizationClient::new(
-            evs_testkit::authz_channel(&sidecar.authz_addr)
+        // With `authz_tls` a plaintext client cannot connect; tests of it make their own.
+        let channel = match (options.listen.contains("authz_tls"), &sidecar.authz_addr) {
+            (true, evs_token_vending::AuthzAddress::Tcp(addr)) => {
+                Channel::from_shared(format!("http://{addr}"))
+                    .expect("URI")
+                    .connect_lazy()
+            }
+            _ => evs_testkit::authz_channel(&sidecar.authz_addr)
                 .await
                 .expect("connect to ext_authz"),
-        );
+        };
+        let client = AuthorizationClient::new(channel);
         Self {
             idp,
             sidecar: Some(sidecar),

@@ -1,0 +1,185 @@
+//! Server-side TLS from files that are re-read when they change: the side port's
+//! `listen.http_tls` and ext_authz's `listen.authz_tls` (docs/configuration.md, `listen:`).
+//!
+//! The files are checked every two seconds; a change that does not make a usable
+//! certificate, key and CA set is refused and the last good settings keep serving, with the
+//! reason shown on `/readyz` as a warning.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::file_stamp::FileStamp;
+use crate::listen::{AuthzTlsConfig, HttpTlsConfig};
+
+/// How often the files are checked for changes.
+const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Whether a client must present a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientCertificates {
+    /// Verified when presented; clients without one are served (the side port: the JWKS and
+    /// discovery stay public).
+    Optional,
+    /// No certificate chaining to the CA, no connection (ext_authz: only the gateway calls it).
+    Required,
+}
+
+/// Which listener the files are for, and what that listener asks of clients.
+#[derive(Debug, Clone)]
+pub(crate) struct TlsFiles {
+    /// The config key, for errors (`listen.http_tls`).
+    key: &'static str,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    client_ca_file: Option<PathBuf>,
+    client_certificates: ClientCertificates,
+    /// The one application protocol the listener speaks.
+    alpn: &'static [u8],
+}
+
+impl TlsFiles {
+    /// The side port: HTTP/1.1, client certificates optional.
+    pub(crate) fn side_port(files: &HttpTlsConfig) -> Self {
+        Self {
+            key: "listen.http_tls",
+            cert_file: files.cert_file.clone(),
+            key_file: files.key_file.clone(),
+            client_ca_file: files.client_ca_file.clone(),
+            client_certificates: ClientCertificates::Optional,
+            alpn: b"http/1.1",
+        }
+    }
+
+    /// ext_authz: gRPC over HTTP/2, a client certificate required.
+    pub(crate) fn authz(files: &AuthzTlsConfig) -> Self {
+        Self {
+            key: "listen.authz_tls",
+            cert_file: files.cert_file.clone(),
+            key_file: files.key_file.clone(),
+            client_ca_file: Some(files.client_ca_file.clone()),
+            client_certificates: ClientCertificates::Required,
+            alpn: b"h2",
+        }
+    }
+
+    fn stamps(&self) -> Vec<FileStamp> {
+        [
+            Some(&self.cert_file),
+            Some(&self.key_file),
+            self.client_ca_file.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|p| FileStamp::of(p))
+        .collect()
+    }
+
+    fn build(&self) -> Result<rustls::ServerConfig, String> {
+        let key = self.key;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let chain = certificates(&self.cert_file, &format!("{key}.cert_file"))?;
+        let private_key = PrivateKeyDer::from_pem_file(&self.key_file).map_err(|_| {
+            format!(
+                "{key}.key_file: {} holds no PEM private key",
+                self.key_file.display()
+            )
+        })?;
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("{key}: {e}"))?;
+        let builder = match &self.client_ca_file {
+            Some(ca_file) => {
+                let ca_key = format!("{key}.client_ca_file");
+                let mut roots = rustls::RootCertStore::empty();
+                for ca in certificates(ca_file, &ca_key)? {
+                    roots
+                        .add(ca)
+                        .map_err(|e| format!("{ca_key}: {}: {e}", ca_file.display()))?;
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                let verifier = match self.client_certificates {
+                    ClientCertificates::Optional => verifier.allow_unauthenticated(),
+                    ClientCertificates::Required => verifier,
+                };
+                builder.with_client_cert_verifier(
+                    verifier.build().map_err(|e| format!("{ca_key}: {e}"))?,
+                )
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_single_cert(chain, private_key).map_err(|e| {
+            format!("{key}: the certificate and key do not make a usable pair: {e}")
+        })?;
+        config.alpn_protocols = vec![self.alpn.to_vec()];
+        Ok(config)
+    }
+}
+
+fn certificates(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|_| format!("{key}: {} is not a PEM certificate file", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{key}: {} holds no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// The current TLS settings, rebuilt when a file changes; a bad change keeps the last good.
+pub(crate) struct ReloadingTls {
+    files: TlsFiles,
+    current: ArcSwap<rustls::ServerConfig>,
+    last_error: ArcSwapOption<String>,
+}
+
+impl ReloadingTls {
+    /// Reads the files; a start-up error names the one that is wrong.
+    pub(crate) fn load(files: TlsFiles) -> Result<Self, String> {
+        Ok(Self {
+            current: ArcSwap::from_pointee(files.build()?),
+            files,
+            last_error: ArcSwapOption::empty(),
+        })
+    }
+
+    /// An acceptor with the settings as they are now.
+    pub(crate) fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.current.load_full())
+    }
+
+    /// Why the last change was refused, while the last good settings serve.
+    pub(crate) fn last_error(&self) -> Option<Arc<String>> {
+        self.last_error.load_full()
+    }
+
+    /// Runs forever: rebuilds the settings when a file's size or time changes.
+    pub(crate) async fn reload_forever(self: Arc<Self>) {
+        let mut seen = self.files.stamps();
+        loop {
+            tokio::time::sleep(RELOAD_INTERVAL).await;
+            let now = self.files.stamps();
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            match self.files.build() {
+                Ok(config) => {
+                    tracing::info!(files = self.files.key, "TLS files reloaded");
+                    self.current.store(Arc::new(config));
+                    self.last_error.store(None);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS change refused; serving the last good files");
+                    self.last_error.store(Some(Arc::new(e)));
+                }
+            }
+        }
+    }
+}
