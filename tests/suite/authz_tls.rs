@@ -14,7 +14,7 @@ use crate::support::envoy::{Envoy, Stack, TlsFiles};
 use crate::support::{Harness, Options, TempDir, minted, segment};
 
 /// The name the recipe's Envoy expects on the sidecar's certificate.
-const SIDECAR_NAME: &str = "evs-token-vending.evs-system.svc";
+const SIDECAR_NAME: &str = "evs-token-vending.evidentsource.svc";
 
 /// A sidecar with `authz_tls`: its server certificate from `server_ca`, callers' certificates
 /// checked against `client_ca`.
@@ -98,7 +98,7 @@ async fn the_shared_envoy_recipe_reaches_the_sidecar_over_mutual_tls() {
             &[
                 ("type: STRICT_DNS", "type: STATIC"),
                 (
-                    "address: evs-token-vending.evs-system.svc.cluster.local",
+                    "address: evs-token-vending.evidentsource.svc.cluster.local",
                     "address: 127.0.0.1",
                 ),
                 (

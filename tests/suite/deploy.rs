@@ -364,11 +364,20 @@ fn kubernetes_validate(docs: &[Value]) {
         Some(venv.join("bin/kubernetes-validate")).filter(|p| p.is_file())
     });
     let dir = TempDir::new("kubernetes-validate");
-    // CRDs (the ServiceMonitor, the PrometheusRule) have no schema there; they are checked by
-    // hand above and in tests/dashboards.rs.
+    // CRDs (the Prometheus Operator's, Istio's, Gateway API's and Envoy Gateway's) have no
+    // schema there; they are checked by hand in these tests and in tests/dashboards.rs.
+    let custom = [
+        "monitoring.coreos.com/",
+        "istio.io/",
+        "gateway.networking.k8s.io/",
+        "gateway.envoyproxy.io/",
+    ];
     let core: Vec<&Value> = docs
         .iter()
-        .filter(|d| d["kind"] != "ServiceMonitor" && d["kind"] != "PrometheusRule")
+        .filter(|d| {
+            let api = d["apiVersion"].as_str().unwrap_or("");
+            !custom.iter().any(|group| api.contains(group))
+        })
         .collect();
     let text: String = core
         .iter()
@@ -541,6 +550,158 @@ fn no_shipped_patch_addresses_a_list_by_position() {
                 file.display()
             );
         }
+    }
+}
+
+/// A gateway recipe's authz Service: its namespace, name and ext_authz port, and the sidecar's
+/// rendered config (checked to listen where the Service sends).
+struct AuthzService<'a> {
+    namespace: String,
+    name: String,
+    port: u64,
+    config: Value,
+    sidecar: &'a Value,
+    pod: &'a Value,
+}
+
+fn authz_service(docs: &[Value]) -> AuthzService<'_> {
+    let service = find(docs, "Service", "evs-token-vending");
+    let grpc = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "grpc-authz")
+        .expect("a grpc-authz port");
+    let pod = &find(docs, "Deployment", "evs-token-vending")["spec"]["template"]["spec"];
+    let sidecar = container(pod, "token-vending");
+    let config: Value =
+        serde_norway::from_str(configmap_file(docs, pod, "config", "config.yaml")).unwrap();
+    let target = port_number(sidecar, &grpc["targetPort"]);
+    assert_eq!(
+        config["listen"]["authz"].as_str().unwrap(),
+        format!("0.0.0.0:{target}"),
+        "ext_authz listens where the Service sends"
+    );
+    assert_file_argument_mounted(sidecar, "--config");
+    AuthzService {
+        namespace: service["metadata"]["namespace"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        name: service["metadata"]["name"].as_str().unwrap().to_owned(),
+        port: grpc["port"].as_u64().unwrap(),
+        config,
+        sidecar,
+        pod,
+    }
+}
+
+impl AuthzService<'_> {
+    fn host(&self) -> String {
+        format!("{}.{}.svc", self.name, self.namespace)
+    }
+
+    /// mTLS is on and each of its files is mounted from the Secret.
+    fn assert_mutual_tls(&self) {
+        let tls = &self.config["listen"]["authz_tls"];
+        for key in ["cert_file", "key_file", "client_ca_file"] {
+            let file = tls[key]
+                .as_str()
+                .unwrap_or_else(|| panic!("authz_tls.{key}"));
+            assert!(mounted(self.sidecar, file), "{file} is not mounted");
+        }
+        assert!(
+            self.pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["secret"]["secretName"] == "evs-token-vending-authz-tls")
+        );
+    }
+}
+
+#[test]
+fn the_gateway_recipes_render_validate_and_point_at_one_another() {
+    // Istio: the provider in the mesh config names the authz Service; the policy names the
+    // provider; the mesh's mTLS (STRICT) guards the Check, so the sidecar trusts no peer
+    // certificates of its own.
+    let docs = render("gateways/istio");
+    kubernetes_validate(&docs);
+    let authz = authz_service(&docs);
+    let mesh: Value = serde_norway::from_str(
+        &std::fs::read_to_string(repo("deploy/kubernetes/gateways/istio/mesh-config.yaml"))
+            .unwrap(),
+    )
+    .unwrap();
+    let provider = &mesh["spec"]["meshConfig"]["extensionProviders"][0];
+    assert_eq!(
+        provider["envoyExtAuthzGrpc"]["service"].as_str().unwrap(),
+        format!("{}.cluster.local", authz.host())
+    );
+    assert_eq!(provider["envoyExtAuthzGrpc"]["port"], authz.port);
+    assert_eq!(provider["envoyExtAuthzGrpc"]["failOpen"], false);
+    let policy = find(&docs, "AuthorizationPolicy", "evs-token-vending");
+    assert_eq!(policy["spec"]["action"], "CUSTOM");
+    assert_eq!(policy["spec"]["provider"]["name"], provider["name"]);
+    let strict = find(&docs, "PeerAuthentication", "evs-token-vending");
+    assert_eq!(strict["spec"]["mtls"]["mode"], "STRICT");
+    assert!(authz.config["listen"]["authz_tls"].is_null());
+    assert!(authz.config["client_certs"].is_null());
+
+    // Envoy Gateway: the SecurityPolicy's gRPC backend is the authz Service, over TLS checked
+    // against its name, with the gateway's client certificate; the sidecar requires it.
+    let docs = render("gateways/envoy-gateway");
+    kubernetes_validate(&docs);
+    let authz = authz_service(&docs);
+    authz.assert_mutual_tls();
+    let policy = &find(&docs, "SecurityPolicy", "evs-token-vending")["spec"]["extAuth"];
+    assert_eq!(policy["failOpen"], false);
+    let backend = &policy["grpc"]["backendRefs"][0];
+    assert_eq!(backend["name"].as_str().unwrap(), authz.name);
+    assert_eq!(backend["port"], authz.port);
+    let tls = &find(&docs, "BackendTLSPolicy", "evs-token-vending")["spec"];
+    assert_eq!(tls["targetRefs"][0]["name"].as_str().unwrap(), authz.name);
+    assert_eq!(tls["targetRefs"][0]["sectionName"], "grpc-authz");
+    assert_eq!(
+        tls["validation"]["hostname"].as_str().unwrap(),
+        authz.host()
+    );
+    let proxy = find(&docs, "EnvoyProxy", "evs-gateway");
+    assert!(proxy["spec"]["backendTLS"]["clientCertificateRef"]["name"].is_string());
+
+    // A shared Envoy: its ext_authz cluster dials the authz Service by name over mTLS, with
+    // its client certificate mounted where its config reads it.
+    let docs = render("gateways/shared-envoy");
+    kubernetes_validate(&docs);
+    let authz = authz_service(&docs);
+    authz.assert_mutual_tls();
+    let pod = &find(&docs, "Deployment", "shared-envoy")["spec"]["template"]["spec"];
+    let envoy = container(pod, "envoy");
+    let envoy_config: Value =
+        serde_norway::from_str(configmap_file(&docs, pod, "config", "envoy.yaml")).unwrap();
+    let cluster = envoy_config["static_resources"]["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "ext_authz")
+        .unwrap();
+    let address = &cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+        ["socket_address"];
+    assert_eq!(
+        address["address"].as_str().unwrap(),
+        format!("{}.cluster.local", authz.host())
+    );
+    assert_eq!(address["port_value"], authz.port);
+    let upstream = &cluster["transport_socket"]["typed_config"];
+    assert_eq!(upstream["sni"].as_str().unwrap(), authz.host());
+    let context = &upstream["common_tls_context"];
+    for file in [
+        &context["tls_certificates"][0]["certificate_chain"]["filename"],
+        &context["tls_certificates"][0]["private_key"]["filename"],
+        &context["validation_context"]["trusted_ca"]["filename"],
+    ] {
+        let file = file.as_str().unwrap();
+        assert!(mounted(envoy, file), "{file} is not mounted into Envoy");
     }
 }
 
