@@ -26,6 +26,7 @@ mod grants_rules;
 mod key_rotation;
 mod log_secrets;
 mod metrics;
+mod release;
 mod secrets_manager_keys;
 mod shutdown;
 mod side_port;
