@@ -1,4 +1,4 @@
-//! Signing-key rotation by changing files, as SPEC §6 and the README describe it: publish the
+//! Signing-key rotation by changing files, as docs/deployment.md ("Keys") describes it: publish the
 //! next key, activate it after the JWKS max-age, remove the old one after the token lifetime.
 
 use std::path::{Path, PathBuf};
