@@ -146,9 +146,11 @@ pub struct DecisionLog {
 
 impl DecisionLog {
     /// Opens the destination and starts the writer; `None` when the log is off.
+    /// The writer runs in `background` and is flushed when it stops.
     pub async fn start(
         config: &DecisionLogConfig,
         metrics: Arc<Metrics>,
+        background: &crate::background::Background,
     ) -> Result<Option<Self>, String> {
         if !config.enabled {
             return Ok(None);
@@ -166,7 +168,7 @@ impl DecisionLog {
             Box::new(file)
         };
         let (lines, queued) = tokio::sync::mpsc::channel(QUEUE_LINES);
-        tokio::spawn(write_lines(queued, out));
+        background.spawn_to_the_end(write_lines(queued, out, background.stop_signal()));
         let seed = crate::clock::unix_now() ^ u64::from(std::process::id()).rotate_left(32);
         Ok(Some(Self {
             lines,
@@ -218,13 +220,26 @@ impl DecisionLog {
     }
 }
 
-/// Writes queued lines, a batch per wake-up, flushed after each batch.
+/// Writes queued lines, a batch per wake-up, flushed after each batch. On the stop signal it
+/// writes what is still queued, flushes and ends.
 async fn write_lines(
     mut queued: tokio::sync::mpsc::Receiver<String>,
     mut out: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+    stop: tokio_util::sync::CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(64 * 1024);
-    while let Some(line) = queued.recv().await {
+    loop {
+        let line = tokio::select! {
+            line = queued.recv() => line,
+            () = stop.cancelled() => {
+                // The listeners have stopped: nothing more will be queued.
+                queued.close();
+                queued.recv().await
+            }
+        };
+        let Some(line) = line else {
+            break;
+        };
         batch.extend_from_slice(line.as_bytes());
         while batch.len() < 60 * 1024 {
             match queued.try_recv() {

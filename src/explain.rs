@@ -39,10 +39,13 @@ pub async fn explain(config: &Config, subject: ExplainSubject<'_>) -> Result<Str
     };
     let metrics = Arc::new(Metrics::default());
     let accounts = served_accounts(config).await?;
-    let grants = GrantsLookup::connect(&config.grants, &metrics, accounts)
+    // Reloads and LDAP drivers end with this one question.
+    let background = crate::background::Background::default();
+    let grants = GrantsLookup::connect(&config.grants, &metrics, accounts, &background)
         .await
         .map_err(|e| e.to_string())?;
-    let explanation = grants.lookup.explain(&identity, deadline).await;
+    let explanation = grants.explain(&identity, deadline).await;
+    background.stop(std::time::Duration::ZERO).await;
     Ok(render(&identity, &explanation))
 }
 

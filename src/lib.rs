@@ -14,6 +14,7 @@
 mod algorithms;
 mod authz;
 mod aws;
+mod background;
 mod bind;
 mod clock;
 mod config;
@@ -25,6 +26,9 @@ mod digest_map;
 mod exchange;
 mod explain;
 mod file_stamp;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod grants;
 mod handshake;
 mod http;

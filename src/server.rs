@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use crate::authz::AuthzService;
+use crate::background::Background;
 use crate::bind::{BoundAuthz, bind_authz, bind_tcp, local_addr};
 use crate::config::Config;
 use crate::credential::Extractor;
@@ -35,6 +35,10 @@ use crate::server_tls::{ReloadingTls, TlsFiles};
 pub use crate::start_error::StartError;
 pub(crate) use crate::start_error::{FETCH_TIMEOUT, issuer_client};
 use crate::telemetry::Metrics;
+
+/// The least time background work is given to stop after the listeners (the decision log's
+/// last lines), even when the grace is spent.
+const FLUSH_AT_LEAST: Duration = Duration::from_secs(1);
 
 /// How long start-up waits for the issuers' keys before serving anyway.
 const PREFETCH_WAIT: Duration = Duration::from_secs(5);
@@ -59,38 +63,54 @@ pub struct RunningSidecar {
     pub drain: Duration,
     draining: Arc<std::sync::atomic::AtomicBool>,
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
-    background: Vec<JoinHandle<()>>,
+    /// The ext_authz, side and admin listeners.
+    listeners: Background,
+    /// Reloads, refreshes, the decision log's writer, LDAP drivers.
+    background: Background,
 }
 
 impl RunningSidecar {
-    /// Stops accepting, lets in-flight calls finish, and stops the background tasks.
-    pub async fn shutdown(self) {
+    /// Stops accepting, lets in-flight calls finish, then stops the background work (the
+    /// decision log is flushed), each within the grace.
+    pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
-        }
-        for task in self.background {
-            task.abort();
-        }
+        self.wait_within_grace().await;
     }
 
-    /// Waits until both servers end (they end on shutdown only).
+    /// Waits until the listeners end (they end on a stop only).
     pub async fn wait(&mut self) {
-        for task in &mut self.tasks {
-            let _ = task.await;
-        }
+        self.listeners.finished().await;
     }
 
-    /// After a stop: waits for the servers to finish in-flight work, at most `grace`; then
-    /// cuts what is left (idle or half-sent connections would otherwise hold the process
-    /// forever). True when everything finished in time.
+    /// After a stop: waits for the listeners to finish in-flight work, at most `grace`, then
+    /// cuts what they still hold (idle or half-sent connections would otherwise hold the
+    /// process forever); then gives the background work its stop signal and waits for it (the
+    /// decision log drains its queue), within what is left of the grace and at least
+    /// [`FLUSH_AT_LEAST`]. True when the listeners finished in time.
     pub async fn wait_within_grace(&mut self) -> bool {
-        let finished = tokio::time::timeout(self.grace, self.wait()).await.is_ok();
-        for task in self.tasks.iter().chain(&self.background) {
-            task.abort();
+        let started = std::time::Instant::now();
+        let finished = tokio::time::timeout(self.grace, self.listeners.finished())
+            .await
+            .is_ok();
+        if !finished {
+            self.listeners.cut(FLUSH_AT_LEAST).await;
+        }
+        let left = self
+            .grace
+            .saturating_sub(started.elapsed())
+            .max(FLUSH_AT_LEAST);
+        if !self.background.stop(left).await {
+            tracing::warn!(
+                still_running = self.background.running(),
+                "background work did not stop within the grace"
+            );
         }
         finished
+    }
+
+    /// Background tasks still running (0 once a shutdown has finished).
+    pub fn background_tasks(&self) -> usize {
+        self.background.running()
     }
 
     /// Turns `/readyz` to 503 while everything keeps serving (the first step of a shutdown).
@@ -117,9 +137,9 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         minter.clone(),
     ));
 
-    let mut background = Vec::new();
+    let background = Background::default();
     if keys.watches() {
-        background.push(tokio::spawn(keys.clone().run()));
+        background.spawn_until_stopped(keys.clone().run());
     }
     let served_accounts = if config.aws_iam.enabled {
         Some(Arc::new(
@@ -130,8 +150,13 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     } else {
         None
     };
-    let grants = GrantsLookup::connect(&config.grants, &metrics, served_accounts.clone()).await?;
-    background.extend(grants.background);
+    let grants = GrantsLookup::connect(
+        &config.grants,
+        &metrics,
+        served_accounts.clone(),
+        &background,
+    )
+    .await?;
 
     let client = issuer_client(&config.trust)?;
     let oidc = OidcVerifier::new(&config.trust, client, metrics.clone())
@@ -154,7 +179,7 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     let vending = Arc::new(TokenVending::new(
         Extractor::from_config(&config.client_certs),
         Authenticator::new(oidc, x509, aws_iam),
-        grants.lookup,
+        grants,
         minter.clone(),
         config.token.accept_own,
     ));
@@ -173,7 +198,7 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
             let tls = Arc::new(
                 ReloadingTls::load(TlsFiles::side_port(files)).map_err(StartError::ServerTls)?,
             );
-            background.push(tokio::spawn(tls.clone().reload_forever()));
+            background.spawn_until_stopped(tls.clone().reload_forever());
             Some(tls)
         }
         None => None,
@@ -183,15 +208,16 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
             let tls = Arc::new(
                 ReloadingTls::load(TlsFiles::authz(files)).map_err(StartError::ServerTls)?,
             );
-            background.push(tokio::spawn(tls.clone().reload_forever()));
+            background.spawn_until_stopped(tls.clone().reload_forever());
             Some(tls)
         }
         None => None,
     };
-    let decisions = DecisionLog::start(&config.telemetry.decision_log, metrics.clone())
-        .await
-        .map_err(StartError::DecisionLog)?
-        .map(Arc::new);
+    let decisions =
+        DecisionLog::start(&config.telemetry.decision_log, metrics.clone(), &background)
+            .await
+            .map_err(StartError::DecisionLog)?
+            .map(Arc::new);
     let (stop, stopped) = watch::channel(false);
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let side_state = Arc::new(SidePortState {
@@ -222,30 +248,31 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         tls: side_tls.clone(),
         authz_tls: authz_tls.clone(),
     });
-    let mut tasks = vec![tokio::spawn(crate::side_port::serve(
+    let listeners = Background::default();
+    listeners.spawn_until_cut(crate::side_port::serve(
         http_listener,
         router(side_state.clone(), admin_listener.is_none()),
         side_tls,
         config.listen.header_timeout,
         stopped.clone(),
-    ))];
+    ));
     let admin_addr = match admin_listener {
         Some((listener, configured)) => {
             let addr = local_addr(&listener, "admin", configured)?;
-            tasks.push(tokio::spawn(crate::side_port::serve(
+            listeners.spawn_until_cut(crate::side_port::serve(
                 listener,
                 crate::http::admin_router(side_state.clone()),
                 None,
                 config.listen.header_timeout,
                 stopped.clone(),
-            )));
+            ));
             Some(addr)
         }
         None => None,
     };
 
     vending.authenticator().oidc().prefetch(PREFETCH_WAIT).await;
-    background.extend(vending.authenticator().oidc().spawn_refreshers());
+    vending.authenticator().oidc().spawn_refreshers(&background);
 
     let authz = AuthzService::new(
         vending.clone(),
@@ -255,28 +282,30 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         config.telemetry.trace_subjects,
     );
     let handshake = config.listen.handshake_timeout;
-    tasks.push(match authz_listener {
-        BoundAuthz::Tcp(tcp) if let Some(tls) = authz_tls => tokio::spawn(serve_authz(
-            crate::handshake::prefaced(MutualTlsListener { tcp, tls }, handshake),
-            authz,
-            stopped,
-        )),
-        BoundAuthz::Tcp(listener) => tokio::spawn(serve_authz(
+    match authz_listener {
+        BoundAuthz::Tcp(tcp) if let Some(tls) = authz_tls => {
+            listeners.spawn_until_cut(serve_authz(
+                crate::handshake::prefaced(MutualTlsListener { tcp, tls }, handshake),
+                authz,
+                stopped,
+            ))
+        }
+        BoundAuthz::Tcp(listener) => listeners.spawn_until_cut(serve_authz(
             crate::handshake::prefaced(listener, handshake),
             authz,
             stopped,
         )),
-        BoundAuthz::Unix(socket) => tokio::spawn(async move {
+        // The socket file is removed when this ends (or is cut), so no stale file is left.
+        BoundAuthz::Unix(socket) => listeners.spawn_until_cut(async move {
             serve_authz(
                 crate::handshake::prefaced(socket.listener, handshake),
                 authz,
                 stopped,
             )
             .await;
-            // Removed on the way out, so no stale file is left for the next start.
             drop(socket.file);
         }),
-    });
+    }
     side_state.authz_serving.store(true, Ordering::Release);
     tracing::info!(%authz_addr, %http_addr, "evs-token-vending serving");
 
@@ -291,7 +320,7 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         drain: config.shutdown.drain,
         draining,
         stop,
-        tasks,
+        listeners,
         background,
     })
 }
@@ -345,7 +374,7 @@ pub async fn probe_remote_stores(config: &Config) -> Result<Vec<String>, Vec<Str
             }
         }
         if let GrantSourceConfig::Ldap(ldap) = source {
-            let probed = match crate::grants::ldap::LdapDirectory::new(ldap) {
+            let probed = match crate::grants::ldap::LdapDirectory::new(ldap, Default::default()) {
                 Ok(directory) => directory.probe().await,
                 Err(reason) => Err(reason),
             };

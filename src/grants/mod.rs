@@ -1,8 +1,8 @@
 //! Stage 3, look up: find the grants of an [`Identity`].
 //!
 //! A [`GrantSource`] answers for one key (subject, e-mail address …); [`GrantsLookup`] asks the
-//! configured sources in order, each with the keys of SPEC §4 — subject, then e-mail — and
-//! applies the `unknown_subject` and `malformed_item` policies.
+//! configured sources in order, each with the lookup keys docs/configuration.md names — subject,
+//! then e-mail — and applies the `unknown_subject` and `malformed_item` policies.
 
 pub(crate) mod cache;
 mod config;
@@ -18,8 +18,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::background::Background;
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinHandle;
 
 use self::cache::CachedGrants;
 pub(crate) use self::config::GrantsFile;
@@ -187,12 +187,6 @@ pub struct GrantsLookup {
     empty: Arc<Grants>,
 }
 
-/// The grants stage, built: the look-up, and the tasks that keep its sources fresh.
-pub(crate) struct ConnectedGrants {
-    pub(crate) lookup: GrantsLookup,
-    pub(crate) background: Vec<JoinHandle<()>>,
-}
-
 impl GrantsLookup {
     /// Wraps sources (asked in order) with the policies.
     pub fn new(
@@ -211,23 +205,23 @@ impl GrantsLookup {
     }
 
     /// Builds every source `grants:` names: reads files (a start-up error when one is missing
-    /// or invalid), connects clients, and starts the file reloaders.
+    /// or invalid), connects clients, and starts the file reloaders in `background`.
     /// `accounts` are the AWS accounts served (`None` when IAM callers are off): role tags
     /// are read only for roles in them.
     pub(crate) async fn connect(
         config: &GrantsConfig,
         metrics: &Arc<Metrics>,
         accounts: Option<Arc<ServedAccounts>>,
-    ) -> Result<ConnectedGrants, GrantsFileError> {
+        background: &Background,
+    ) -> Result<Self, GrantsFileError> {
         let mut sources: Vec<Arc<dyn GrantSource>> = Vec::new();
-        let mut background = Vec::new();
         for source in &config.sources {
             match source {
                 GrantSourceConfig::File(path) => {
                     let file =
                         Arc::new(FileGrants::load(path, config.allow_empty, metrics.clone())?);
                     tracing::info!(path = %path.display(), subjects = file.len(), "grants file loaded");
-                    background.push(tokio::spawn(file.clone().reload_forever(RELOAD_INTERVAL)));
+                    background.spawn_until_stopped(file.clone().reload_forever(RELOAD_INTERVAL));
                     sources.push(file);
                 }
                 GrantSourceConfig::Dynamodb(table) => {
@@ -240,8 +234,9 @@ impl GrantsLookup {
                     )));
                 }
                 GrantSourceConfig::Ldap(ldap) => {
-                    let directory = LdapGrants::new(ldap, &config.cache, metrics.clone())
-                        .map_err(|reason| GrantsFileError::Ldap { reason })?;
+                    let directory =
+                        LdapGrants::new(ldap, &config.cache, metrics.clone(), background.clone())
+                            .map_err(|reason| GrantsFileError::Ldap { reason })?;
                     tracing::info!(url = %ldap.url, tls = ldap.uses_tls(), "grants from LDAP");
                     sources.push(Arc::new(directory));
                 }
@@ -251,7 +246,7 @@ impl GrantsLookup {
                             .map_err(|reason| GrantsFileError::Rules { reason })?,
                     );
                     tracing::info!(rules = rules.rules().len(), "grants from rules");
-                    background.push(tokio::spawn(rules.clone().reload_forever(RELOAD_INTERVAL)));
+                    background.spawn_until_stopped(rules.clone().reload_forever(RELOAD_INTERVAL));
                     sources.push(rules);
                 }
                 GrantSourceConfig::IamRoleTags(iam) => {
@@ -264,15 +259,12 @@ impl GrantsLookup {
                 }
             }
         }
-        Ok(ConnectedGrants {
-            lookup: Self::new(
-                sources,
-                config.merge,
-                config.unknown_subject,
-                config.malformed_item,
-            ),
-            background,
-        })
+        Ok(Self::new(
+            sources,
+            config.merge,
+            config.unknown_subject,
+            config.malformed_item,
+        ))
     }
 
     /// What the sources want an operator to see (refused reloads), for `/readyz`.

@@ -98,3 +98,74 @@ async fn a_sigterm_during_start_up_drains_once_started_instead_of_killing_it() {
     let status = serve.exit_status(signalled, Duration::from_secs(15)).await;
     assert!(status.success(), "exit status {status}");
 }
+
+/// The decision log's last lines survive a SIGTERM: its writer is stopped, not dropped, so what
+/// was queued when the listeners closed is written and flushed before the process exits. The log
+/// is a FIFO the test reads only after the signal, so the writer is still blocked on a full pipe
+/// with thousands of lines queued when the process is told to stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_flushes_every_queued_decision_line() {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    const CHECKS: usize = 2_000;
+
+    let idp = DemoIdp::start().await.unwrap();
+    let fifo_dir = crate::support::TempDir::new("decision-fifo");
+    let fifo = fifo_dir.path().join("decisions.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo");
+    // Opened without blocking, so the sidecar's open for writing finds a reader; not read yet.
+    let mut reader = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(0o4000) // O_NONBLOCK
+        .open(&fifo)
+        .unwrap();
+    let mut serve = ServeProcess::trusting(
+        "decision-flush",
+        idp.issuer(),
+        &format!(
+            "shutdown: {{ drain: 0s, grace: 10s }}\n\
+             telemetry: {{ decision_log: {{ enabled: true, path: '{}', sample_ok: 1.0 }} }}",
+            fifo.display()
+        ),
+        |_, _| {},
+    );
+    serve.wait_listening().await;
+    let address = evs_token_vending::AuthzAddress::Tcp(([127, 0, 0, 1], serve.authz).into());
+    let mut client =
+        envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::new(
+            evs_testkit::authz_channel(&address).await.unwrap(),
+        );
+    for _ in 0..CHECKS {
+        // No credential: a denial, which is always logged.
+        client
+            .check(evs_testkit::check_request(&[]))
+            .await
+            .expect("answered");
+    }
+    let signalled = Instant::now();
+    serve.terminate();
+    let mut written = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut chunk) {
+            Ok(0) => break, // every writer closed: the process has gone
+            Ok(n) => written.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(signalled.elapsed() < Duration::from_secs(30), "no EOF");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => panic!("reading the FIFO: {e}"),
+        }
+    }
+    let status = serve.exit_status(signalled, Duration::from_secs(15)).await;
+    assert!(status.success(), "exit status {status}");
+    let lines = written
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count();
+    assert_eq!(lines, CHECKS, "decision lines lost at shutdown");
+}

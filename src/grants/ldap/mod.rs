@@ -14,7 +14,7 @@
 
 mod config;
 mod credentials;
-mod filter;
+pub(crate) mod filter;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +28,7 @@ use self::filter::fill_filter;
 use super::cache::CachedGrants;
 use super::rules::RuleSet;
 use super::{ExplainFuture, GrantSource, Grants, GrantsCacheConfig, GrantsError, LookupFuture};
+use crate::background::Background;
 use crate::file_stamp::SecretFile;
 use crate::identity::Identity;
 use crate::telemetry::Metrics;
@@ -43,9 +44,10 @@ impl LdapGrants {
         config: &LdapConfig,
         cache: &GrantsCacheConfig,
         metrics: Arc<Metrics>,
+        background: Background,
     ) -> Result<Self, String> {
         Ok(Self {
-            cached: CachedGrants::new(LdapDirectory::new(config)?, cache, metrics),
+            cached: CachedGrants::new(LdapDirectory::new(config, background)?, cache, metrics),
         })
     }
 }
@@ -127,11 +129,13 @@ pub struct LdapDirectory {
     password: Option<SecretFile>,
     connections: Vec<tokio::sync::Mutex<Option<Ldap>>>,
     next: AtomicUsize,
+    /// Owns the connections' drivers.
+    background: Background,
 }
 
 impl LdapDirectory {
     /// The directory `config` describes (no connection is opened yet).
-    pub(crate) fn new(config: &LdapConfig) -> Result<Self, String> {
+    pub(crate) fn new(config: &LdapConfig, background: Background) -> Result<Self, String> {
         let mappings = RuleSet::for_values(&config.groups, &config.group_patterns, "grants.ldap")
             .map_err(|problems| super::rules::describe(&problems))?;
         let tls = config.ca_file.as_deref().map(tls_trusting).transpose()?;
@@ -144,6 +148,7 @@ impl LdapDirectory {
                 .map(|_| tokio::sync::Mutex::new(None))
                 .collect(),
             next: AtomicUsize::new(0),
+            background,
         })
     }
 
@@ -189,7 +194,7 @@ impl LdapDirectory {
         let (connection, mut ldap) = LdapConnAsync::with_settings(settings, &self.config.url)
             .await
             .map_err(|e| format!("connect to {}: {e}", self.config.url))?;
-        tokio::spawn(async move {
+        self.background.spawn_until_stopped(async move {
             if let Err(e) = connection.drive().await {
                 tracing::debug!(error = %e, "LDAP connection closed");
             }

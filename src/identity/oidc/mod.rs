@@ -8,7 +8,7 @@
 mod config;
 pub(crate) mod jwks;
 mod kubernetes;
-mod unverified;
+pub(crate) mod unverified;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use crate::digest_map::{DigestMap, Expiring};
 pub struct OidcVerifier {
     issuers: HashMap<String, TrustedIssuer>,
     /// Tokens already verified, by SHA-256 of the token: a repeated token skips the signature
-    /// check (90 % of a cached swap's cost, see the README's benchmarks).
+    /// check (90 % of a cached swap's cost, see docs/benchmarks.md).
     verified: DigestMap<Verified>,
     /// Whether identities carry the IdP's other claims (grant rules are configured).
     keep_other_claims: bool,
@@ -172,15 +172,12 @@ impl OidcVerifier {
         futures_util::future::join_all(fetches).await;
     }
 
-    /// Starts one background refresh task per issuer.
-    /// Starts one background key refresh per issuer; the caller owns (and stops) them.
-    pub fn spawn_refreshers(&self) -> Vec<tokio::task::JoinHandle<()>> {
-        self.issuers
-            .values()
-            .map(|issuer| {
-                tokio::spawn(issuer.keys.clone().refresh_forever(issuer.refresh_interval))
-            })
-            .collect()
+    /// Starts one key refresh per issuer in `background`, which stops them.
+    pub(crate) fn spawn_refreshers(&self, background: &crate::background::Background) {
+        for issuer in self.issuers.values() {
+            background
+                .spawn_until_stopped(issuer.keys.clone().refresh_forever(issuer.refresh_interval));
+        }
     }
 
     /// The state of every issuer's keys.
