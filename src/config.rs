@@ -1,4 +1,4 @@
-//! The root of the YAML config (the README's configuration reference) and its loader; the
+//! The root of the YAML config (docs/configuration.md) and its loader; the
 //! problem list is `config_check`.
 //!
 //! Each stage owns its section: the types, the defaults and the checks live beside the code

@@ -1,5 +1,5 @@
-//! The side HTTP port (SPEC §7): the JWKS backends verify minted tokens with, discovery,
-//! liveness, readiness and metrics.
+//! The side HTTP port (docs/configuration.md, "Side port"): the JWKS backends verify minted tokens
+//! with, discovery, liveness, readiness and metrics.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -40,7 +40,8 @@ pub fn machine() -> String {
 }
 
 /// Writes the sample grants into `dir` and returns the YAML of a sidecar trusting `idp` with
-/// ext_authz on `authz`; `extra_token` is spliced into `token:` (e.g. `, cache: { enabled: false }`).
+/// ext_authz on `authz`; `extra_token` is spliced into `token:`
+/// (e.g. `, cache: { enabled: false }`).
 pub fn config_yaml(idp: &DemoIdp, dir: &std::path::Path, authz: &str, extra_token: &str) -> String {
     std::fs::create_dir_all(dir).expect("bench dir");
     std::fs::write(dir.join("grants.yaml"), SAMPLE_GRANTS).expect("grants file");

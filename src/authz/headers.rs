@@ -72,7 +72,7 @@ impl<'a> ReadHeaders<'a> {
 
 /// A header that replaces every existing value. Envoy 1.40 reads only the deprecated
 /// `append` flag; newer Envoy reads `append_action` when `append` is unset. Both are set so
-/// every version overwrites (see ENVOY_NOTES).
+/// every version overwrites (Envoy's ext_authz header-mutation rules; docs/security.md).
 #[allow(deprecated)]
 pub(super) fn overwrite_header(key: &str, value: String) -> HeaderValueOption {
     HeaderValueOption {

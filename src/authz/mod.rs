@@ -1,8 +1,8 @@
 //! Stage 5, answer: Envoy's `envoy.service.auth.v3.Authorization/Check`.
 //!
-//! Reads the credential out of the CheckRequest, runs the swap within the call's
-//! `grpc-timeout`, and turns the outcome into the CheckResponse of SPEC §8. This is the one
-//! place where stage errors become 401 / 403 / 503.
+//! Reads the credential out of the CheckRequest, runs the swap within the call's `grpc-timeout`,
+//! and turns the outcome into the CheckResponse docs/callers.md ("What callers see") describes.
+//! This is the one place where stage errors become 401 / 403 / 503.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -1,5 +1,5 @@
-//! `client_certs:` — client certificates as credentials (SPEC §5): where they may come from,
-//! how they are named, and what a request carrying a bearer token as well is.
+//! `client_certs:` — client certificates as credentials (docs/callers.md): where they may come
+//! from, how they are named, and what a request carrying a bearer token as well is.
 
 use std::path::PathBuf;
 
@@ -109,6 +109,7 @@ pub enum WhenBoth {
     Bearer,
     /// The certificate is the credential.
     Certificate,
-    /// Both must be present and valid; the identity is the bearer token's, bound to the certificate.
+    /// Both must be present and valid; the identity is the bearer token's, bound to the
+    /// certificate.
     RequireBoth,
 }

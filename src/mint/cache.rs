@@ -15,7 +15,7 @@
 //! token's times and `jti`. Everything else the payload says is a function of what the key
 //! hashes — identity, grants, audience, signing key — so a hit renders the payload again from
 //! the Check's own identity and grants, byte for byte as it was signed, and the signing key adds
-//! its shared header. An entry is a third of the token's text (see the README's memory figures).
+//! its shared header. An entry is a third of the token's text (see docs/benchmarks.md, memory).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};

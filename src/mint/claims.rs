@@ -1,5 +1,6 @@
-//! The claims of a minted token (SPEC §6), serialized in one pass, and the list of every
-//! claim name the minter writes — the names `token.grants_claim` may not take.
+//! The claims of a minted token (docs/configuration.md, "What is minted"), serialized in one pass,
+//! and the list of every claim name the minter writes — the names `token.grants_claim` may not
+//! take.
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
@@ -37,7 +38,8 @@ impl Serialize for Confirmation<'_> {
     }
 }
 
-/// The claims of SPEC §6, serialized in one pass with the configured grants claim name.
+/// The claims docs/configuration.md lists, serialized in one pass with the configured grants claim
+/// name.
 pub(super) struct MintedClaims<'a> {
     pub(super) minter: &'a Minter,
     pub(super) identity: &'a Identity,

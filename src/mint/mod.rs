@@ -1,8 +1,9 @@
 //! Stage 4, sign: an [`Identity`] and its [`Grants`] become a fresh EvidentSource JWT.
 //!
 //! The key ring is a lock-free snapshot: the request path loads it without a lock, and a key
-//! rotation ([`keyring::KeyRingReloader`]) swaps it whole. The JWS is assembled here (header precomputed per key,
-//! claims serialized once, one RSA signature) rather than through a generic JWT encoder.
+//! rotation ([`keyring::KeyRingReloader`]) swaps it whole. The JWS is assembled here (header
+//! precomputed per key, claims serialized once, one RSA signature) rather than through a generic
+//! JWT encoder.
 
 pub(crate) mod cache;
 mod claims;

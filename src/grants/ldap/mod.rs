@@ -1,16 +1,16 @@
 //! Grants from an LDAP directory (`grants.source: ldap`): find the caller's entry, read their
 //! groups, map the groups to grants.
 //!
-//! One look-up is a user search (`user_filter` with `{sub}` / `{email}`), then either the
-//! entry's `memberOf` values or a group search (`(member={dn})`). Every value put into a filter
-//! is escaped per RFC 4515 (and bytes outside printable ASCII as well), so an identity such as
-//! `*)(uid=*` is searched for literally and finds nothing; an identity with control characters
-//! is not searched for at all (OpenLDAP ends a value at an escaped NUL). A filter matching more than one entry,
+//! One look-up is a user search (`user_filter` with `{sub}` / `{email}`), then either the entry's
+//! `memberOf` values or a group search (`(member={dn})`). Every value put into a filter is escaped
+//! per RFC 4515 (and bytes outside printable ASCII as well), so an identity such as `*)(uid=*` is
+//! searched for literally and finds nothing; an identity with control characters is not searched
+//! for at all (OpenLDAP ends a value at an escaped NUL). A filter matching more than one entry,
 //! more groups than `max_groups`, an unreachable or slow directory: each is a logged 503, never a
 //! guess. The directory sits behind the grants cache (keyed by subject and e-mail), whose
 //! stale-if-error answers while it is down. Connections are kept (`pool_size`, operations
-//! multiplexed on each) and re-opened when closed; the bind password file is read again when
-//! it changes, by the next connection.
+//! multiplexed on each) and re-opened when closed; the bind password file is read again when it
+//! changes, by the next connection.
 
 mod config;
 mod credentials;
