@@ -329,11 +329,15 @@ fn pem_certificates(encoded: &str) -> Result<Vec<Vec<u8>>, ExtractError> {
     if certs.is_empty() {
         return Err(ExtractError::Certificate("no PEM certificate"));
     }
+    // An armour with nothing inside would otherwise reach the verifier as a certificate.
+    if certs.iter().any(Vec::is_empty) {
+        return Err(ExtractError::Certificate("an empty PEM certificate"));
+    }
     Ok(certs)
 }
 
 /// The bearer token of the `authorization` value(s).
-fn bearer_token<'a>(values: &[&'a [u8]]) -> Result<BearerToken<'a>, ExtractError> {
+pub(crate) fn bearer_token<'a>(values: &[&'a [u8]]) -> Result<BearerToken<'a>, ExtractError> {
     let raw = match values {
         [one] => *one,
         _ => return Err(ExtractError::MultipleValues),
@@ -429,5 +433,25 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(extract(&request), Err(ExtractError::Missing));
+    }
+
+    /// Found by fuzz/fuzz_targets/alb_header.rs: an armour with nothing inside was taken for a
+    /// certificate of zero bytes.
+    #[test]
+    fn an_empty_pem_certificate_is_refused_as_such() {
+        let extractor = Extractor::from_config(&ClientCertsConfig {
+            enabled: true,
+            from: vec![CertSourceKind::Alb],
+            ..ClientCertsConfig::default()
+        });
+        let empty = b"-----BEGIN%20CERTIFICATE-----%0A-----END%20CERTIFICATE-----%0A";
+        let request = InboundRequest {
+            alb_certificate: vec![empty],
+            ..Default::default()
+        };
+        assert_eq!(
+            extractor.extract(&request),
+            Err(ExtractError::Certificate("an empty PEM certificate"))
+        );
     }
 }

@@ -10,7 +10,7 @@
 
 mod answer;
 mod replay;
-mod request;
+pub(crate) mod request;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -141,6 +141,15 @@ fn read_grants(
         path: shown.clone(),
         reason: e.kind(),
     })?;
+    parse_grants(&text, allow_empty, shown)
+}
+
+/// The grants a file's text holds; `shown` names the file in errors.
+pub(crate) fn parse_grants(
+    text: &str,
+    allow_empty: bool,
+    shown: String,
+) -> Result<HashMap<String, Arc<Grants>>, GrantsFileError> {
     let empty = |reason| GrantsFileError::Empty {
         path: shown.clone(),
         reason,
@@ -156,7 +165,7 @@ fn read_grants(
     if matches!(meaningful.as_slice(), ["null" | "~"]) && !allow_empty {
         return Err(empty("the file is null"));
     }
-    let deserializer = serde_norway::Deserializer::from_str(&text);
+    let deserializer = serde_norway::Deserializer::from_str(text);
     let file: Option<GrantsFile> =
         serde_path_to_error::deserialize(deserializer).map_err(|e| GrantsFileError::Parse {
             path: shown.clone(),

@@ -18,7 +18,7 @@ mod drain;
 mod envoy_e2e;
 mod exchange;
 mod front_doors;
-mod fuzz_xfcc;
+mod fuzz_all;
 mod grants_dynamodb;
 mod grants_file;
 mod grants_ldap;

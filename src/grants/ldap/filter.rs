@@ -1,7 +1,7 @@
 //! LDAP filters from templates: `{name}` placeholders filled with values escaped per RFC 4515.
 
 /// `template` with each `{name}` replaced by its value, escaped per RFC 4515.
-pub(super) fn fill_filter(template: &str, values: &[(&str, &str)]) -> String {
+pub(crate) fn fill_filter(template: &str, values: &[(&str, &str)]) -> String {
     let mut filter = String::with_capacity(template.len() + 32);
     let mut rest = template;
     while let Some(open) = rest.find('{') {

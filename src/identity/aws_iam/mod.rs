@@ -14,7 +14,7 @@ pub(crate) mod arn;
 mod client;
 mod config;
 pub(crate) mod presigned;
-mod sts;
+pub(crate) mod sts;
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -63,7 +63,7 @@ const THROTTLING_CODES: &[&str] = &["Throttling", "ThrottlingException", "Reques
 
 /// Whether an STS error document (JSON for `Accept: application/json`, else XML) says
 /// the call was throttled.
-fn is_throttling(body: &[u8]) -> bool {
+pub(crate) fn is_throttling(body: &[u8]) -> bool {
     #[derive(Deserialize)]
     struct ErrorDocument {
         #[serde(rename = "Error")]
@@ -81,6 +81,22 @@ fn is_throttling(body: &[u8]) -> bool {
     THROTTLING_CODES
         .iter()
         .any(|code| text.contains(&format!("<Code>{code}</Code>")))
+}
+
+/// A successful GetCallerIdentity answer (JSON, as `Accept: application/json` asks for).
+pub(crate) fn read_answer(body: &[u8]) -> std::result::Result<CallerIdentity, AuthError> {
+    let answer: Answer = serde_json::from_slice(body).map_err(|_| {
+        tracing::warn!("STS answer is not a GetCallerIdentity JSON document");
+        AuthError::StsUnavailable
+    })?;
+    let result = answer
+        .get_caller_identity_response
+        .get_caller_identity_result;
+    Ok(CallerIdentity {
+        account: result.account,
+        arn: result.arn,
+        user_id: result.user_id,
+    })
 }
 
 impl StsCaller {
@@ -140,18 +156,7 @@ impl StsCaller {
                 return Err(AuthError::StsUnavailable);
             }
             let body = read_bounded(&mut answer).await?;
-            let answer: Answer = serde_json::from_slice(&body).map_err(|_| {
-                tracing::warn!("STS answer is not a GetCallerIdentity JSON document");
-                AuthError::StsUnavailable
-            })?;
-            let result = answer
-                .get_caller_identity_response
-                .get_caller_identity_result;
-            Ok(CallerIdentity {
-                account: result.account,
-                arn: result.arn,
-                user_id: result.user_id,
-            })
+            read_answer(&body)
         };
         tokio::time::timeout(budget, call)
             .await

@@ -42,12 +42,12 @@ pub(super) fn map_jwt_error(kind: &ErrorKind) -> AuthError {
 }
 
 /// What is read from a token before its signature is checked, to choose issuer and key.
-pub(super) struct UnverifiedJwt {
-    pub(super) algorithm: Algorithm,
-    pub(super) kid: Option<String>,
-    pub(super) issuer: String,
+pub(crate) struct UnverifiedJwt {
+    pub(crate) algorithm: Algorithm,
+    pub(crate) kid: Option<String>,
+    pub(crate) issuer: String,
     /// The decoded payload, trusted only once the signature is (for the IdP's other claims).
-    pub(super) payload: Vec<u8>,
+    pub(crate) payload: Vec<u8>,
 }
 
 #[derive(Deserialize)]
@@ -63,7 +63,7 @@ struct RawIssuer {
 }
 
 impl UnverifiedJwt {
-    pub(super) fn parse(token: &str) -> Result<Self, AuthError> {
+    pub(crate) fn parse(token: &str) -> Result<Self, AuthError> {
         let mut segments = token.split('.');
         let (Some(header), Some(payload), Some(signature), None) = (
             segments.next(),
