@@ -1,8 +1,10 @@
 //! Test helpers of evs-token-vending, kept out of the product crate: CheckRequests as Envoy
 //! sends them, tokens signed with any key, a backend's JWKS verification, the answers' parts,
-//! and the echo backend that stands in for EvidentSource behind a real Envoy.
+//! the echo backend that stands in for EvidentSource behind a real Envoy, and the `unsafe` the
+//! suite needs (the environment, an allocation counter) behind safe functions.
 
 pub mod echo_backend;
+pub mod process;
 
 /// Generated code of `proto/evs/echo/v1/echo.proto` (the stand-in backend).
 pub mod echo_proto {

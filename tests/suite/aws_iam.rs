@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use crate::support::aws_iam::{ACCOUNT, IamWorld, SERVER_ID, role_arn, token_of, url_of};
-use crate::support::moto::use_test_credentials;
 use crate::support::{Harness, denied, minted, segment};
+use evs_testkit::process::use_test_aws_credentials;
 use serde_json::json;
 
 /// The tags the tests' role carries, as `aws iam tag-role --tags` takes them.
@@ -22,11 +22,8 @@ const TAGS: &[&str] = &[
 /// would ask AWS's) which account that is.
 fn setup(tags: &[&str]) -> (IamWorld, tokio::runtime::Runtime) {
     let world = IamWorld::start(tags);
-    // SAFETY: no other thread exists yet: moto, the front and the CLI are child processes.
-    unsafe {
-        use_test_credentials();
-        std::env::set_var("AWS_ENDPOINT_URL_STS", &world.moto.endpoint);
-    }
+    // Moto, the front and the CLI are child processes; the runtime comes after.
+    use_test_aws_credentials(&[("AWS_ENDPOINT_URL_STS", &world.moto.endpoint)]);
     let runtime = crate::support::runtime();
     (world, runtime)
 }

@@ -7,36 +7,11 @@
 //! The count includes the in-process gRPC client's own allocations: the budget is the whole
 //! loopback round trip, measured when this test was written, plus a small margin.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
+use evs_testkit::process::{CountingAllocator, set_env};
 
 /// Counts every allocation of the process.
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller's contract is passed on as it is.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static COUNTING: Counting = Counting;
+static COUNTING: CountingAllocator = CountingAllocator::new();
 
 /// Allocations per cached Check (client and server together) this build may make: 114–115
 /// when written (128 with 0.10.0's spans), plus a margin for HTTP/2 framing that varies with
@@ -45,16 +20,11 @@ const BUDGET_PER_CHECK: u64 = 121;
 
 #[test]
 fn a_cached_check_allocates_within_its_budget_under_the_serve_subscriber() {
-    // SAFETY: no other thread exists yet.
-    unsafe {
-        for name in [
-            "RUST_LOG",
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-        ] {
-            std::env::remove_var(name);
-        }
-    }
+    set_env(&[
+        ("RUST_LOG", None),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", None),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None),
+    ]);
     let runtime = crate::support::runtime();
     runtime.block_on(async {
         let traces = evs_token_vending::init_logging_and_traces(
@@ -77,11 +47,11 @@ fn a_cached_check_allocates_within_its_budget_under_the_serve_subscriber() {
             crate::support::minted(&h.check_bearer(&token).await);
         }
         const CHECKS: u64 = 1000;
-        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        let before = COUNTING.allocations();
         for _ in 0..CHECKS {
             crate::support::minted(&h.check_bearer(&token).await);
         }
-        let per_check = (ALLOCATIONS.load(Ordering::Relaxed) - before) / CHECKS;
+        let per_check = (COUNTING.allocations() - before) / CHECKS;
         println!("allocations per cached Check (client and server): {per_check}");
         assert!(
             per_check <= BUDGET_PER_CHECK,

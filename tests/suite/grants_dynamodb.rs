@@ -4,13 +4,14 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::support::moto::{Moto, use_test_credentials};
+use crate::support::moto::Moto;
 use crate::support::{Harness, Options, denied, get_json, minted, segment};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType,
 };
+use evs_testkit::process::use_test_aws_credentials;
 use serde_json::json;
 
 const TABLE: &str = "evs-grants";
@@ -18,11 +19,8 @@ const TABLE: &str = "evs-grants";
 /// moto on its port, the SDK pointed at it the standard way, and a runtime.
 fn setup() -> (Moto, tokio::runtime::Runtime) {
     let moto = Moto::start();
-    // SAFETY: no other thread exists yet: moto is a child process, the runtime comes after.
-    unsafe {
-        use_test_credentials();
-        std::env::set_var("AWS_ENDPOINT_URL_DYNAMODB", &moto.endpoint);
-    }
+    // Moto is a child process; the runtime comes after.
+    use_test_aws_credentials(&[("AWS_ENDPOINT_URL_DYNAMODB", &moto.endpoint)]);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -371,11 +369,8 @@ fn a_busy_cached_subject_never_gets_503_while_the_store_hangs_or_is_gone() {
     let moto = Moto::start();
     let front_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let front_addr = front_listener.local_addr().unwrap();
-    // SAFETY: no other thread exists yet: moto is a child process, the runtime comes after.
-    unsafe {
-        use_test_credentials();
-        std::env::set_var("AWS_ENDPOINT_URL_DYNAMODB", format!("http://{front_addr}"));
-    }
+    // Moto is a child process; the runtime comes after.
+    use_test_aws_credentials(&[("AWS_ENDPOINT_URL_DYNAMODB", &format!("http://{front_addr}"))]);
     let runtime = crate::support::runtime();
     let mut moto = moto;
     runtime.block_on(async {

@@ -5,13 +5,14 @@
 
 use std::time::Duration;
 
-use crate::support::moto::{Moto, use_test_credentials};
+use crate::support::moto::Moto;
 use crate::support::process::ServeProcess;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType,
 };
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use evs_testkit::process::use_test_aws_credentials;
 use evs_token_vending::SigningKey;
 use evs_token_vending::demo::DemoIdp;
 
@@ -20,8 +21,8 @@ const SESSION_TOKEN: &str = "logScanSessionToken/FwoGZXIvYXdzEXAMPLE+session0123
 
 #[test]
 fn at_trace_level_the_log_holds_no_credential_key_or_token() {
-    // SAFETY: first statement of the test; no other thread exists yet.
-    unsafe { use_test_credentials() };
+    // First thing: no other thread exists yet.
+    use_test_aws_credentials(&[]);
     let moto = Moto::start();
     let runtime = crate::support::runtime();
     runtime.block_on(async {

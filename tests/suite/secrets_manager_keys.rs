@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use crate::support::moto::{Moto, use_test_credentials};
+use crate::support::moto::Moto;
 use crate::support::{Harness, Options, get_json, minted, segment};
 use aws_sdk_secretsmanager::Client;
+use evs_testkit::process::use_test_aws_credentials;
 use evs_token_vending::{SigningAlgorithm, SigningKey};
 use serde_json::json;
 
@@ -49,8 +50,8 @@ async fn eventually(what: &str, condition: impl AsyncFnMut() -> bool) {
 
 #[test]
 fn keys_rotate_through_the_secret_without_a_restart_and_bad_versions_are_refused() {
-    // SAFETY: first statement of the test; no other thread exists yet.
-    unsafe { use_test_credentials() };
+    // First thing: no other thread exists yet.
+    use_test_aws_credentials(&[]);
     let mut moto = Moto::start();
     runtime().block_on(async {
         let sm = client(&moto.endpoint).await;
@@ -106,8 +107,8 @@ fn keys_rotate_through_the_secret_without_a_restart_and_bad_versions_are_refused
 
 #[test]
 fn a_missing_secret_is_a_start_up_error_naming_it() {
-    // SAFETY: first statement of the test; no other thread exists yet.
-    unsafe { use_test_credentials() };
+    // First thing: no other thread exists yet.
+    use_test_aws_credentials(&[]);
     let moto = Moto::start();
     runtime().block_on(async {
         let dir = crate::support::TempDir::new("sm");

@@ -72,20 +72,3 @@ impl Drop for Moto {
         self.kill();
     }
 }
-
-/// Static test credentials and region for the AWS SDK, and no instance metadata look-ups.
-///
-/// # Safety
-/// Changes the process environment: call it first thing in a test, before any other thread
-/// (the async runtime included) exists. nextest runs every test in a process of its own.
-pub unsafe fn use_test_credentials() {
-    for (key, value) in [
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_REGION", "us-east-1"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ] {
-        // SAFETY: the caller guarantees no other thread is running.
-        unsafe { std::env::set_var(key, value) };
-    }
-}

@@ -12,8 +12,8 @@ use serde_json::json;
 use crate::support::aws_iam::{
     ACCOUNT, IamWorld, OTHER_ACCOUNT, ROLE, SERVER_ID, role_arn, token_of, url_of,
 };
-use crate::support::moto::use_test_credentials;
 use crate::support::{self, Harness, denied, minted, segment};
+use evs_testkit::process::use_test_aws_credentials;
 
 /// Our role's tags.
 const OUR_TAGS: &[&str] = &["Key=evs:db:orders,Value=reader+writer"];
@@ -21,11 +21,8 @@ const OUR_TAGS: &[&str] = &["Key=evs:db:orders,Value=reader+writer"];
 /// The world, then the runtime (see `tests/suite/aws_iam.rs`).
 fn setup() -> (IamWorld, tokio::runtime::Runtime) {
     let world = IamWorld::start(OUR_TAGS);
-    // SAFETY: no other thread exists yet: moto, the front and the CLI are child processes.
-    unsafe {
-        use_test_credentials();
-        std::env::set_var("AWS_ENDPOINT_URL_STS", &world.moto.endpoint);
-    }
+    // Moto, the front and the CLI are child processes; the runtime comes after.
+    use_test_aws_credentials(&[("AWS_ENDPOINT_URL_STS", &world.moto.endpoint)]);
     (world, support::runtime())
 }
 

@@ -87,9 +87,9 @@ async fn redeem(replica: &ServeProcess, jwt: &str, as_bearer_grant: bool) -> (u1
 #[test]
 fn two_replicas_sharing_a_dynamodb_replay_store_accept_an_assertion_once() {
     let mut moto = Moto::start();
-    // SAFETY: no other thread exists yet (moto is a child process); `check-config --probe`
+    // No other thread exists yet (moto is a child process); `check-config --probe`
     // runs as a child of this process and needs the test credentials.
-    unsafe { crate::support::moto::use_test_credentials() };
+    evs_testkit::process::use_test_aws_credentials(&[]);
     create_table(&moto);
     runtime().block_on(async {
         let idp = evs_token_vending::demo::DemoIdp::start().await.unwrap();
