@@ -31,6 +31,7 @@ mod file_stamp;
 pub mod fuzzing;
 mod grants;
 mod handshake;
+mod hot_reload;
 mod http;
 mod identity;
 mod listen;

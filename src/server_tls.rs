@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::file_stamp::FileStamp;
+use crate::hot_reload::{HotReload, LastGood, Refusal};
 use crate::listen::{AuthzTlsConfig, HttpTlsConfig};
 
 /// How often the files are checked for changes.
@@ -135,17 +135,15 @@ fn certificates(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, 
 /// The current TLS settings, rebuilt when a file changes; a bad change keeps the last good.
 pub(crate) struct ReloadingTls {
     files: TlsFiles,
-    current: ArcSwap<rustls::ServerConfig>,
-    last_error: ArcSwapOption<String>,
+    current: LastGood<rustls::ServerConfig>,
 }
 
 impl ReloadingTls {
     /// Reads the files; a start-up error names the one that is wrong.
     pub(crate) fn load(files: TlsFiles) -> Result<Self, String> {
         Ok(Self {
-            current: ArcSwap::from_pointee(files.build()?),
+            current: LastGood::new(files.build()?),
             files,
-            last_error: ArcSwapOption::empty(),
         })
     }
 
@@ -156,30 +154,38 @@ impl ReloadingTls {
 
     /// Why the last change was refused, while the last good settings serve.
     pub(crate) fn last_error(&self) -> Option<Arc<String>> {
-        self.last_error.load_full()
+        self.current.refusal()
     }
 
-    /// Runs forever: rebuilds the settings when a file's size or time changes.
+    /// Runs until stopped: rebuilds the settings when a file's size or time changes.
     pub(crate) async fn reload_forever(self: Arc<Self>) {
-        let mut seen = self.files.stamps();
-        loop {
-            tokio::time::sleep(RELOAD_INTERVAL).await;
-            let now = self.files.stamps();
-            if now == seen {
-                continue;
-            }
-            seen = now;
-            match self.files.build() {
-                Ok(config) => {
-                    tracing::info!(files = self.files.key, "TLS files reloaded");
-                    self.current.store(Arc::new(config));
-                    self.last_error.store(None);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "TLS change refused; serving the last good files");
-                    self.last_error.store(Some(Arc::new(e)));
-                }
-            }
-        }
+        crate::hot_reload::keep_fresh(self, RELOAD_INTERVAL, None).await;
+    }
+}
+
+impl HotReload for ReloadingTls {
+    type Value = rustls::ServerConfig;
+    type Stamp = Vec<FileStamp>;
+    type Error = String;
+
+    fn stamp(&self) -> Option<Vec<FileStamp>> {
+        Some(self.files.stamps())
+    }
+
+    async fn rebuild(&self) -> Result<rustls::ServerConfig, String> {
+        self.files.build()
+    }
+
+    fn put_in_force(&self, config: rustls::ServerConfig) {
+        tracing::info!(files = self.files.key, "TLS files reloaded");
+        self.current.store(config);
+    }
+
+    fn refused(&self, error: &String) {
+        tracing::error!(error = %error, "TLS change refused; serving the last good files");
+    }
+
+    fn refusal(&self) -> &Refusal {
+        self.current.refusal_slot()
     }
 }

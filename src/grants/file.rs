@@ -11,11 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Deserialize;
 
 use super::{GrantSource, Grants, LookupFuture};
 use crate::file_stamp::FileStamp;
+use crate::hot_reload::{HotReload, LastGood, Refusal};
 use crate::telemetry::Metrics;
 
 /// How often the file's metadata is checked for a change.
@@ -24,9 +24,8 @@ pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 /// Grants read from a file, as a lock-free snapshot.
 pub struct FileGrants {
     path: PathBuf,
-    snapshot: ArcSwap<HashMap<String, Arc<Grants>>>,
+    snapshot: LastGood<HashMap<String, Arc<Grants>>>,
     allow_empty: bool,
-    last_refusal: ArcSwapOption<String>,
     metrics: Arc<Metrics>,
 }
 
@@ -73,46 +72,50 @@ impl FileGrants {
         let grants = read_grants(path, allow_empty)?;
         Ok(Self {
             path: path.to_owned(),
-            snapshot: ArcSwap::from_pointee(grants),
+            snapshot: LastGood::new(grants),
             allow_empty,
-            last_refusal: ArcSwapOption::empty(),
             metrics,
         })
     }
 
     /// Why the last change of the file was refused, while the last good grants serve.
     pub fn last_refusal(&self) -> Option<Arc<String>> {
-        self.last_refusal.load_full()
+        self.snapshot.refusal()
     }
 
     /// Number of subjects currently loaded.
     pub fn len(&self) -> usize {
         self.snapshot.load().len()
     }
+}
 
-    /// Runs forever: reloads the file whenever its modification time or size changes.
-    pub async fn reload_forever(self: Arc<Self>, interval: Duration) {
-        let mut seen = FileStamp::of(&self.path);
-        loop {
-            tokio::time::sleep(interval).await;
-            let now = FileStamp::of(&self.path);
-            if now == seen {
-                continue;
-            }
-            seen = now;
-            match read_grants(&self.path, self.allow_empty) {
-                Ok(grants) => {
-                    tracing::info!(path = %self.path.display(), subjects = grants.len(), "grants file reloaded");
-                    self.snapshot.store(Arc::new(grants));
-                    self.last_refusal.store(None);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, subjects = self.len(), "grants file change refused; keeping the last good grants");
-                    self.metrics.grants_file_reload_refused();
-                    self.last_refusal.store(Some(Arc::new(e.to_string())));
-                }
-            }
-        }
+/// Reloaded whenever the file's modification time or size changes (a vanished file too: its
+/// rebuild is refused and the last good grants stay).
+impl HotReload for FileGrants {
+    type Value = HashMap<String, Arc<Grants>>;
+    type Stamp = FileStamp;
+    type Error = GrantsFileError;
+
+    fn stamp(&self) -> Option<FileStamp> {
+        Some(FileStamp::of(&self.path))
+    }
+
+    async fn rebuild(&self) -> Result<Self::Value, GrantsFileError> {
+        read_grants(&self.path, self.allow_empty)
+    }
+
+    fn put_in_force(&self, grants: Self::Value) {
+        tracing::info!(path = %self.path.display(), subjects = grants.len(), "grants file reloaded");
+        self.snapshot.store(grants);
+    }
+
+    fn refused(&self, error: &GrantsFileError) {
+        tracing::error!(error = %error, subjects = self.len(), "grants file change refused; keeping the last good grants");
+        self.metrics.grants_file_reload_refused();
+    }
+
+    fn refusal(&self) -> &Refusal {
+        self.snapshot.refusal_slot()
     }
 }
 

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::background::Background;
+use crate::hot_reload::keep_fresh;
 use serde::{Deserialize, Serialize};
 
 use self::cache::CachedGrants;
@@ -221,7 +222,7 @@ impl GrantsLookup {
                     let file =
                         Arc::new(FileGrants::load(path, config.allow_empty, metrics.clone())?);
                     tracing::info!(path = %path.display(), subjects = file.len(), "grants file loaded");
-                    background.spawn_until_stopped(file.clone().reload_forever(RELOAD_INTERVAL));
+                    background.spawn_until_stopped(keep_fresh(file.clone(), RELOAD_INTERVAL, None));
                     sources.push(file);
                 }
                 GrantSourceConfig::Dynamodb(table) => {
@@ -246,7 +247,11 @@ impl GrantsLookup {
                             .map_err(|reason| GrantsFileError::Rules { reason })?,
                     );
                     tracing::info!(rules = rules.rules().len(), "grants from rules");
-                    background.spawn_until_stopped(rules.clone().reload_forever(RELOAD_INTERVAL));
+                    background.spawn_until_stopped(keep_fresh(
+                        rules.clone(),
+                        RELOAD_INTERVAL,
+                        None,
+                    ));
                     sources.push(rules);
                 }
                 GrantSourceConfig::IamRoleTags(iam) => {

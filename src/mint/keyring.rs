@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tokio::sync::Notify;
@@ -22,6 +21,7 @@ use super::secrets_manager::SecretKeys;
 use super::{SigningConfig, SigningSource};
 use crate::algorithms::MIN_RSA_BITS;
 use crate::file_stamp::FileStamp;
+use crate::hot_reload::{HotReload, Refusal, keep_fresh, reload_now};
 
 /// The keys we publish and the one we sign with.
 pub struct KeyRing {
@@ -253,7 +253,7 @@ impl KeySource {
 /// What the watched files looked like: each key file's stamp, and the content of `active`.
 /// Any difference triggers a reload.
 #[derive(PartialEq, Eq)]
-struct Stamp {
+pub(crate) struct Stamp {
     files: Vec<(String, FileStamp)>,
     active: String,
 }
@@ -263,8 +263,8 @@ pub struct KeyRingReloader {
     source: KeySource,
     interval: Duration,
     minter: Arc<Minter>,
-    last_error: ArcSwapOption<String>,
-    forced: Notify,
+    refusal: Refusal,
+    forced: Arc<Notify>,
 }
 
 impl KeyRingReloader {
@@ -279,8 +279,8 @@ impl KeyRingReloader {
             source,
             interval,
             minter,
-            last_error: ArcSwapOption::empty(),
-            forced: Notify::new(),
+            refusal: Refusal::default(),
+            forced: Arc::new(Notify::new()),
         }
     }
 
@@ -291,7 +291,7 @@ impl KeyRingReloader {
 
     /// Why the last reload was refused, while the last good ring is still in use.
     pub fn last_error(&self) -> Option<Arc<String>> {
-        self.last_error.load_full()
+        self.refusal.reason()
     }
 
     /// Asks the watcher to reload now, whether or not the source looks changed.
@@ -301,36 +301,43 @@ impl KeyRingReloader {
 
     /// Loads the keys and swaps them in if they load; otherwise keeps the current ring.
     pub async fn reload(&self) {
-        match self.source.load().await {
-            Ok(ring) => {
-                self.last_error.store(None);
-                if ring.same_as(&self.minter.ring()) {
-                    return;
-                }
-                tracing::info!(active = %ring.active().kid(), published = ?ring.kids(), "signing keys reloaded");
-                self.minter.replace_ring(ring);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, kid = %self.minter.ring().active().kid(), "signing key change refused; still signing with the last good keys");
-                self.last_error.store(Some(Arc::new(e.to_string())));
-            }
-        }
+        reload_now(self).await;
     }
 
-    /// Runs forever: checks the source every interval, reloads on a change or a request.
+    /// Runs until stopped: checks the source every interval, reloads on a change or a request.
     pub async fn run(self: Arc<Self>) {
-        let mut seen = self.source.stamp();
-        loop {
-            let forced = tokio::select! {
-                () = tokio::time::sleep(self.interval) => false,
-                () = self.forced.notified() => true,
-            };
-            let now = self.source.stamp();
-            if forced || now.is_none() || now != seen {
-                seen = now;
-                self.reload().await;
-            }
+        let (interval, forced) = (self.interval, self.forced.clone());
+        keep_fresh(self, interval, Some(forced)).await;
+    }
+}
+
+impl HotReload for KeyRingReloader {
+    type Value = KeyRing;
+    type Stamp = Stamp;
+    type Error = KeyError;
+
+    fn stamp(&self) -> Option<Stamp> {
+        self.source.stamp()
+    }
+
+    async fn rebuild(&self) -> Result<KeyRing, KeyError> {
+        self.source.load().await
+    }
+
+    fn put_in_force(&self, ring: KeyRing) {
+        if ring.same_as(&self.minter.ring()) {
+            return;
         }
+        tracing::info!(active = %ring.active().kid(), published = ?ring.kids(), "signing keys reloaded");
+        self.minter.replace_ring(ring);
+    }
+
+    fn refused(&self, error: &KeyError) {
+        tracing::error!(error = %error, kid = %self.minter.ring().active().kid(), "signing key change refused; still signing with the last good keys");
+    }
+
+    fn refusal(&self) -> &Refusal {
+        &self.refusal
     }
 }
 

@@ -3,14 +3,14 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
 use serde::Deserialize;
 
 use super::{RuleProblem, RuleSet, RuleSpec};
 use crate::file_stamp::FileStamp;
 use crate::grants::{ExplainFuture, GrantSource, LookupFuture};
+use crate::hot_reload::{HotReload, LastGood, Refusal};
 use crate::identity::Identity;
 use crate::telemetry::Metrics;
 
@@ -105,8 +105,7 @@ pub fn describe(problems: &[RuleProblem]) -> String {
 /// The rules as a grant source, reloaded when their files change.
 pub struct RulesGrants {
     config: RulesConfig,
-    current: ArcSwap<RuleSet>,
-    last_refusal: ArcSwapOption<String>,
+    current: LastGood<RuleSet>,
     metrics: Arc<Metrics>,
 }
 
@@ -116,8 +115,7 @@ impl RulesGrants {
         let set = config.compile().map_err(|p| describe(&p))?;
         Ok(Self {
             config: config.clone(),
-            current: ArcSwap::from_pointee(set),
-            last_refusal: ArcSwapOption::empty(),
+            current: LastGood::new(set),
             metrics,
         })
     }
@@ -126,32 +124,35 @@ impl RulesGrants {
     pub fn rules(&self) -> Arc<RuleSet> {
         self.current.load_full()
     }
+}
 
-    /// Runs forever: compiles the rules again whenever one of their files changes; a change
-    /// that does not compile is refused and the last good rules keep serving.
-    pub async fn reload_forever(self: Arc<Self>, interval: Duration) {
-        let mut seen = self.config.stamps();
-        loop {
-            tokio::time::sleep(interval).await;
-            let now = self.config.stamps();
-            if now == seen {
-                continue;
-            }
-            seen = now;
-            match self.config.reread() {
-                Ok(set) => {
-                    tracing::info!(rules = set.len(), "grant rules reloaded");
-                    self.current.store(Arc::new(set));
-                    self.last_refusal.store(None);
-                }
-                Err(problems) => {
-                    let reason = describe(&problems);
-                    tracing::error!(%reason, "grant rules change refused; keeping the last good rules");
-                    self.metrics.grants_file_reload_refused();
-                    self.last_refusal.store(Some(Arc::new(reason)));
-                }
-            }
-        }
+/// Compiled again whenever one of the rules' files changes; a change that does not compile is
+/// refused and the last good rules keep serving.
+impl HotReload for RulesGrants {
+    type Value = RuleSet;
+    type Stamp = [Option<FileStamp>; 2];
+    type Error = String;
+
+    fn stamp(&self) -> Option<Self::Stamp> {
+        Some(self.config.stamps())
+    }
+
+    async fn rebuild(&self) -> Result<RuleSet, String> {
+        self.config.reread().map_err(|problems| describe(&problems))
+    }
+
+    fn put_in_force(&self, set: RuleSet) {
+        tracing::info!(rules = set.len(), "grant rules reloaded");
+        self.current.store(set);
+    }
+
+    fn refused(&self, reason: &String) {
+        tracing::error!(%reason, "grant rules change refused; keeping the last good rules");
+        self.metrics.grants_file_reload_refused();
+    }
+
+    fn refusal(&self) -> &Refusal {
+        self.current.refusal_slot()
     }
 }
 
@@ -188,8 +189,8 @@ impl GrantSource for RulesGrants {
     }
 
     fn warning(&self) -> Option<String> {
-        self.last_refusal
-            .load_full()
+        self.current
+            .refusal()
             .map(|reason| format!("grant rules change refused: {reason}"))
     }
 }
