@@ -34,9 +34,23 @@ pub(crate) fn is_shared_secret(algorithm: Algorithm) -> bool {
     )
 }
 
+/// Why an issuer's `algorithms` entry is refused.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RefusedAlgorithm {
+    /// `none`.
+    #[error("`none` is never accepted")]
+    None,
+    /// Not a JWS algorithm name.
+    #[error("unknown algorithm `{0}`")]
+    Unknown(String),
+    /// HS256/384/512.
+    #[error("`{0}` is a shared-secret algorithm; JWKS issuers publish public keys")]
+    SharedSecret(String),
+}
+
 /// Parses an issuer's allow-list; empty means [`default_inbound`]. `none` and HMAC are refused
 /// because a JWKS carries public keys.
-pub(crate) fn parse_inbound(names: &[String]) -> Result<Vec<Algorithm>, String> {
+pub(crate) fn parse_inbound(names: &[String]) -> Result<Vec<Algorithm>, RefusedAlgorithm> {
     if names.is_empty() {
         return Ok(default_inbound());
     }
@@ -44,15 +58,13 @@ pub(crate) fn parse_inbound(names: &[String]) -> Result<Vec<Algorithm>, String> 
         .iter()
         .map(|name| {
             if name.eq_ignore_ascii_case("none") {
-                return Err("`none` is never accepted".to_owned());
+                return Err(RefusedAlgorithm::None);
             }
             let algorithm = name
                 .parse::<Algorithm>()
-                .map_err(|_| format!("unknown algorithm `{name}`"))?;
+                .map_err(|_| RefusedAlgorithm::Unknown(name.clone()))?;
             if is_shared_secret(algorithm) {
-                return Err(format!(
-                    "`{name}` is a shared-secret algorithm; JWKS issuers publish public keys"
-                ));
+                return Err(RefusedAlgorithm::SharedSecret(name.clone()));
             }
             Ok(algorithm)
         })
@@ -80,16 +92,19 @@ mod tests {
         assert!(
             parse_inbound(&names(&["NONE"]))
                 .unwrap_err()
+                .to_string()
                 .contains("never")
         );
         assert!(
             parse_inbound(&names(&["HS256"]))
                 .unwrap_err()
+                .to_string()
                 .contains("shared-secret")
         );
         assert!(
             parse_inbound(&names(&["RS1"]))
                 .unwrap_err()
+                .to_string()
                 .contains("unknown")
         );
     }

@@ -34,7 +34,7 @@ pub(crate) async fn check_keyed_by(
     table: &str,
     key: &str,
     purpose: &str,
-) -> Result<(), String> {
+) -> Result<(), TableShapeError> {
     use aws_sdk_dynamodb::error::DisplayErrorContext;
     use aws_sdk_dynamodb::types::{KeyType, ScalarAttributeType};
     let description = client
@@ -42,9 +42,15 @@ pub(crate) async fn check_keyed_by(
         .table_name(table)
         .send()
         .await
-        .map_err(|e| format!("DescribeTable {table}: {}", DisplayErrorContext(&e)))?
+        .map_err(|e| TableShapeError::Describe {
+            table: table.to_owned(),
+            reason: DisplayErrorContext(&e).to_string(),
+        })?
         .table
-        .ok_or_else(|| format!("DescribeTable {table}: no table description"))?;
+        .ok_or_else(|| TableShapeError::Describe {
+            table: table.to_owned(),
+            reason: "no table description".to_owned(),
+        })?;
     let hash_key = description
         .key_schema()
         .iter()
@@ -58,15 +64,44 @@ pub(crate) async fn check_keyed_by(
         .attribute_definitions()
         .iter()
         .any(|a| a.attribute_name() == key && a.attribute_type() == &ScalarAttributeType::S);
+    let (table, key) = (table.to_owned(), key.to_owned());
     match hash_key {
         Some(hash) if hash == key && key_is_string && !has_range_key => Ok(()),
-        Some(hash) if hash == key && has_range_key => Err(format!(
-            "table {table} has a sort key; {purpose} need a table keyed by `{key}` alone"
-        )),
-        Some(hash) if hash == key => Err(format!("table {table}: `{key}` must be a string (S)")),
-        other => Err(format!(
-            "table {table} is keyed by {:?}, not by the string attribute `{key}`",
-            other.unwrap_or("nothing")
-        )),
+        Some(hash) if hash == key && has_range_key => Err(TableShapeError::SortKey {
+            table,
+            key,
+            purpose: purpose.to_owned(),
+        }),
+        Some(hash) if hash == key => Err(TableShapeError::KeyNotString { table, key }),
+        other => Err(TableShapeError::OtherKey {
+            table,
+            key,
+            found: other.unwrap_or("nothing").to_owned(),
+        }),
     }
+}
+
+/// Why a DynamoDB table is not the one a feature needs (`check-config --probe`).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TableShapeError {
+    /// DescribeTable failed.
+    #[error("DescribeTable {table}: {reason}")]
+    Describe { table: String, reason: String },
+    /// The table has a sort key as well.
+    #[error("table {table} has a sort key; {purpose} need a table keyed by `{key}` alone")]
+    SortKey {
+        table: String,
+        key: String,
+        purpose: String,
+    },
+    /// The key is not a string attribute.
+    #[error("table {table}: `{key}` must be a string (S)")]
+    KeyNotString { table: String, key: String },
+    /// The table is keyed by another attribute.
+    #[error("table {table} is keyed by {found:?}, not by the string attribute `{key}`")]
+    OtherKey {
+        table: String,
+        key: String,
+        found: String,
+    },
 }

@@ -84,9 +84,13 @@ impl ConfigCheck {
     }
 
     /// Records `result`'s error, if any, at `key`.
-    pub(crate) fn check(&mut self, key: impl Into<String>, result: Result<(), String>) {
+    pub(crate) fn check<E: std::fmt::Display>(
+        &mut self,
+        key: impl Into<String>,
+        result: Result<(), E>,
+    ) {
         if let Err(reason) = result {
-            self.problem(key, reason);
+            self.problem(key, reason.to_string());
         }
     }
 }

@@ -151,7 +151,7 @@ impl DecisionLog {
         config: &DecisionLogConfig,
         metrics: Arc<Metrics>,
         background: &crate::background::Background,
-    ) -> Result<Option<Self>, String> {
+    ) -> Result<Option<Self>, std::io::Error> {
         if !config.enabled {
             return Ok(None);
         }
@@ -163,8 +163,7 @@ impl DecisionLog {
                 .create(true)
                 .append(true)
                 .open(&path)
-                .await
-                .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+                .await?;
             Box::new(file)
         };
         let (lines, queued) = tokio::sync::mpsc::channel(QUEUE_LINES);

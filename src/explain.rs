@@ -29,9 +29,36 @@ pub enum ExplainSubject<'a> {
     Token(&'a str),
 }
 
+/// Why there is no explanation.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    /// `--identity` is not a JSON object of string claims with a `sub` (the text follows the
+    /// option's name).
+    #[error("--identity{0}")]
+    Identity(String),
+    /// The token is refused, as a Check would refuse it.
+    #[error("the token is refused, as a Check would refuse it: {0}")]
+    Refused(#[from] crate::identity::AuthError),
+    /// A source, an issuer client or the IAM verifier could not be set up.
+    #[error("{0}")]
+    Setup(#[from] crate::server::StartError),
+}
+
+impl From<crate::grants::GrantsStartError> for ExplainError {
+    fn from(e: crate::grants::GrantsStartError) -> Self {
+        Self::Setup(e.into())
+    }
+}
+
+impl From<crate::identity::aws_iam::AwsSetupError> for ExplainError {
+    fn from(e: crate::identity::aws_iam::AwsSetupError) -> Self {
+        Self::Setup(e.into())
+    }
+}
+
 /// The explanation as printed, or why there is none (a bad identity, a refused token, a
 /// source that cannot be set up).
-pub async fn explain(config: &Config, subject: ExplainSubject<'_>) -> Result<String, String> {
+pub async fn explain(config: &Config, subject: ExplainSubject<'_>) -> Result<String, ExplainError> {
     let deadline = Instant::now() + EXPLAIN_TIMEOUT;
     let identity = match subject {
         ExplainSubject::Identity(json) => identity_from_json(json)?,
@@ -41,16 +68,14 @@ pub async fn explain(config: &Config, subject: ExplainSubject<'_>) -> Result<Str
     let accounts = served_accounts(config).await?;
     // Reloads and LDAP drivers end with this one question.
     let background = crate::background::Background::default();
-    let grants = GrantsLookup::connect(&config.grants, &metrics, accounts, &background)
-        .await
-        .map_err(|e| e.to_string())?;
+    let grants = GrantsLookup::connect(&config.grants, &metrics, accounts, &background).await?;
     let explanation = grants.explain(&identity, deadline).await;
     background.stop(std::time::Duration::ZERO).await;
     Ok(render(&identity, &explanation))
 }
 
 /// The AWS accounts served, as `serve` resolves them, when IAM callers are enabled.
-async fn served_accounts(config: &Config) -> Result<Option<Arc<ServedAccounts>>, String> {
+async fn served_accounts(config: &Config) -> Result<Option<Arc<ServedAccounts>>, ExplainError> {
     if !config.aws_iam.enabled {
         return Ok(None);
     }
@@ -59,41 +84,47 @@ async fn served_accounts(config: &Config) -> Result<Option<Arc<ServedAccounts>>,
     )))
 }
 
-async fn verified(config: &Config, token: &str, deadline: Instant) -> Result<Identity, String> {
-    let client = crate::start_error::issuer_client(&config.trust).map_err(|e| e.to_string())?;
+async fn verified(
+    config: &Config,
+    token: &str,
+    deadline: Instant,
+) -> Result<Identity, ExplainError> {
+    let client = crate::start_error::issuer_client(&config.trust)?;
     let oidc =
         OidcVerifier::new(&config.trust, client, Default::default()).keeping_other_claims(true);
     let aws_iam = match served_accounts(config).await? {
-        Some(accounts) => Some(
-            AwsIamVerifier::new(&config.aws_iam, accounts, Default::default())
-                .map_err(|e| e.to_string())?,
-        ),
+        Some(accounts) => Some(AwsIamVerifier::new(
+            &config.aws_iam,
+            accounts,
+            Default::default(),
+        )?),
         None => None,
     };
     let authenticator = Authenticator::new(oidc, None, aws_iam);
     let credential = Credential::Bearer(BearerToken::new(token));
-    authenticator
+    let identity = authenticator
         .authenticate(&credential, &credential.fingerprint(), deadline)
-        .await
-        .map(|identity| identity.as_ref().clone())
-        .map_err(|e| format!("the token is refused, as a Check would refuse it: {e}"))
+        .await?;
+    Ok(identity.as_ref().clone())
 }
 
 /// An identity from claims written as JSON.
-fn identity_from_json(json: &str) -> Result<Identity, String> {
-    let serde_json::Value::Object(mut claims) =
-        serde_json::from_str(json).map_err(|e| format!("--identity is not JSON: {e}"))?
+fn identity_from_json(json: &str) -> Result<Identity, ExplainError> {
+    let serde_json::Value::Object(mut claims) = serde_json::from_str(json)
+        .map_err(|e| ExplainError::Identity(format!(" is not JSON: {e}")))?
     else {
-        return Err("--identity must be a JSON object of claims".into());
+        return Err(ExplainError::Identity(
+            " must be a JSON object of claims".into(),
+        ));
     };
-    let mut text = |name: &str| -> Result<Option<String>, String> {
+    let mut text = |name: &str| -> Result<Option<String>, ExplainError> {
         match claims.remove(name) {
             None => Ok(None),
             Some(serde_json::Value::String(value)) => Ok(Some(value)),
-            Some(_) => Err(format!("--identity: {name} must be a string")),
+            Some(_) => Err(ExplainError::Identity(format!(": {name} must be a string"))),
         }
     };
-    let subject = text("sub")?.ok_or("--identity needs a \"sub\"")?;
+    let subject = text("sub")?.ok_or_else(|| ExplainError::Identity(" needs a \"sub\"".into()))?;
     let issuer = text("iss")?.unwrap_or_default();
     let email = text("email")?;
     let name = text("name")?;

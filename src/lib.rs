@@ -51,10 +51,12 @@ pub use config::{Config, ConfigError, ConfigProblem};
 pub use credential::InboundRequest;
 pub use explain::{ExplainSubject, explain};
 pub use grants::Grants;
-pub use identity::aws_iam::iam_token;
+pub use identity::aws_iam::{IamTokenError, iam_token};
 pub use identity::{AwsClaims, CertificateClaims, Identity};
 pub use mint::{KeyError, KeyRing, MintedToken, Minter, OwnToken, SigningAlgorithm, SigningKey};
 pub use pipeline::{Passage, SwapError, Swapped, TokenVending};
 pub use preflight::check_files;
 pub use server::{AuthzAddress, RunningSidecar, StartError, probe_remote_stores, start};
-pub use telemetry::{Metrics, OtlpConfig, Outcome, Traces, init_logging, init_logging_and_traces};
+pub use telemetry::{
+    Metrics, OtlpConfig, Outcome, TraceExportError, Traces, init_logging, init_logging_and_traces,
+};

@@ -114,6 +114,8 @@ impl From<KeyAlgorithm> for SigningAlgorithm {
     }
 }
 
+/// clap's value parser for `--bits`; clap prints the `String` as the argument's error, the one
+/// place a string error is the interface.
 fn parse_rsa_bits(text: &str) -> Result<usize, String> {
     match text {
         "2048" | "3072" | "4096" => text.parse().map_err(|_| "not a number".to_owned()),

@@ -35,7 +35,7 @@ pub async fn check_files(config: &Config) -> Vec<String> {
             }
             GrantSourceConfig::Ldap(ldap) => {
                 if let Err(e) = crate::grants::ldap::check_files(ldap) {
-                    problems.push(e);
+                    problems.push(e.to_string());
                 }
             }
             _ => {}
@@ -49,12 +49,12 @@ pub async fn check_files(config: &Config) -> Vec<String> {
     if let Some(tls) = &config.listen.http_tls
         && let Err(e) = ReloadingTls::load(TlsFiles::side_port(tls))
     {
-        problems.push(e);
+        problems.push(e.to_string());
     }
     if let Some(tls) = &config.listen.authz_tls
         && let Err(e) = ReloadingTls::load(TlsFiles::authz(tls))
     {
-        problems.push(e);
+        problems.push(e.to_string());
     }
     match crate::start_error::issuer_client(&config.trust) {
         Ok(client) => problems.extend(
@@ -70,7 +70,7 @@ pub async fn check_files(config: &Config) -> Vec<String> {
             Default::default(),
         )
     {
-        problems.push(e);
+        problems.push(e.to_string());
     }
     problems
 }

@@ -142,11 +142,7 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         background.spawn_until_stopped(keys.clone().run());
     }
     let served_accounts = if config.aws_iam.enabled {
-        Some(Arc::new(
-            ServedAccounts::resolve(&config.aws_iam)
-                .await
-                .map_err(StartError::AwsAccount)?,
-        ))
+        Some(Arc::new(ServedAccounts::resolve(&config.aws_iam).await?))
     } else {
         None
     };
@@ -170,10 +166,11 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         None
     };
     let aws_iam = match served_accounts {
-        Some(accounts) => Some(
-            AwsIamVerifier::new(&config.aws_iam, accounts, metrics.clone())
-                .map_err(StartError::HttpClient)?,
-        ),
+        Some(accounts) => Some(AwsIamVerifier::new(
+            &config.aws_iam,
+            accounts,
+            metrics.clone(),
+        )?),
         None => None,
     };
     let vending = Arc::new(TokenVending::new(
@@ -216,7 +213,10 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     let decisions =
         DecisionLog::start(&config.telemetry.decision_log, metrics.clone(), &background)
             .await
-            .map_err(StartError::DecisionLog)?
+            .map_err(|source| StartError::DecisionLog {
+                path: config.telemetry.decision_log.path.clone(),
+                source,
+            })?
             .map(Arc::new);
     let (stop, stopped) = watch::channel(false);
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -377,7 +377,8 @@ pub async fn probe_remote_stores(config: &Config) -> Result<Vec<String>, Vec<Str
             let probed = match crate::grants::ldap::LdapDirectory::new(ldap, Default::default()) {
                 Ok(directory) => directory.probe().await,
                 Err(reason) => Err(reason),
-            };
+            }
+            .map_err(|e| e.to_string());
             match probed {
                 Ok(line) => reached.push(format!("grants.ldap: {line}")),
                 Err(reason) => problems.push(format!("grants.ldap: {reason}")),
@@ -389,7 +390,7 @@ pub async fn probe_remote_stores(config: &Config) -> Result<Vec<String>, Vec<Str
     {
         match crate::exchange::probe_replay_store(table).await {
             Ok(line) => reached.push(format!("exchange.replay_store: {line}")),
-            Err(reason) => problems.push(reason),
+            Err(reason) => problems.push(reason.to_string()),
         }
     }
     if let crate::mint::SigningSource::SecretsManager(secret) = &config.signing.source {

@@ -80,27 +80,25 @@ impl TlsFiles {
         .collect()
     }
 
-    fn build(&self) -> Result<rustls::ServerConfig, String> {
+    fn build(&self) -> Result<rustls::ServerConfig, TlsFilesError> {
         let key = self.key;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let chain = certificates(&self.cert_file, &format!("{key}.cert_file"))?;
-        let private_key = PrivateKeyDer::from_pem_file(&self.key_file).map_err(|_| {
-            format!(
-                "{key}.key_file: {} holds no PEM private key",
-                self.key_file.display()
-            )
-        })?;
+        let chain = certificates(&self.cert_file, format!("{key}.cert_file"))?;
+        let private_key =
+            PrivateKeyDer::from_pem_file(&self.key_file).map_err(|_| TlsFilesError::NoKey {
+                key: format!("{key}.key_file"),
+                path: self.key_file.display().to_string(),
+            })?;
+        let rustls_error = |key: String| move |reason| TlsFilesError::Rustls { key, reason };
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("{key}: {e}"))?;
+            .map_err(rustls_error(key.to_owned()))?;
         let builder = match &self.client_ca_file {
             Some(ca_file) => {
                 let ca_key = format!("{key}.client_ca_file");
                 let mut roots = rustls::RootCertStore::empty();
-                for ca in certificates(ca_file, &ca_key)? {
-                    roots
-                        .add(ca)
-                        .map_err(|e| format!("{ca_key}: {}: {e}", ca_file.display()))?;
+                for ca in certificates(ca_file, ca_key.clone())? {
+                    roots.add(ca).map_err(rustls_error(ca_key.clone()))?;
                 }
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
@@ -108,26 +106,91 @@ impl TlsFiles {
                     ClientCertificates::Optional => verifier.allow_unauthenticated(),
                     ClientCertificates::Required => verifier,
                 };
-                builder.with_client_cert_verifier(
-                    verifier.build().map_err(|e| format!("{ca_key}: {e}"))?,
-                )
+                let verifier = verifier.build().map_err(|e| TlsFilesError::ClientCa {
+                    key: ca_key,
+                    reason: e.to_string(),
+                })?;
+                builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),
         };
-        let mut config = builder.with_single_cert(chain, private_key).map_err(|e| {
-            format!("{key}: the certificate and key do not make a usable pair: {e}")
-        })?;
+        let mut config = builder
+            .with_single_cert(chain, private_key)
+            .map_err(|reason| TlsFilesError::NotAPair {
+                key: key.to_owned(),
+                reason,
+            })?;
         config.alpn_protocols = vec![self.alpn.to_vec()];
         Ok(config)
     }
 }
 
-fn certificates(path: &Path, key: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+/// Why a listener's TLS files are not usable; each names the key and the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsFilesError {
+    /// A certificate file is unreadable or not PEM.
+    #[error("{key}: {path} is not a PEM certificate file")]
+    NotPem {
+        /// `listen.http_tls.cert_file` and the like.
+        key: String,
+        /// The file.
+        path: String,
+    },
+    /// A certificate file holds no certificate.
+    #[error("{key}: {path} holds no certificate")]
+    NoCertificate {
+        /// The key.
+        key: String,
+        /// The file.
+        path: String,
+    },
+    /// The key file holds no PEM private key.
+    #[error("{key}: {path} holds no PEM private key")]
+    NoKey {
+        /// The key.
+        key: String,
+        /// The file.
+        path: String,
+    },
+    /// The CA set cannot verify clients.
+    #[error("{key}: {reason}")]
+    ClientCa {
+        /// The key.
+        key: String,
+        /// What rustls said.
+        reason: String,
+    },
+    /// rustls refused a setting.
+    #[error("{key}: {reason}")]
+    Rustls {
+        /// The key.
+        key: String,
+        /// What rustls said.
+        reason: rustls::Error,
+    },
+    /// The certificate does not go with the key.
+    #[error("{key}: the certificate and key do not make a usable pair: {reason}")]
+    NotAPair {
+        /// The key.
+        key: String,
+        /// What rustls said.
+        reason: rustls::Error,
+    },
+}
+
+fn certificates(path: &Path, key: String) -> Result<Vec<CertificateDer<'static>>, TlsFilesError> {
+    let path_shown = path.display().to_string();
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|_| format!("{key}: {} is not a PEM certificate file", path.display()))?;
+        .map_err(|_| TlsFilesError::NotPem {
+            key: key.clone(),
+            path: path_shown.clone(),
+        })?;
     if certs.is_empty() {
-        return Err(format!("{key}: {} holds no certificate", path.display()));
+        return Err(TlsFilesError::NoCertificate {
+            key,
+            path: path_shown,
+        });
     }
     Ok(certs)
 }
@@ -140,7 +203,7 @@ pub(crate) struct ReloadingTls {
 
 impl ReloadingTls {
     /// Reads the files; a start-up error names the one that is wrong.
-    pub(crate) fn load(files: TlsFiles) -> Result<Self, String> {
+    pub(crate) fn load(files: TlsFiles) -> Result<Self, TlsFilesError> {
         Ok(Self {
             current: LastGood::new(files.build()?),
             files,
@@ -166,13 +229,13 @@ impl ReloadingTls {
 impl HotReload for ReloadingTls {
     type Value = rustls::ServerConfig;
     type Stamp = Vec<FileStamp>;
-    type Error = String;
+    type Error = TlsFilesError;
 
     fn stamp(&self) -> Option<Vec<FileStamp>> {
         Some(self.files.stamps())
     }
 
-    async fn rebuild(&self) -> Result<rustls::ServerConfig, String> {
+    async fn rebuild(&self) -> Result<rustls::ServerConfig, TlsFilesError> {
         self.files.build()
     }
 
@@ -181,7 +244,7 @@ impl HotReload for ReloadingTls {
         self.current.store(config);
     }
 
-    fn refused(&self, error: &String) {
+    fn refused(&self, error: &TlsFilesError) {
         tracing::error!(error = %error, "TLS change refused; serving the last good files");
     }
 

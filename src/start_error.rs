@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::grants::file::GrantsFileError;
+use crate::grants::GrantsStartError;
 use crate::identity::oidc::TrustedIssuerConfig;
 use crate::identity::x509::CaError;
 use crate::mint::keys::KeyError;
@@ -18,9 +18,9 @@ pub enum StartError {
     /// The signing key(s).
     #[error("signing: {0}")]
     Keys(#[from] KeyError),
-    /// The grants file.
-    #[error("grants.file: {0}")]
-    Grants(#[from] GrantsFileError),
+    /// A grant source (the error names its key).
+    #[error("{0}")]
+    Grants(#[from] GrantsStartError),
     /// A listener could not bind.
     #[error("listen.{which}: cannot bind {addr}: {reason}")]
     Bind {
@@ -40,13 +40,18 @@ pub enum StartError {
     /// A listener's TLS files (`listen.http_tls`, `listen.authz_tls`) are not usable; the
     /// text names the key and the file.
     #[error("{0}")]
-    ServerTls(String),
+    ServerTls(#[from] crate::server_tls::TlsFilesError),
     /// The decision log's file could not be opened.
-    #[error("telemetry.decision_log.path: {0}")]
-    DecisionLog(String),
-    /// The AWS accounts IAM callers may come from could not be told.
+    #[error("telemetry.decision_log.path: cannot open {path}: {}", crate::config_check::io_reason(.source))]
+    DecisionLog {
+        /// The configured path.
+        path: String,
+        /// Why it could not be opened.
+        source: std::io::Error,
+    },
+    /// IAM callers cannot be verified: the STS client, or the accounts they may come from.
     #[error("{0}")]
-    AwsAccount(String),
+    Aws(#[from] crate::identity::aws_iam::AwsSetupError),
 }
 
 /// The HTTPS client for issuer keys: platform roots plus each issuer's `ca_file`, no

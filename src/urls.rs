@@ -6,34 +6,55 @@
 
 use std::net::IpAddr;
 
+/// Why a URL is refused (the config key is said by the caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum UrlError {
+    /// No `scheme://`.
+    #[error("must be an absolute URL")]
+    NotAbsolute,
+    /// `user@host`.
+    #[error("must not carry credentials")]
+    Credentials,
+    /// `https://` with nothing after it.
+    #[error("has no host")]
+    NoHost,
+    /// Neither http nor https.
+    #[error("must be an http(s) URL")]
+    NotHttp,
+    /// A fetch over anything but https (or loopback http).
+    #[error("must be an https:// URL")]
+    NotHttps,
+    /// Plain http to a host off loopback.
+    #[error("must use https:// (plain http:// only for loopback hosts)")]
+    PlainHttp,
+}
+
 /// A URL that names something (the minted issuer): any absolute http(s) URL.
-pub(crate) fn check_url(text: &str) -> Result<(), String> {
+pub(crate) fn check_url(text: &str) -> Result<(), UrlError> {
     let (scheme, _) = split_url(text)?;
     if scheme != "https" && scheme != "http" {
-        return Err("must be an http(s) URL".into());
+        return Err(UrlError::NotHttp);
     }
     Ok(())
 }
 
 /// A URL that is fetched: https, or plain http to a loopback host only.
-pub(crate) fn check_fetch_url(text: &str) -> Result<(), String> {
+pub(crate) fn check_fetch_url(text: &str) -> Result<(), UrlError> {
     let (scheme, host) = split_url(text)?;
     match scheme.as_str() {
         "https" => Ok(()),
         "http" if is_loopback_host(&host) => Ok(()),
-        "http" => Err("must use https:// (plain http:// only for loopback hosts)".into()),
-        _ => Err("must be an https:// URL".into()),
+        "http" => Err(UrlError::PlainHttp),
+        _ => Err(UrlError::NotHttps),
     }
 }
 
 /// Splits `scheme://host[:port]/…` into the lowercase scheme and the host.
-fn split_url(text: &str) -> Result<(String, String), String> {
-    let (scheme, rest) = text
-        .split_once("://")
-        .ok_or_else(|| "must be an absolute URL".to_owned())?;
+fn split_url(text: &str) -> Result<(String, String), UrlError> {
+    let (scheme, rest) = text.split_once("://").ok_or(UrlError::NotAbsolute)?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     if authority.contains('@') {
-        return Err("must not carry credentials".into());
+        return Err(UrlError::Credentials);
     }
     let host = if let Some(bracketed) = authority.strip_prefix('[') {
         bracketed.split(']').next().unwrap_or("").to_owned()
@@ -41,7 +62,7 @@ fn split_url(text: &str) -> Result<(String, String), String> {
         authority.split(':').next().unwrap_or("").to_owned()
     };
     if host.is_empty() {
-        return Err("has no host".into());
+        return Err(UrlError::NoHost);
     }
     Ok((scheme.to_ascii_lowercase(), host.to_ascii_lowercase()))
 }

@@ -174,7 +174,10 @@ fn denial_summary(answer: &CheckResponse) -> String {
 
 /// Verifies a minted token the way a backend does: the sidecar's JWKS fetched over HTTP,
 /// through the same verifier that checks IdP tokens, with the sidecar as a trusted issuer.
-async fn verify_as_backend(minted: &str, sidecar: &crate::RunningSidecar) -> Result<(), String> {
+async fn verify_as_backend(
+    minted: &str,
+    sidecar: &crate::RunningSidecar,
+) -> Result<(), crate::identity::AuthError> {
     let ours = TrustedIssuerConfig {
         audiences: vec!["evidentsource".to_owned()],
         ..TrustedIssuerConfig::with_defaults(
@@ -187,11 +190,7 @@ async fn verify_as_backend(minted: &str, sidecar: &crate::RunningSidecar) -> Res
     };
     let verifier = OidcVerifier::new(&[ours], reqwest::Client::new(), Default::default());
     let deadline = Instant::now() + Duration::from_secs(5);
-    verifier
-        .verify(minted, deadline)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    verifier.verify(minted, deadline).await.map(|_| ())
 }
 
 fn print_claims(label: &str, token: &str) {

@@ -43,17 +43,30 @@ struct DynamoReplayWrapper {
 }
 
 impl TryFrom<WrittenReplayStore> for ReplayStoreConfig {
-    type Error = String;
+    type Error = UnknownReplayStore;
 
-    fn try_from(written: WrittenReplayStore) -> Result<Self, String> {
+    fn try_from(written: WrittenReplayStore) -> Result<Self, UnknownReplayStore> {
         match written {
             WrittenReplayStore::Name(name) if name == "memory" => Ok(Self::Memory),
-            WrittenReplayStore::Name(name) => Err(format!(
-                "unknown replay store `{name}`: memory, or {{ dynamodb: {{ table, region, endpoint_url }} }}"
-            )),
+            WrittenReplayStore::Name(name) => Err(UnknownReplayStore(name)),
             WrittenReplayStore::Table(table) => Ok(Self::Dynamodb(table.dynamodb)),
         }
     }
+}
+
+/// A `replay_store` name other than `memory`.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown replay store `{0}`: memory, or {{ dynamodb: {{ table, region, endpoint_url }} }}")]
+pub struct UnknownReplayStore(String);
+
+/// The replay table is not keyed as the store needs (`check-config --probe`).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "exchange.replay_store.dynamodb.table {table}: must be keyed by `{KEY}` (S) alone: {source}"
+)]
+pub(crate) struct ReplayTableError {
+    table: String,
+    source: crate::aws::TableShapeError,
 }
 
 /// `exchange.replay_store.dynamodb`.
@@ -172,15 +185,14 @@ impl ReplayStore {
 }
 
 /// `check-config --probe`: the table exists and is keyed by `jti` (S).
-pub(crate) async fn probe(config: &DynamoReplayConfig) -> Result<String, String> {
+pub(crate) async fn probe(config: &DynamoReplayConfig) -> Result<String, ReplayTableError> {
     let client = dynamo_client(config, Duration::from_secs(5)).await;
     let table = &config.table;
     crate::aws::check_keyed_by(&client, table, KEY, "used assertions")
         .await
-        .map_err(|reason| {
-            format!(
-                "exchange.replay_store.dynamodb.table {table}: must be keyed by `{KEY}` (S) alone: {reason}"
-            )
+        .map_err(|source| ReplayTableError {
+            table: table.clone(),
+            source,
         })?;
     Ok(format!(
         "replay store: DynamoDB table {table} (keyed by {KEY})"

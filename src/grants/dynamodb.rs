@@ -43,7 +43,7 @@ impl DynamoGrants {
     }
 
     /// Checks that the table exists and is keyed by `subject` (string): `check-config --probe`.
-    pub async fn probe(&self) -> Result<(), String> {
+    pub(crate) async fn probe(&self) -> Result<(), crate::aws::TableShapeError> {
         crate::aws::check_keyed_by(&self.client, &self.table, KEY_ATTRIBUTE, "grants").await
     }
 

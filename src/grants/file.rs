@@ -46,12 +46,6 @@ pub enum GrantsFileError {
         "grants file {path} holds no subjects ({reason}); set grants.allow_empty: true if that is meant"
     )]
     Empty { path: String, reason: &'static str },
-    /// The grant rules do not compile.
-    #[error("invalid grant rules: {reason}")]
-    Rules { reason: String },
-    /// The LDAP source cannot be set up (its CA file).
-    #[error("grants from LDAP: {reason}")]
-    Ldap { reason: String },
 }
 
 #[derive(Default, Deserialize)]

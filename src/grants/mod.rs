@@ -31,8 +31,8 @@ pub use self::config::{
 use self::dynamodb::DynamoGrants;
 use self::file::{FileGrants, GrantsFileError, RELOAD_INTERVAL};
 use self::iam_tags::IamRoleTags;
-use self::ldap::LdapGrants;
-use self::rules::RulesGrants;
+use self::ldap::{LdapError, LdapGrants};
+use self::rules::{RuleProblems, RulesGrants};
 use crate::identity::Identity;
 use crate::identity::aws_iam::ServedAccounts;
 use crate::telemetry::Metrics;
@@ -179,6 +179,26 @@ pub enum GrantsError {
     Malformed,
 }
 
+/// Why the grants stage could not be set up; each names the key it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantsStartError {
+    /// `grants.file`.
+    #[error("grants.file: {0}")]
+    File(#[from] GrantsFileError),
+    /// `grants.rules` or `grants.rules_file` (the problems name their keys).
+    #[error("invalid grant rules: {0}")]
+    Rules(#[from] RuleProblems),
+    /// `grants.ldap` (the error names its key).
+    #[error("{0}")]
+    Ldap(Box<LdapError>),
+}
+
+impl From<LdapError> for GrantsStartError {
+    fn from(e: LdapError) -> Self {
+        Self::Ldap(Box::new(e))
+    }
+}
+
 /// Grants look-up over the ordered sources, with the fallback order and the policies.
 pub struct GrantsLookup {
     sources: Vec<Arc<dyn GrantSource>>,
@@ -214,7 +234,7 @@ impl GrantsLookup {
         metrics: &Arc<Metrics>,
         accounts: Option<Arc<ServedAccounts>>,
         background: &Background,
-    ) -> Result<Self, GrantsFileError> {
+    ) -> Result<Self, GrantsStartError> {
         let mut sources: Vec<Arc<dyn GrantSource>> = Vec::new();
         for source in &config.sources {
             match source {
@@ -236,16 +256,12 @@ impl GrantsLookup {
                 }
                 GrantSourceConfig::Ldap(ldap) => {
                     let directory =
-                        LdapGrants::new(ldap, &config.cache, metrics.clone(), background.clone())
-                            .map_err(|reason| GrantsFileError::Ldap { reason })?;
+                        LdapGrants::new(ldap, &config.cache, metrics.clone(), background.clone())?;
                     tracing::info!(url = %ldap.url, tls = ldap.uses_tls(), "grants from LDAP");
                     sources.push(Arc::new(directory));
                 }
                 GrantSourceConfig::Rules(rules) => {
-                    let rules = Arc::new(
-                        RulesGrants::load(rules, metrics.clone())
-                            .map_err(|reason| GrantsFileError::Rules { reason })?,
-                    );
+                    let rules = Arc::new(RulesGrants::load(rules, metrics.clone())?);
                     tracing::info!(rules = rules.rules().len(), "grants from rules");
                     background.spawn_until_stopped(keep_fresh(
                         rules.clone(),

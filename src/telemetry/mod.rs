@@ -12,7 +12,7 @@ pub(crate) mod span_gate;
 pub(crate) mod traces;
 
 pub use self::metrics::{Live, Metrics};
-pub use self::traces::{OtlpConfig, Traces};
+pub use self::traces::{OtlpConfig, TraceExportError, Traces};
 
 /// Installs the stderr log subscriber at `default_level` unless `RUST_LOG` says otherwise.
 /// `json` switches to one JSON object per line.
@@ -27,7 +27,7 @@ pub fn init_logging_and_traces(
     json: bool,
     default_level: &str,
     otlp: &OtlpConfig,
-) -> Result<Option<Traces>, String> {
+) -> Result<Option<Traces>, TraceExportError> {
     let traces = traces::exporter(otlp)?;
     install(json, default_level, traces.as_ref().map(Traces::tracer));
     Ok(traces)

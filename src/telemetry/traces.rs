@@ -55,6 +55,27 @@ fn endpoint_problem(endpoint: &str) -> Option<&'static str> {
     }
 }
 
+/// Why trace export could not start; each names the endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceExportError {
+    /// The endpoint is not an http:// URL of a collector.
+    #[error("OTLP endpoint {endpoint}: {problem}")]
+    Endpoint {
+        /// The configured (or environment's) endpoint.
+        endpoint: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// The exporter refused the endpoint.
+    #[error("telemetry.otlp.endpoint {endpoint}: {source}")]
+    Exporter {
+        /// The endpoint.
+        endpoint: String,
+        /// What the exporter said.
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+}
+
 /// The running export: flushed and stopped on [`Traces::shutdown`].
 pub struct Traces(SdkTracerProvider);
 
@@ -72,18 +93,21 @@ impl Traces {
 
 /// Builds the OTLP exporter when an endpoint is configured; must run inside the Tokio runtime
 /// (the gRPC client lives there).
-pub(super) fn exporter(config: &OtlpConfig) -> Result<Option<Traces>, String> {
+pub(super) fn exporter(config: &OtlpConfig) -> Result<Option<Traces>, TraceExportError> {
     let Some(endpoint) = config.endpoint() else {
         return Ok(None);
     };
     if let Some(problem) = endpoint_problem(&endpoint) {
-        return Err(format!("OTLP endpoint {endpoint}: {problem}"));
+        return Err(TraceExportError::Endpoint { endpoint, problem });
     }
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
         .with_endpoint(endpoint.clone())
         .build()
-        .map_err(|e| format!("telemetry.otlp.endpoint {endpoint}: {e}"))?;
+        .map_err(|source| TraceExportError::Exporter {
+            endpoint: endpoint.clone(),
+            source,
+        })?;
     let mut resource = opentelemetry_sdk::Resource::builder()
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
     if std::env::var_os("OTEL_SERVICE_NAME").is_none() {

@@ -14,6 +14,7 @@
 
 mod config;
 mod credentials;
+mod error;
 pub(crate) mod filter;
 
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry, SearchOpt
 
 pub use self::config::{GroupSearch, LdapConfig};
 use self::credentials::tls_trusting;
+pub use self::error::LdapError;
 use self::filter::fill_filter;
 use super::cache::CachedGrants;
 use super::rules::RuleSet;
@@ -45,7 +47,7 @@ impl LdapGrants {
         cache: &GrantsCacheConfig,
         metrics: Arc<Metrics>,
         background: Background,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, LdapError> {
         Ok(Self {
             cached: CachedGrants::new(LdapDirectory::new(config, background)?, cache, metrics),
         })
@@ -53,19 +55,22 @@ impl LdapGrants {
 }
 
 /// The files `grants.ldap` names, read as the source would read them (for `check-config`).
-pub(crate) fn check_files(config: &LdapConfig) -> Result<(), String> {
+pub(crate) fn check_files(config: &LdapConfig) -> Result<(), LdapError> {
     if let Some(ca_file) = &config.ca_file {
         tls_trusting(ca_file)?;
     }
     if let Some(path) = &config.bind_password_file {
-        let password = SecretFile::new(path.clone())
-            .current()
-            .map_err(|kind| format!("grants.ldap.bind_password_file {}: {kind}", path.display()))?;
+        let password =
+            SecretFile::new(path.clone())
+                .current()
+                .map_err(|kind| LdapError::PasswordFile {
+                    path: path.display().to_string(),
+                    kind,
+                })?;
         if password.is_empty() {
-            return Err(format!(
-                "grants.ldap.bind_password_file {}: empty",
-                path.display()
-            ));
+            return Err(LdapError::EmptyPassword {
+                path: path.display().to_string(),
+            });
         }
     }
     Ok(())
@@ -135,9 +140,10 @@ pub struct LdapDirectory {
 
 impl LdapDirectory {
     /// The directory `config` describes (no connection is opened yet).
-    pub(crate) fn new(config: &LdapConfig, background: Background) -> Result<Self, String> {
-        let mappings = RuleSet::for_values(&config.groups, &config.group_patterns, "grants.ldap")
-            .map_err(|problems| super::rules::describe(&problems))?;
+    pub(crate) fn new(config: &LdapConfig, background: Background) -> Result<Self, LdapError> {
+        let mappings =
+            RuleSet::for_values(&config.groups, &config.group_patterns, "grants.ldap")
+                .map_err(|problems| LdapError::Mappings(super::rules::describe(&problems)))?;
         let tls = config.ca_file.as_deref().map(tls_trusting).transpose()?;
         Ok(Self {
             config: config.clone(),
@@ -183,8 +189,8 @@ impl LdapDirectory {
     }
 
     /// A new connection, bound; the error says which step failed and why.
-    async fn open(&self, deadline: Instant) -> Result<Ldap, String> {
-        let budget = || self.budget(deadline).map_err(|_| "out of time".to_owned());
+    async fn open(&self, deadline: Instant) -> Result<Ldap, LdapError> {
+        let budget = || self.budget(deadline).map_err(|_| LdapError::OutOfTime);
         let mut settings = LdapConnSettings::new()
             .set_conn_timeout(budget()?)
             .set_starttls(self.config.starttls && self.config.url.starts_with("ldap://"));
@@ -193,32 +199,37 @@ impl LdapDirectory {
         }
         let (connection, mut ldap) = LdapConnAsync::with_settings(settings, &self.config.url)
             .await
-            .map_err(|e| format!("connect to {}: {e}", self.config.url))?;
+            .map_err(|source| LdapError::Connect {
+                url: self.config.url.clone(),
+                source: Box::new(source),
+            })?;
         self.background.spawn_until_stopped(async move {
             if let Err(e) = connection.drive().await {
                 tracing::debug!(error = %e, "LDAP connection closed");
             }
         });
         if let (Some(dn), Some(password)) = (&self.config.bind_dn, &self.password) {
-            let secret = password.current().map_err(|kind| {
-                format!("bind password file {}: {kind}", password.path.display())
+            let secret = password.current().map_err(|kind| LdapError::PasswordFile {
+                path: password.path.display().to_string(),
+                kind,
             })?;
             ldap.with_timeout(budget()?)
                 .simple_bind(dn, &secret)
                 .await
                 .and_then(|result| result.success())
-                .map_err(|e| format!("bind as {dn}: {e}"))?;
+                .map_err(|source| LdapError::Bind {
+                    dn: dn.clone(),
+                    source: Box::new(source),
+                })?;
         }
         Ok(ldap)
     }
 
     /// Connects, binds and reads `base_dn` (for `check-config --probe`).
-    pub(crate) async fn probe(&self) -> Result<String, String> {
+    pub(crate) async fn probe(&self) -> Result<String, LdapError> {
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut ldap = self.open(deadline).await?;
-        let budget = self
-            .budget(deadline)
-            .map_err(|_| "out of time".to_owned())?;
+        let budget = self.budget(deadline).map_err(|_| LdapError::OutOfTime)?;
         ldap.with_timeout(budget)
             .search(
                 &self.config.base_dn,
@@ -228,7 +239,10 @@ impl LdapDirectory {
             )
             .await
             .and_then(|result| result.success())
-            .map_err(|e| format!("base_dn {}: {e}", self.config.base_dn))?;
+            .map_err(|source| LdapError::BaseDn {
+                dn: self.config.base_dn.clone(),
+                source: Box::new(source),
+            })?;
         let _ = ldap.unbind().await;
         Ok(format!(
             "{} answers{}, base_dn {} exists",

@@ -99,7 +99,7 @@ impl RuleIndex {
                 }
                 (Read::Identity(identity), _) => {
                     if let Err(reason) = reader.each_value(identity, try_value) {
-                        reader.warn(&reason);
+                        reader.warn(&reason.to_string());
                     }
                 }
                 (Read::Given(_), _) => {}

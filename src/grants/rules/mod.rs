@@ -23,7 +23,7 @@ use serde::Deserialize;
 use self::index::RuleIndex;
 use self::pattern::Pattern;
 use self::rule::{Matched, Rule, compile_grant, compile_rule};
-pub use self::source::{RulesConfig, RulesGrants, describe};
+pub use self::source::{RuleProblems, RulesConfig, RulesGrants, describe};
 use super::Grants;
 use crate::identity::Identity;
 
@@ -194,7 +194,7 @@ impl RuleSet {
             let pattern = match Pattern::parse(&spec.pattern.to_ascii_lowercase()) {
                 Ok(pattern) => pattern,
                 Err(reason) => {
-                    problems.push((format!("{label}.match"), reason));
+                    problems.push((format!("{label}.match"), reason.to_string()));
                     continue;
                 }
             };

@@ -35,11 +35,36 @@ impl<'v> Captures<'v> {
     }
 }
 
+/// Why a rule's `match` pattern or a database-name template is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    /// An empty pattern.
+    #[error("an empty pattern matches nothing; write the value or `*`")]
+    Empty,
+    /// `\` before anything but `*` or `\`.
+    #[error("`\\` must be followed by `*` or `\\`")]
+    BadEscape,
+    /// `**`.
+    #[error("`**` is ambiguous: which star would take the text?")]
+    DoubleStar,
+    /// More stars than captures are kept.
+    #[error("at most {MAX_CAPTURES} `*` per pattern")]
+    TooManyStars,
+    /// A template's `{n}` beyond the pattern's stars.
+    #[error("`{{{number}}}` names a capture the pattern does not have (it has {stars} `*`)")]
+    UnknownCapture {
+        /// The placeholder's number.
+        number: usize,
+        /// The pattern's stars.
+        stars: usize,
+    },
+}
+
 impl Pattern {
     /// Parses `text`; the error says what is wrong with it.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, PatternError> {
         if text.is_empty() {
-            return Err("an empty pattern matches nothing; write the value or `*`".into());
+            return Err(PatternError::Empty);
         }
         let mut pieces = vec![String::new()];
         let mut chars = text.chars().peekable();
@@ -47,11 +72,11 @@ impl Pattern {
             match c {
                 '\\' => match chars.next() {
                     Some(escaped @ ('*' | '\\')) => push(&mut pieces, escaped),
-                    _ => return Err("`\\` must be followed by `*` or `\\`".into()),
+                    _ => return Err(PatternError::BadEscape),
                 },
                 '*' => {
                     if chars.peek() == Some(&'*') {
-                        return Err("`**` is ambiguous: which star would take the text?".into());
+                        return Err(PatternError::DoubleStar);
                     }
                     pieces.push(String::new());
                 }
@@ -59,7 +84,7 @@ impl Pattern {
             }
         }
         if pieces.len() - 1 > MAX_CAPTURES {
-            return Err(format!("at most {MAX_CAPTURES} `*` per pattern"));
+            return Err(PatternError::TooManyStars);
         }
         Ok(Self { pieces })
     }
@@ -125,7 +150,7 @@ enum TemplatePart {
 
 impl NameTemplate {
     /// Parses `text`, whose placeholders must name captures `pattern` has.
-    pub fn parse(text: &str, stars: usize) -> Result<Self, String> {
+    pub fn parse(text: &str, stars: usize) -> Result<Self, PatternError> {
         let mut parts = Vec::new();
         let mut rest = text;
         while let Some(open) = rest.find('{') {
@@ -135,9 +160,7 @@ impl NameTemplate {
             match (close, number) {
                 (Some(close), Some(number)) => {
                     if number == 0 || number > stars {
-                        return Err(format!(
-                            "`{{{number}}}` names a capture the pattern does not have (it has {stars} `*`)"
-                        ));
+                        return Err(PatternError::UnknownCapture { number, stars });
                     }
                     parts.push(TemplatePart::Text(rest[..open].to_owned()));
                     parts.push(TemplatePart::Capture(number));
@@ -238,7 +261,7 @@ mod tests {
             ("*-*-*-*-*-*-*-*-*-*", "at most 9"),
         ] {
             let error = Pattern::parse(bad).unwrap_err();
-            assert!(error.contains(says), "{bad}: {error}");
+            assert!(error.to_string().contains(says), "{bad}: {error}");
         }
     }
 
@@ -256,7 +279,7 @@ mod tests {
                 .unwrap_err()
                 .contains("characters")
         );
-        assert!(NameTemplate::parse("{2}", 1).unwrap_err().contains("{2}"));
+        assert!(NameTemplate::parse("{2}", 1).unwrap_err().to_string().contains("{2}"));
         assert!(NameTemplate::parse("{0}", 1).is_err());
         let mixed = NameTemplate::parse("eu-{1}-{x}", 1).unwrap();
         let captures = pattern.captures("evs-db-orders-writer").unwrap();

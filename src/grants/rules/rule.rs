@@ -54,7 +54,7 @@ pub(super) fn compile_rule(spec: &RuleSpec, label: &str) -> Result<Rule, Vec<Rul
         }
     };
     let pattern = Pattern::parse(&spec.pattern)
-        .map_err(|reason| problems.push((format!("{label}.match"), reason)))
+        .map_err(|reason| problems.push((format!("{label}.match"), reason.to_string())))
         .ok();
     let databases = match &pattern {
         Some(pattern) => compile_grant(&spec.grant, pattern, label)
@@ -88,7 +88,10 @@ pub(super) fn compile_grant(
     for (name, roles) in &grant.databases {
         match NameTemplate::parse(name, pattern.stars()) {
             Ok(template) => databases.push((template, roles.clone())),
-            Err(reason) => problems.push((format!("{label}.grant.databases.{name}"), reason)),
+            Err(reason) => problems.push((
+                format!("{label}.grant.databases.{name}"),
+                reason.to_string(),
+            )),
         }
     }
     if problems.is_empty() {
@@ -124,7 +127,7 @@ impl Rule {
         &self,
         identity: &Identity,
         mut visit: impl FnMut(&str),
-    ) -> Result<(), String> {
+    ) -> Result<(), UnmatchableClaim> {
         let name = match &self.matched {
             Matched::Claim(name) => name,
             Matched::Attribute(attribute) => {
@@ -142,17 +145,15 @@ impl Rule {
             serde_json::Value::String(one) => visit(one),
             serde_json::Value::Array(items) => {
                 if !items.iter().all(serde_json::Value::is_string) {
-                    return Err(format!(
-                        "claim {name} is an array with items that are not strings; rule skipped"
-                    ));
+                    return Err(UnmatchableClaim::MixedArray(name.clone()));
                 }
                 items.iter().filter_map(|v| v.as_str()).for_each(visit);
             }
             other => {
-                return Err(format!(
-                    "claim {name} is {}, not a string or an array of strings; rule skipped",
-                    json_type(other)
-                ));
+                return Err(UnmatchableClaim::OtherType {
+                    claim: name.clone(),
+                    shape: json_type(other),
+                });
             }
         }
         Ok(())
@@ -217,6 +218,22 @@ fn attribute_value(identity: &Identity, attribute: IdentityAttribute) -> Option<
         }
         IdentityAttribute::K8sPod => identity.kubernetes.as_deref()?.pod.as_deref(),
     }
+}
+
+/// A claim a rule reads whose value no pattern can match; the rule is skipped for the identity.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum UnmatchableClaim {
+    /// An array holding something besides strings.
+    #[error("claim {0} is an array with items that are not strings; rule skipped")]
+    MixedArray(String),
+    /// Neither a string nor an array.
+    #[error("claim {claim} is {shape}, not a string or an array of strings; rule skipped")]
+    OtherType {
+        /// The claim's name.
+        claim: String,
+        /// Its JSON type, in words.
+        shape: &'static str,
+    },
 }
 
 fn json_type(value: &serde_json::Value) -> &'static str {

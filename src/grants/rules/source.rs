@@ -102,6 +102,11 @@ pub fn describe(problems: &[RuleProblem]) -> String {
         .join("; ")
 }
 
+/// Rules that do not compile: every problem, each at its key path (or file).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", describe(.0))]
+pub struct RuleProblems(pub Vec<RuleProblem>);
+
 /// The rules as a grant source, reloaded when their files change.
 pub struct RulesGrants {
     config: RulesConfig,
@@ -111,8 +116,8 @@ pub struct RulesGrants {
 
 impl RulesGrants {
     /// Compiles the rules; a start-up error names every problem.
-    pub fn load(config: &RulesConfig, metrics: Arc<Metrics>) -> Result<Self, String> {
-        let set = config.compile().map_err(|p| describe(&p))?;
+    pub fn load(config: &RulesConfig, metrics: Arc<Metrics>) -> Result<Self, RuleProblems> {
+        let set = config.compile().map_err(RuleProblems)?;
         Ok(Self {
             config: config.clone(),
             current: LastGood::new(set),
@@ -131,14 +136,14 @@ impl RulesGrants {
 impl HotReload for RulesGrants {
     type Value = RuleSet;
     type Stamp = [Option<FileStamp>; 2];
-    type Error = String;
+    type Error = RuleProblems;
 
     fn stamp(&self) -> Option<Self::Stamp> {
         Some(self.config.stamps())
     }
 
-    async fn rebuild(&self) -> Result<RuleSet, String> {
-        self.config.reread().map_err(|problems| describe(&problems))
+    async fn rebuild(&self) -> Result<RuleSet, RuleProblems> {
+        self.config.reread().map_err(RuleProblems)
     }
 
     fn put_in_force(&self, set: RuleSet) {
@@ -146,7 +151,7 @@ impl HotReload for RulesGrants {
         self.current.store(set);
     }
 
-    fn refused(&self, reason: &String) {
+    fn refused(&self, reason: &RuleProblems) {
         tracing::error!(%reason, "grant rules change refused; keeping the last good rules");
         self.metrics.grants_file_reload_refused();
     }

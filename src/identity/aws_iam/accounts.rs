@@ -38,7 +38,7 @@ impl ServedAccounts {
     /// Resolves the sidecar's own account (STS `GetCallerIdentity` with its own credentials,
     /// through the standard chain; `AWS_ENDPOINT_URL_STS` is honoured). When that fails, the
     /// listed accounts alone are served; with none listed, the sidecar cannot start.
-    pub async fn resolve(config: &AwsIamConfig) -> Result<Self, String> {
+    pub async fn resolve(config: &AwsIamConfig) -> Result<Self, AwsSetupError> {
         let own = match own_account(config.sts_timeout).await {
             Ok(own) => {
                 tracing::info!(account = %own.1, partition = %own.0, "AWS IAM callers of this sidecar's own account are served");
@@ -48,13 +48,7 @@ impl ServedAccounts {
                 tracing::warn!(%reason, "this sidecar's own AWS account is unknown; only aws_iam.accounts are served");
                 None
             }
-            Err(reason) => {
-                return Err(format!(
-                    "aws_iam: cannot tell this sidecar's own AWS account ({reason}); give it AWS \
-                     credentials that may call sts:GetCallerIdentity, or list the accounts to \
-                     serve in aws_iam.accounts"
-                ));
-            }
+            Err(reason) => return Err(AwsSetupError::OwnAccountUnknown(reason)),
         };
         Ok(Self::with_own(own, config))
     }
@@ -102,8 +96,36 @@ impl ServedAccounts {
     }
 }
 
+/// Why the IAM caller verifier could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsSetupError {
+    /// The HTTPS client for STS could not be built.
+    #[error("aws_iam: cannot build the STS client: {0}")]
+    StsClient(reqwest::Error),
+    /// The own account is unknown and no accounts are listed.
+    #[error(
+        "aws_iam: cannot tell this sidecar's own AWS account ({0}); give it AWS credentials \
+         that may call sts:GetCallerIdentity, or list the accounts to serve in aws_iam.accounts"
+    )]
+    OwnAccountUnknown(OwnAccountError),
+}
+
+/// Why the sidecar's own account could not be told.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnAccountError {
+    /// The call failed (the SDK's whole error chain).
+    #[error("STS GetCallerIdentity failed: {0}")]
+    Sts(String),
+    /// No account in the answer.
+    #[error("STS named no 12-digit account for this sidecar's credentials")]
+    NoAccount,
+    /// No ARN of a known partition in the answer.
+    #[error("STS named no ARN of a known partition for this sidecar's credentials")]
+    NoPartition,
+}
+
 /// `(partition, account)` of the sidecar's own credentials.
-async fn own_account(timeout: Duration) -> Result<(String, String), String> {
+async fn own_account(timeout: Duration) -> Result<(String, String), OwnAccountError> {
     let mut sdk = crate::aws::sdk_config(None, None, timeout, 2).await;
     if sdk.region().is_none() {
         sdk = crate::aws::sdk_config(Some("us-east-1"), None, timeout, 2).await;
@@ -112,19 +134,19 @@ async fn own_account(timeout: Duration) -> Result<(String, String), String> {
         .get_caller_identity()
         .send()
         .await
-        .map_err(|e| format!("STS GetCallerIdentity failed: {}", DisplayErrorContext(&e)))?;
+        .map_err(|e| OwnAccountError::Sts(DisplayErrorContext(&e).to_string()))?;
     // The account, and the partition from the ARN's prefix: the sidecar's own credentials may
     // be of any principal kind (a role session, a user, a test server's default user).
     let account = answer
         .account()
         .filter(|account| arn::is_account_id(account))
-        .ok_or("STS named no 12-digit account for this sidecar's credentials")?;
+        .ok_or(OwnAccountError::NoAccount)?;
     let partition = answer
         .arn()
         .and_then(|arn| arn.strip_prefix("arn:"))
         .and_then(|rest| rest.split(':').next())
         .filter(|partition| arn::KNOWN_PARTITIONS.contains(partition))
-        .ok_or("STS named no ARN of a known partition for this sidecar's credentials")?;
+        .ok_or(OwnAccountError::NoPartition)?;
     Ok((partition.to_owned(), account.to_owned()))
 }
 

@@ -25,10 +25,24 @@ const SIGV4_QUERY: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'.')
     .remove(b'~');
 
+/// Why no IAM token could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum IamTokenError {
+    /// No region configured anywhere.
+    #[error("no AWS region: pass --region or set AWS_REGION")]
+    NoRegion,
+    /// The standard chain found no credentials.
+    #[error("no AWS credentials: {0}")]
+    NoCredentials(String),
+    /// SigV4 presigning failed.
+    #[error("cannot sign: {0}")]
+    Sign(String),
+}
+
 /// A `k8s-aws-v1.` token for `server_id`, signed with the credentials of the standard chain.
 /// The STS endpoint is `AWS_ENDPOINT_URL_STS` (or `AWS_ENDPOINT_URL`) when set, else the
 /// region's own.
-pub async fn iam_token(server_id: &str, region: Option<&str>) -> Result<String, String> {
+pub async fn iam_token(server_id: &str, region: Option<&str>) -> Result<String, IamTokenError> {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     if let Some(region) = region {
         loader = loader.region(aws_config::Region::new(region.to_owned()));
@@ -37,13 +51,15 @@ pub async fn iam_token(server_id: &str, region: Option<&str>) -> Result<String, 
     let region = sdk
         .region()
         .map(|r| r.to_string())
-        .ok_or("no AWS region: pass --region or set AWS_REGION")?;
+        .ok_or(IamTokenError::NoRegion)?;
     let credentials = sdk
         .credentials_provider()
-        .ok_or("no AWS credentials provider")?
+        .ok_or(IamTokenError::NoCredentials(
+            "no credentials provider".to_owned(),
+        ))?
         .provide_credentials()
         .await
-        .map_err(|e| format!("no AWS credentials: {e}"))?;
+        .map_err(|e| IamTokenError::NoCredentials(e.to_string()))?;
     let endpoint = std::env::var("AWS_ENDPOINT_URL_STS")
         .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
         .unwrap_or_else(|_| format!("https://sts.{region}.amazonaws.com"));
@@ -63,7 +79,7 @@ pub async fn iam_token(server_id: &str, region: Option<&str>) -> Result<String, 
         .time(SystemTime::now())
         .settings(settings)
         .build()
-        .map_err(|e| format!("cannot sign: {e}"))?
+        .map_err(|e| IamTokenError::Sign(e.to_string()))?
         .into();
     let request = SignableRequest::new(
         "GET",
@@ -71,9 +87,9 @@ pub async fn iam_token(server_id: &str, region: Option<&str>) -> Result<String, 
         [("x-k8s-aws-id", server_id)].into_iter(),
         SignableBody::Bytes(&[]),
     )
-    .map_err(|e| format!("cannot sign: {e}"))?;
+    .map_err(|e| IamTokenError::Sign(e.to_string()))?;
     let (instructions, _) = sign(request, &params)
-        .map_err(|e| format!("cannot sign: {e}"))?
+        .map_err(|e| IamTokenError::Sign(e.to_string()))?
         .into_parts();
     let mut presigned = url;
     for (name, value) in instructions.params() {

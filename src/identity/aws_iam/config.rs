@@ -134,34 +134,58 @@ impl AwsIamConfig {
     }
 
     /// A role ARN in `account`, of a served partition.
-    fn check_tags_role(&self, role: &str, account: &str) -> Result<(), String> {
+    fn check_tags_role(&self, role: &str, account: &str) -> Result<(), TagsRoleError> {
         let principal = super::arn::canonical(role)
             .ok()
             .filter(|p| p.role_name.is_some() && p.session.is_none())
-            .ok_or("must be an IAM role ARN (arn:aws:iam::<account>:role/<name>)")?;
+            .ok_or(TagsRoleError::NotARole)?;
         if principal.account != account {
-            return Err("must be a role in the account it reads tags for".into());
+            return Err(TagsRoleError::OtherAccount);
         }
         if !self.partitions.contains(&principal.partition) {
-            return Err("its partition is not among aws_iam.partitions".into());
+            return Err(TagsRoleError::OtherPartition);
         }
         Ok(())
     }
 }
 
+/// Why an account's `tags_role_arn` is refused.
+#[derive(Debug, thiserror::Error)]
+enum TagsRoleError {
+    #[error("must be an IAM role ARN (arn:aws:iam::<account>:role/<name>)")]
+    NotARole,
+    #[error("must be a role in the account it reads tags for")]
+    OtherAccount,
+    #[error("its partition is not among aws_iam.partitions")]
+    OtherPartition,
+}
+
+/// Why an STS endpoint is refused.
+#[derive(Debug, thiserror::Error)]
+enum EndpointError {
+    #[error("not a URL: {0}")]
+    NotAUrl(#[from] url::ParseError),
+    #[error("must be scheme://host[:port] without credentials")]
+    Credentials,
+    #[error("must be scheme://host[:port] with nothing after it")]
+    MoreThanAHost,
+    #[error("must use https:// (plain http:// only for loopback hosts)")]
+    PlainHttp,
+}
+
 /// `https://host[:port]`, or `http://` to a loopback host; nothing after the authority.
-fn check_endpoint(text: &str) -> Result<(), String> {
-    let url = url::Url::parse(text).map_err(|e| format!("not a URL: {e}"))?;
+fn check_endpoint(text: &str) -> Result<(), EndpointError> {
+    let url = url::Url::parse(text)?;
     let host = url.host_str().unwrap_or("");
     if host.is_empty() || !url.username().is_empty() || url.password().is_some() {
-        return Err("must be scheme://host[:port] without credentials".into());
+        return Err(EndpointError::Credentials);
     }
     if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
-        return Err("must be scheme://host[:port] with nothing after it".into());
+        return Err(EndpointError::MoreThanAHost);
     }
     match url.scheme() {
         "https" => Ok(()),
         "http" if is_loopback_host(host) => Ok(()),
-        _ => Err("must use https:// (plain http:// only for loopback hosts)".into()),
+        _ => Err(EndpointError::PlainHttp),
     }
 }

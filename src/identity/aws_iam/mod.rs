@@ -20,9 +20,9 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
 
-pub use self::accounts::ServedAccounts;
 pub(crate) use self::accounts::TagsAccess;
-pub use self::client::iam_token;
+pub use self::accounts::{AwsSetupError, ServedAccounts};
+pub use self::client::{IamTokenError, iam_token};
 pub use self::config::AwsIamConfig;
 use self::presigned::StsEndpoints;
 use self::sts::StsCaller;
@@ -49,11 +49,12 @@ impl AwsIamVerifier {
         config: &AwsIamConfig,
         accounts: Arc<ServedAccounts>,
         metrics: Arc<crate::telemetry::Metrics>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, AwsSetupError> {
         Ok(Self {
             endpoints: StsEndpoints::new(config),
             accounts,
-            sts: StsCaller::new(config.server_id.clone(), config.sts_timeout)?,
+            sts: StsCaller::new(config.server_id.clone(), config.sts_timeout)
+                .map_err(AwsSetupError::StsClient)?,
             remembered: moka::future::Cache::builder()
                 .max_capacity(REMEMBERED_CAPACITY)
                 .expire_after(crate::clock::UntilItExpires)

@@ -101,10 +101,8 @@ pub(crate) fn read_answer(body: &[u8]) -> std::result::Result<CallerIdentity, Au
 
 impl StsCaller {
     /// A caller that never follows redirects and gives up after `timeout`.
-    pub(crate) fn new(server_id: String, timeout: Duration) -> std::result::Result<Self, String> {
-        let client = crate::outbound::client_builder(timeout)
-            .build()
-            .map_err(|e| format!("cannot build the STS client: {e}"))?;
+    pub(crate) fn new(server_id: String, timeout: Duration) -> reqwest::Result<Self> {
+        let client = crate::outbound::client_builder(timeout).build()?;
         Ok(Self {
             client,
             server_id,

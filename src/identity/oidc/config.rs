@@ -155,7 +155,7 @@ impl TrustedIssuerConfig {
             check.check(format!("{path}.jwks_uri"), check_fetch_url(uri));
         }
         let algorithms = parse_inbound(&file.algorithms)
-            .map_err(|reason| check.problem(format!("{path}.algorithms"), reason))
+            .map_err(|reason| check.problem(format!("{path}.algorithms"), reason.to_string()))
             .ok();
         if let Some(ca_file) = &mut file.ca_file {
             check.readable(format!("{path}.ca_file"), ca_file);

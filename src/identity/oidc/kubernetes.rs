@@ -122,18 +122,29 @@ struct ReviewUser {
     username: Option<String>,
 }
 
+/// Why TokenReview cannot be set up for an issuer.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TokenReviewSetupError {
+    /// `token_review.ca_file` is not a usable CA bundle.
+    #[error("token_review.ca_file: {0}")]
+    CaFile(#[from] crate::outbound::CaBundleError),
+    /// The HTTPS client could not be built.
+    #[error("token_review: cannot build the HTTPS client: {0}")]
+    Client(#[from] reqwest::Error),
+}
+
 impl TokenReviewer {
     /// A reviewer for `config`, asking for `audiences`.
-    pub(super) fn new(config: &TokenReviewConfig, audiences: &[String]) -> Result<Self, String> {
+    pub(super) fn new(
+        config: &TokenReviewConfig,
+        audiences: &[String],
+    ) -> Result<Self, TokenReviewSetupError> {
         let mut builder = crate::outbound::client_builder(REVIEW_TIMEOUT).timeout(REVIEW_TIMEOUT);
         if let Some(ca_file) = &config.ca_file {
-            builder = crate::outbound::trusting(builder, ca_file)
-                .map_err(|e| format!("token_review.ca_file: {e}"))?;
+            builder = crate::outbound::trusting(builder, ca_file)?;
         }
         Ok(Self {
-            client: builder
-                .build()
-                .map_err(|e| format!("token_review: cannot build the HTTPS client: {e}"))?,
+            client: builder.build()?,
             url: format!(
                 "{}/apis/authentication.k8s.io/v1/tokenreviews",
                 config.api_server.trim_end_matches('/')

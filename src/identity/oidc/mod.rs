@@ -21,7 +21,7 @@ pub use self::config::{IssuerKind, TrustedIssuerConfig};
 
 pub(crate) use self::config::TrustedIssuerFile;
 use self::jwks::{IssuerKeys, KeySet, VerifyKey};
-use self::kubernetes::{KubernetesIo, TokenReviewer};
+use self::kubernetes::{KubernetesIo, TokenReviewSetupError, TokenReviewer};
 use self::unverified::{UnverifiedJwt, map_jwt_error};
 use super::{AuthError, Identity, OtherClaims};
 use crate::clock::unix_now;
@@ -76,7 +76,7 @@ struct TrustedIssuer {
     kind: IssuerKind,
     /// TokenReview, when configured (an `Err` when it could not be set up: every token of the
     /// issuer is then 503; `serve` and `check-config` refuse such a config first).
-    review: Option<Result<Arc<TokenReviewer>, String>>,
+    review: Option<Result<Arc<TokenReviewer>, Arc<TokenReviewSetupError>>>,
 }
 
 /// Which audiences a token must name.
@@ -122,10 +122,11 @@ impl OidcVerifier {
             .iter()
             .map(|trusted| {
                 let keys = IssuerKeys::new(trusted, client.clone(), metrics.clone());
-                let review = trusted
-                    .token_review
-                    .as_ref()
-                    .map(|review| TokenReviewer::new(review, &trusted.audiences).map(Arc::new));
+                let review = trusted.token_review.as_ref().map(|review| {
+                    TokenReviewer::new(review, &trusted.audiences)
+                        .map(Arc::new)
+                        .map_err(Arc::new)
+                });
                 let issuer = TrustedIssuer {
                     keys: Arc::new(keys),
                     audiences: trusted.audiences.clone(),
@@ -406,7 +407,7 @@ fn still_published(issuer: &TrustedIssuer, known: &Verified) -> bool {
 /// remembered verification is confirmed again once its confirmation is older than
 /// `token_review.cache_for`.
 async fn reviewed(
-    review: Option<&Result<Arc<TokenReviewer>, String>>,
+    review: Option<&Result<Arc<TokenReviewer>, Arc<TokenReviewSetupError>>>,
     token: &str,
     fingerprint: &crate::credential::Fingerprint,
     identity: &Identity,
