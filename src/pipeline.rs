@@ -111,6 +111,53 @@ pub enum SwapError {
     DeadlineExceeded,
 }
 
+/// What a refusal means, decided once here for every front door; each door maps it to its
+/// protocol in one table (ext_authz: `authz/denial.rs`, `/exchange`: `exchange/answer.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No credential at all.
+    NoCredential,
+    /// A credential that cannot be read (a malformed header, certificate or token form).
+    Unreadable,
+    /// A credential that was read and is not valid (signature, issuer, audience, expiry).
+    Invalid,
+    /// A valid credential of a caller who may not have a token.
+    Forbidden,
+    /// Nothing is wrong with the credential; a dependency could not answer in time.
+    Unavailable,
+}
+
+impl Refusal {
+    /// The outcome metrics, traces and the decision log count it as.
+    pub fn outcome(self) -> crate::telemetry::Outcome {
+        use crate::telemetry::Outcome;
+        match self {
+            Refusal::NoCredential | Refusal::Unreadable | Refusal::Invalid => {
+                Outcome::Unauthenticated
+            }
+            Refusal::Forbidden => Outcome::Forbidden,
+            Refusal::Unavailable => Outcome::Unavailable,
+        }
+    }
+}
+
+impl SwapError {
+    /// What this refusal means, whichever front door it came through.
+    pub fn refusal(&self) -> Refusal {
+        match self {
+            SwapError::Extract(ExtractError::Missing) => Refusal::NoCredential,
+            SwapError::Extract(_) => Refusal::Unreadable,
+            SwapError::Auth(e) if e.is_unavailable() => Refusal::Unavailable,
+            SwapError::Auth(e) if e.is_forbidden() => Refusal::Forbidden,
+            SwapError::Auth(_) | SwapError::Mint(MintError::CredentialExpired) => Refusal::Invalid,
+            SwapError::Grants(GrantsError::UnknownSubject) => Refusal::Forbidden,
+            SwapError::Grants(_) | SwapError::Mint(_) | SwapError::DeadlineExceeded => {
+                Refusal::Unavailable
+            }
+        }
+    }
+}
+
 impl TokenVending {
     /// Wires the stages together.
     pub fn new(
@@ -255,5 +302,49 @@ impl TokenVending {
         span.record("cache_hit", cache_hit);
         trail.cache_hit = Some(cache_hit);
         Ok(Swapped { identity, minted })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_stage_error_says_once_what_its_refusal_means() {
+        let cases = [
+            (
+                SwapError::Extract(ExtractError::Missing),
+                Refusal::NoCredential,
+            ),
+            (
+                SwapError::Extract(ExtractError::NotBearer),
+                Refusal::Unreadable,
+            ),
+            (SwapError::Auth(AuthError::BadSignature), Refusal::Invalid),
+            (
+                SwapError::Auth(AuthError::KeysUnavailable),
+                Refusal::Unavailable,
+            ),
+            (
+                SwapError::Auth(AuthError::NotServed("another account")),
+                Refusal::Forbidden,
+            ),
+            (
+                SwapError::Grants(GrantsError::UnknownSubject),
+                Refusal::Forbidden,
+            ),
+            (
+                SwapError::Grants(GrantsError::Unavailable),
+                Refusal::Unavailable,
+            ),
+            (
+                SwapError::Mint(MintError::CredentialExpired),
+                Refusal::Invalid,
+            ),
+            (SwapError::DeadlineExceeded, Refusal::Unavailable),
+        ];
+        for (error, refusal) in cases {
+            assert_eq!(error.refusal(), refusal, "{error}");
+        }
     }
 }

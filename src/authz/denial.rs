@@ -8,20 +8,8 @@ use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode as HttpStatusCod
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 
 use super::headers::add_header;
-use crate::credential::ExtractError;
-use crate::pipeline::SwapError;
+use crate::pipeline::{Refusal, SwapError};
 use crate::telemetry::Outcome;
-
-/// 403: the caller is known, and refused.
-fn forbidden(description: String) -> Denial {
-    Denial {
-        http_status: HttpStatusCode::Forbidden,
-        grpc_code: tonic::Code::PermissionDenied,
-        outcome: Outcome::Forbidden,
-        error: Some("access_denied"),
-        description,
-    }
-}
 
 /// A refusal, in the terms both Envoy and the caller see.
 pub(super) struct Denial {
@@ -33,34 +21,45 @@ pub(super) struct Denial {
     pub(super) description: String,
 }
 
+/// The refusals in ext_authz's terms: HTTP status, gRPC code, RFC 6750 error (none when no
+/// credential was presented: a bare `Bearer` challenge).
+fn in_ext_authz_terms(refusal: Refusal) -> (HttpStatusCode, tonic::Code, Option<&'static str>) {
+    use tonic::Code;
+    match refusal {
+        Refusal::NoCredential => (HttpStatusCode::Unauthorized, Code::Unauthenticated, None),
+        Refusal::Unreadable => (
+            HttpStatusCode::Unauthorized,
+            Code::Unauthenticated,
+            Some("invalid_request"),
+        ),
+        Refusal::Invalid => (
+            HttpStatusCode::Unauthorized,
+            Code::Unauthenticated,
+            Some("invalid_token"),
+        ),
+        Refusal::Forbidden => (
+            HttpStatusCode::Forbidden,
+            Code::PermissionDenied,
+            Some("access_denied"),
+        ),
+        Refusal::Unavailable => (
+            HttpStatusCode::ServiceUnavailable,
+            Code::Unavailable,
+            Some("temporarily_unavailable"),
+        ),
+    }
+}
+
 impl From<&SwapError> for Denial {
     fn from(error: &SwapError) -> Self {
-        let description = error.to_string();
-        let unauthenticated = |code| Denial {
-            http_status: HttpStatusCode::Unauthorized,
-            grpc_code: tonic::Code::Unauthenticated,
-            outcome: Outcome::Unauthenticated,
+        let refusal = error.refusal();
+        let (http_status, grpc_code, code) = in_ext_authz_terms(refusal);
+        Denial {
+            http_status,
+            grpc_code,
+            outcome: refusal.outcome(),
             error: code,
-            description: description.clone(),
-        };
-        let unavailable = Denial {
-            http_status: HttpStatusCode::ServiceUnavailable,
-            grpc_code: tonic::Code::Unavailable,
-            outcome: Outcome::Unavailable,
-            error: Some("temporarily_unavailable"),
-            description: description.clone(),
-        };
-        match error {
-            SwapError::Extract(ExtractError::Missing) => unauthenticated(None),
-            SwapError::Extract(_) => unauthenticated(Some("invalid_request")),
-            SwapError::Auth(e) if e.is_unavailable() => unavailable,
-            SwapError::Auth(e) if e.is_forbidden() => forbidden(description),
-            SwapError::Auth(_) => unauthenticated(Some("invalid_token")),
-            SwapError::Grants(crate::grants::GrantsError::UnknownSubject) => forbidden(description),
-            SwapError::Mint(crate::mint::MintError::CredentialExpired) => {
-                unauthenticated(Some("invalid_token"))
-            }
-            SwapError::Grants(_) | SwapError::Mint(_) | SwapError::DeadlineExceeded => unavailable,
+            description: error.to_string(),
         }
     }
 }

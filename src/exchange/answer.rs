@@ -6,9 +6,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::clock::unix_now;
 use crate::credential::ExtractError;
-use crate::grants::GrantsError;
-use crate::mint::MintError;
-use crate::pipeline::{SwapError, Swapped};
+use crate::pipeline::{Refusal, SwapError, Swapped};
 
 /// An OAuth error answer (RFC 6749 §5.2).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,27 +58,24 @@ impl OAuthError {
     }
 }
 
-/// The stage errors, mapped once into OAuth's terms.
+/// The refusals in OAuth's terms (RFC 6749 §5.2): a credential that is missing or unreadable
+/// is a bad request, one that is invalid or not served is a bad grant (RFC 6749 has no 403).
+fn in_oauth_terms(refusal: Refusal) -> (u16, &'static str) {
+    match refusal {
+        Refusal::NoCredential | Refusal::Unreadable => (400, "invalid_request"),
+        Refusal::Invalid | Refusal::Forbidden => (400, "invalid_grant"),
+        Refusal::Unavailable => (503, "temporarily_unavailable"),
+    }
+}
+
 impl From<SwapError> for OAuthError {
     fn from(error: SwapError) -> Self {
-        let unavailable =
-            |e: &dyn ToString| Self::with(503, "temporarily_unavailable", e.to_string());
-        match &error {
+        let (status, code) = in_oauth_terms(error.refusal());
+        match error {
             SwapError::Extract(ExtractError::Missing) => {
-                Self::invalid_request("no credential to exchange")
+                Self::with(status, code, "no credential to exchange")
             }
-            SwapError::Extract(e) => Self::invalid_request(&e.to_string()),
-            SwapError::Auth(e) if e.is_unavailable() => unavailable(e),
-            SwapError::Auth(e) => Self::with(400, "invalid_grant", e),
-            SwapError::Grants(GrantsError::UnknownSubject) => {
-                Self::with(400, "invalid_grant", &error)
-            }
-            SwapError::Mint(MintError::CredentialExpired) => {
-                Self::with(400, "invalid_grant", &error)
-            }
-            SwapError::Grants(_) | SwapError::Mint(_) | SwapError::DeadlineExceeded => {
-                unavailable(&error)
-            }
+            error => Self::with(status, code, error),
         }
     }
 }

@@ -279,7 +279,12 @@ mod tests {
                 .unwrap_err()
                 .contains("characters")
         );
-        assert!(NameTemplate::parse("{2}", 1).unwrap_err().to_string().contains("{2}"));
+        assert!(
+            NameTemplate::parse("{2}", 1)
+                .unwrap_err()
+                .to_string()
+                .contains("{2}")
+        );
         assert!(NameTemplate::parse("{0}", 1).is_err());
         let mixed = NameTemplate::parse("eu-{1}-{x}", 1).unwrap();
         let captures = pattern.captures("evs-db-orders-writer").unwrap();
