@@ -44,7 +44,7 @@ pub struct Trail {
 
 impl Trail {
     /// A trail for work already running in a decision's span, if any (`/exchange`).
-    fn under_current_span() -> Self {
+    pub(crate) fn under_current_span() -> Self {
         Self {
             traced: !tracing::Span::current().is_none(),
             ..Self::default()
@@ -217,18 +217,34 @@ impl TokenVending {
         request: &InboundRequest<'_>,
         deadline: Instant,
     ) -> Result<Swapped, SwapError> {
-        let credential = self.extractor.extract(request)?;
-        self.swap_credential(credential, deadline).await
+        self.swap_recorded(request, deadline, &mut Trail::under_current_span())
+            .await
     }
 
-    /// The credential's identity, then its grants, then the minted token.
-    pub async fn swap_credential(
+    /// [`TokenVending::swap`], recording each stage's time in `trail` (`/exchange`).
+    pub(crate) async fn swap_recorded(
+        &self,
+        request: &InboundRequest<'_>,
+        deadline: Instant,
+        trail: &mut Trail,
+    ) -> Result<Swapped, SwapError> {
+        let started = Instant::now();
+        let credential = stage_span!(trail, "extract").in_scope(|| self.extractor.extract(request));
+        trail.stages.extract = Some(Micros(started.elapsed()));
+        let credential = credential?;
+        trail.credential = Some(kind_of(&credential));
+        self.swap_traced(credential, deadline, trail).await
+    }
+
+    /// The credential's identity, then its grants, then the minted token; each stage's time
+    /// goes to `trail`.
+    pub(crate) async fn swap_credential(
         &self,
         credential: Credential<'_>,
         deadline: Instant,
+        trail: &mut Trail,
     ) -> Result<Swapped, SwapError> {
-        self.swap_traced(credential, deadline, &mut Trail::under_current_span())
-            .await
+        self.swap_traced(credential, deadline, trail).await
     }
 
     async fn swap_traced(
@@ -261,16 +277,12 @@ impl TokenVending {
         identity: Arc<Identity>,
         credential: &[u8],
         deadline: Instant,
+        trail: &mut Trail,
     ) -> Result<Swapped, SwapError> {
         let fingerprint = fingerprint_of(credential);
         tokio::time::timeout_at(
             deadline.into(),
-            self.grant_and_mint(
-                identity,
-                &fingerprint,
-                deadline,
-                &mut Trail::under_current_span(),
-            ),
+            self.grant_and_mint(identity, &fingerprint, deadline, trail),
         )
         .await
         .unwrap_or(Err(SwapError::DeadlineExceeded))

@@ -33,9 +33,10 @@ pub(crate) use self::request::{
 use self::request::{Grant, ISSUED_TOKEN_TYPE};
 use crate::config_check::ConfigCheck;
 use crate::credential::{CertSource, ClientCertificate, Credential, InboundRequest};
+use crate::decision_log::Micros;
 use crate::decision_log::{Decision, DecisionLog, request_id, trace_id};
 use crate::identity::AuthError;
-use crate::pipeline::{SwapError, Swapped, TokenVending};
+use crate::pipeline::{SwapError, Swapped, TokenVending, Trail};
 use crate::telemetry::Metrics;
 use crate::telemetry::traces::{B3Headers, DecisionSpan, parent_context};
 
@@ -242,15 +243,19 @@ impl ExchangeService {
             self.trace_subjects,
         );
         let swap = async {
-            match read {
+            // Made inside the decision's span, so the stages get spans when it is traced.
+            let mut trail = Trail::under_current_span();
+            let (grant_type, result) = match read {
                 Ok(exchange) => {
                     let grant_type = exchange.grant_type();
-                    (grant_type, self.run(exchange, client_certificate).await)
+                    let result = self.run(exchange, client_certificate, &mut trail).await;
+                    (grant_type, result)
                 }
                 Err(error) => ("unparsed", Err(error)),
-            }
+            };
+            (grant_type, result, trail)
         };
-        let (grant_type, result) = swap.instrument(span.span().clone()).await;
+        let (grant_type, result, trail) = swap.instrument(span.span().clone()).await;
         span.credential(Some(grant_type));
         let decision = Decision {
             request_id,
@@ -263,8 +268,8 @@ impl ExchangeService {
             status: 200,
             reason: None,
             kid: None,
-            cache_hit: None,
-            stages: Default::default(),
+            cache_hit: trail.cache_hit,
+            stages: trail.stages,
         };
         match result {
             Ok((swapped, issued_token_type)) => {
@@ -362,6 +367,7 @@ impl ExchangeService {
         &self,
         exchange: Grant,
         client_certificate: Option<&TlsClientCertificate>,
+        trail: &mut Trail,
     ) -> Result<(Swapped, Option<String>), OAuthError> {
         let deadline = Instant::now() + self.timeout;
         let certificate = || {
@@ -383,7 +389,7 @@ impl ExchangeService {
         };
         match exchange {
             Grant::Reference { token } => {
-                let swapped = self.swap_bearer(&token, deadline).await?;
+                let swapped = self.swap_bearer(&token, deadline, trail).await?;
                 Ok((swapped, None))
             }
             Grant::TokenExchange {
@@ -402,10 +408,10 @@ impl ExchangeService {
                     ));
                 }
                 let swapped = match subject_token {
-                    Some(token) => self.swap_bearer(&token, deadline).await?,
+                    Some(token) => self.swap_bearer(&token, deadline, trail).await?,
                     None => {
                         self.vending
-                            .swap_credential(certificate()?, deadline)
+                            .swap_credential(certificate()?, deadline, trail)
                             .await?
                     }
                 };
@@ -413,13 +419,13 @@ impl ExchangeService {
                 Ok((swapped, Some(issued)))
             }
             Grant::JwtBearer { assertion } => {
-                let swapped = self.redeem_assertion(&assertion, deadline).await?;
+                let swapped = self.redeem_assertion(&assertion, deadline, trail).await?;
                 Ok((swapped, None))
             }
             Grant::ClientCredentials => {
                 let swapped = self
                     .vending
-                    .swap_credential(certificate()?, deadline)
+                    .swap_credential(certificate()?, deadline, trail)
                     .await?;
                 Ok((swapped, None))
             }
@@ -432,7 +438,30 @@ impl ExchangeService {
         &self,
         assertion: &str,
         deadline: Instant,
+        trail: &mut Trail,
     ) -> Result<Swapped, OAuthError> {
+        // Verifying the assertion and recording its use are this grant's authenticate stage.
+        let started = Instant::now();
+        let verified = self.verify_first_use(assertion, deadline).await;
+        trail.stages.authenticate = Some(Micros(started.elapsed()));
+        let verified = verified?;
+        Ok(self
+            .vending
+            .swap_identity(
+                Arc::new(verified.identity),
+                assertion.as_bytes(),
+                deadline,
+                trail,
+            )
+            .await?)
+    }
+
+    /// The assertion verified, and its `jti` recorded as used (refused when it was already).
+    async fn verify_first_use(
+        &self,
+        assertion: &str,
+        deadline: Instant,
+    ) -> Result<crate::identity::oidc::Assertion, OAuthError> {
         let verified = self
             .vending
             .authenticator()
@@ -451,38 +480,40 @@ impl ExchangeService {
             )
             .await
         {
-            Ok(()) => {}
-            Err(ReplayError::Replayed) => return Err(SwapError::Auth(AuthError::Replayed).into()),
-            Err(ReplayError::Unavailable) => {
-                return Err(OAuthError::with(
-                    503,
-                    "temporarily_unavailable",
-                    ReplayError::Unavailable,
-                ));
-            }
+            Ok(()) => Ok(verified),
+            Err(ReplayError::Replayed) => Err(SwapError::Auth(AuthError::Replayed).into()),
+            Err(ReplayError::Unavailable) => Err(OAuthError::with(
+                503,
+                "temporarily_unavailable",
+                ReplayError::Unavailable,
+            )),
         }
-        Ok(self
-            .vending
-            .swap_identity(Arc::new(verified.identity), assertion.as_bytes(), deadline)
-            .await?)
     }
 
     /// Swaps a bearer token sent in the body. A JWT of an issuer with `assertion: true` is an
     /// assertion however it arrives (token exchange, JSON): the one replay rule applies.
-    async fn swap_bearer(&self, token: &str, deadline: Instant) -> Result<Swapped, OAuthError> {
+    async fn swap_bearer(
+        &self,
+        token: &str,
+        deadline: Instant,
+        trail: &mut Trail,
+    ) -> Result<Swapped, OAuthError> {
         if self
             .vending
             .authenticator()
             .oidc()
             .is_from_assertion_issuer(token)
         {
-            return self.redeem_assertion(token, deadline).await;
+            return self.redeem_assertion(token, deadline, trail).await;
         }
         let authorization = format!("Bearer {token}");
         let request = InboundRequest {
             authorization: vec![authorization.as_bytes()],
             ..Default::default()
         };
-        Ok(self.vending.swap(&request, deadline).await?)
+        Ok(self
+            .vending
+            .swap_recorded(&request, deadline, trail)
+            .await?)
     }
 }

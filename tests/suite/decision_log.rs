@@ -190,7 +190,7 @@ telemetry: { decision_log: { enabled: true, sample_ok: 1.5 } }
 }
 
 /// `/exchange` decisions are logged like Checks, with `front_door: exchange`, the grant type as
-/// the credential and the OAuth error as the outcome of a refusal.
+/// the credential, the OAuth error as the outcome of a refusal, and the stages' times.
 #[tokio::test]
 async fn exchange_decisions_are_logged_with_their_grant_type_and_oauth_outcome() {
     let h = Harness::start_with(logging("1")).await;
@@ -235,6 +235,10 @@ async fn exchange_decisions_are_logged_with_their_grant_type_and_oauth_outcome()
     assert_eq!(ok["issuer"], h.idp.issuer());
     let access_token = issued["access_token"].as_str().unwrap();
     assert_eq!(ok["kid"], segment(access_token, 0)["kid"]);
+    assert_eq!(ok["cache_hit"], false);
+    for stage in ["extract_us", "authenticate_us", "grants_us", "mint_us"] {
+        assert!(ok["stages"][stage].is_u64(), "{stage} in {ok}");
+    }
     let bad = decisions
         .iter()
         .find(|d| d["request_id"] == "ex-bad")
@@ -244,6 +248,8 @@ async fn exchange_decisions_are_logged_with_their_grant_type_and_oauth_outcome()
         (&json!("invalid_grant"), &json!(400))
     );
     assert!(bad.get("subject").is_none(), "{bad}");
+    assert!(bad["stages"]["authenticate_us"].is_u64(), "{bad}");
+    assert!(bad["stages"].get("mint_us").is_none(), "{bad}");
     let raw = lines(&h);
     assert_holds_no_piece_of(&raw, "the IdP token", &token);
     assert_holds_no_piece_of(&raw, "the minted token", access_token);
