@@ -20,6 +20,7 @@ mod clock;
 mod config;
 mod config_check;
 mod credential;
+mod decision;
 mod decision_log;
 pub mod demo;
 mod digest_map;

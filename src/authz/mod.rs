@@ -26,10 +26,11 @@ use self::denial::Denial;
 use self::headers::{ReadHeaders, overwrite_header, string_value};
 use crate::config_check::ConfigCheck;
 use crate::credential::InboundRequest;
-use crate::decision_log::{Decision, DecisionLog};
+use crate::decision::{Allowed, DecisionRecorder, FrontDoor, Refused};
+use crate::decision_log::DecisionLog;
 use crate::pipeline::{Passage, Swapped, TokenVending, Trail};
-use crate::telemetry::traces::{B3Headers, DecisionSpan};
-use crate::telemetry::{Metrics, Outcome};
+use crate::telemetry::Metrics;
+use crate::telemetry::traces::B3Headers;
 
 /// Used when a Check carries no `grpc-timeout` (Envoy always sends one).
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(1);
@@ -88,10 +89,7 @@ fn is_token_char(b: u8) -> bool {
 pub struct AuthzService {
     vending: Arc<TokenVending>,
     remove_headers: Vec<String>,
-    metrics: Arc<Metrics>,
-    decisions: Option<Arc<DecisionLog>>,
-    /// `telemetry.trace_subjects`.
-    trace_subjects: bool,
+    recorder: DecisionRecorder,
 }
 
 impl AuthzService {
@@ -106,9 +104,12 @@ impl AuthzService {
         Self {
             vending,
             remove_headers,
-            metrics,
-            decisions,
-            trace_subjects,
+            recorder: DecisionRecorder::new(
+                FrontDoor::ExtAuthz,
+                metrics,
+                decisions,
+                trace_subjects,
+            ),
         }
     }
 
@@ -120,7 +121,6 @@ impl AuthzService {
         deadline: Instant,
         call_traceparent: Option<&[u8]>,
     ) -> CheckResponse {
-        let started = Instant::now();
         let headers = check
             .attributes
             .as_ref()
@@ -158,91 +158,48 @@ impl AuthzService {
                 },
             )
         };
-        let span = DecisionSpan::start(
-            "ext_authz.Check",
-            request_id,
-            trace_id,
-            parent,
-            self.trace_subjects,
-        );
+        let deciding = self.recorder.begin(request_id, trace_id, parent);
         let mut trail = Trail {
-            traced: span.is_live(),
+            traced: deciding.is_traced(),
             ..Trail::default()
         };
         let outcome = self
             .vending
             .check(&inbound, deadline, &mut trail)
-            .instrument(span.span().clone())
+            .instrument(deciding.span().clone())
             .await;
-        span.credential(trail.credential);
-        let decision = |outcome: Outcome, status: u16| Decision {
-            request_id,
-            trace_id,
-            front_door: "ext_authz",
-            credential: trail.credential,
-            issuer: None,
-            subject: None,
-            outcome: outcome.label(),
-            status,
-            reason: None,
-            kid: None,
-            cache_hit: trail.cache_hit,
-            stages: trail.stages,
-        };
         match outcome {
             Ok(Passage::Swapped(swapped)) => {
-                self.metrics
-                    .checked(Outcome::Ok, started.elapsed(), &trail.stages);
-                span.allowed(
-                    Some(&swapped.identity.issuer),
-                    &swapped.identity.subject,
-                    Some(&swapped.minted.kid),
-                    trail.cache_hit,
-                );
-                tracing::debug!(request_id = %request_id, subject = %swapped.identity.subject, kid = %swapped.minted.kid, "credential swapped");
-                self.record(Decision {
+                let who = Allowed {
                     issuer: Some(&swapped.identity.issuer),
-                    subject: Some(&swapped.identity.subject),
+                    subject: &swapped.identity.subject,
                     kid: Some(&swapped.minted.kid),
-                    ..decision(Outcome::Ok, 200)
-                });
+                    reason: None,
+                };
+                deciding.allowed(trail.credential, &trail, who);
                 self.ok_response(&swapped)
             }
             Ok(Passage::OwnToken(own)) => {
-                self.metrics
-                    .checked(Outcome::Ok, started.elapsed(), &trail.stages);
-                span.allowed(None, &own.subject, None, None);
-                tracing::debug!(request_id = %request_id, subject = %own.subject, "our own token passes unchanged");
-                self.record(Decision {
-                    subject: Some(&own.subject),
+                let who = Allowed {
+                    issuer: None,
+                    subject: &own.subject,
+                    kid: None,
                     reason: Some("our own token passes unchanged"),
-                    ..decision(Outcome::Ok, 200)
-                });
+                };
+                deciding.allowed(trail.credential, &trail, who);
                 self.pass_response(&own.subject)
             }
             Err(error) => {
                 let denial = Denial::from(&error);
-                self.metrics
-                    .checked(denial.outcome, started.elapsed(), &trail.stages);
-                span.refused(
-                    denial.outcome.label(),
-                    denial.http_status as u16,
-                    &denial.description,
-                );
-                tracing::info!(request_id = %request_id, trace_id = %trace_id.unwrap_or("-"), status = denial.http_status as i32, reason = %error, "request denied");
-                self.record(Decision {
-                    reason: Some(&denial.description),
-                    ..decision(denial.outcome, denial.http_status as u16)
-                });
+                let refused = Refused {
+                    outcome: denial.outcome,
+                    label: denial.outcome.label(),
+                    status: denial.http_status as u16,
+                    description: &denial.description,
+                };
+                deciding.refused(trail.credential, &trail, refused);
                 denial.into_response()
             }
-        }
-    }
-
-    /// Writes `decision` to the decision log, when there is one.
-    fn record(&self, decision: Decision<'_>) {
-        if let Some(log) = &self.decisions {
-            log.record(&decision);
         }
     }
 

@@ -33,6 +33,16 @@ impl OAuthError {
         }
     }
 
+    /// What the refusal counts as, in the terms a Check's refusal is counted.
+    pub(crate) fn outcome(&self) -> crate::telemetry::Outcome {
+        use crate::telemetry::Outcome;
+        match self.status {
+            503 => Outcome::Unavailable,
+            403 => Outcome::Forbidden,
+            _ => Outcome::Unauthenticated,
+        }
+    }
+
     pub(crate) fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST);
         let body = serde_json::json!({"error": self.error, "error_description": self.description});

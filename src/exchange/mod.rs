@@ -33,12 +33,12 @@ pub(crate) use self::request::{
 use self::request::{Grant, ISSUED_TOKEN_TYPE};
 use crate::config_check::ConfigCheck;
 use crate::credential::{CertSource, ClientCertificate, Credential, InboundRequest};
-use crate::decision_log::Micros;
-use crate::decision_log::{Decision, DecisionLog, request_id, trace_id};
+use crate::decision::{Allowed, DecisionRecorder, FrontDoor, Refused};
+use crate::decision_log::{DecisionLog, Micros, request_id, trace_id};
 use crate::identity::AuthError;
 use crate::pipeline::{SwapError, Swapped, TokenVending, Trail};
 use crate::telemetry::Metrics;
-use crate::telemetry::traces::{B3Headers, DecisionSpan, parent_context};
+use crate::telemetry::traces::{B3Headers, parent_context};
 
 /// Largest request body read.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -123,10 +123,7 @@ impl Drop for ExchangeRuntime {
 pub(crate) struct ExchangeService {
     runtime: ExchangeRuntime,
     vending: Arc<TokenVending>,
-    metrics: Arc<Metrics>,
-    decisions: Option<Arc<DecisionLog>>,
-    /// `telemetry.trace_subjects`.
-    trace_subjects: bool,
+    recorder: DecisionRecorder,
     /// What a JWT bearer assertion's `aud` must name: the endpoint URL or our issuer.
     endpoint_audiences: Vec<String>,
     /// What `audience` / `resource` may ask for: the minted `aud` values.
@@ -154,9 +151,12 @@ impl ExchangeService {
         Self {
             runtime: ExchangeRuntime::start(),
             vending,
-            metrics,
-            decisions,
-            trace_subjects,
+            recorder: DecisionRecorder::new(
+                FrontDoor::Exchange,
+                metrics,
+                decisions,
+                trace_subjects,
+            ),
             endpoint_audiences: vec![
                 issuer.to_owned(),
                 format!("{}/exchange", issuer.trim_end_matches('/')),
@@ -217,7 +217,7 @@ impl ExchangeService {
         // The body first, bounded in size and time: a slow upload holds no permit.
         let read = self.read(headers, body).await;
         let Ok(_permit) = self.permits.try_acquire() else {
-            self.metrics.count_exchange("any", "busy");
+            self.recorder.metrics().count_exchange("any", "busy");
             return OAuthError::with(503, "temporarily_unavailable", "too many exchanges at once")
                 .into_response();
         };
@@ -235,13 +235,7 @@ impl ExchangeService {
                 },
             )
         };
-        let span = DecisionSpan::start(
-            "POST /exchange",
-            request_id,
-            trace_id,
-            parent,
-            self.trace_subjects,
-        );
+        let deciding = self.recorder.begin(request_id, trace_id, parent);
         let swap = async {
             // Made inside the decision's span, so the stages get spans when it is traced.
             let mut trail = Trail::under_current_span();
@@ -255,60 +249,29 @@ impl ExchangeService {
             };
             (grant_type, result, trail)
         };
-        let (grant_type, result, trail) = swap.instrument(span.span().clone()).await;
-        span.credential(Some(grant_type));
-        let decision = Decision {
-            request_id,
-            trace_id,
-            front_door: "exchange",
-            credential: Some(grant_type),
-            issuer: None,
-            subject: None,
-            outcome: "ok",
-            status: 200,
-            reason: None,
-            kid: None,
-            cache_hit: trail.cache_hit,
-            stages: trail.stages,
-        };
+        let (grant_type, result, trail) = swap.instrument(deciding.span().clone()).await;
         match result {
             Ok((swapped, issued_token_type)) => {
-                self.metrics.count_exchange(grant_type, "ok");
-                let identity = &swapped.identity;
-                span.allowed(
-                    Some(&identity.issuer),
-                    &identity.subject,
-                    Some(&swapped.minted.kid),
-                    None,
-                );
-                self.record(Decision {
+                let who = Allowed {
                     issuer: Some(&swapped.identity.issuer),
-                    subject: Some(&swapped.identity.subject),
+                    subject: &swapped.identity.subject,
                     kid: Some(&swapped.minted.kid),
-                    ..decision
-                });
+                    reason: None,
+                };
+                deciding.allowed(Some(grant_type), &trail, who);
                 let answer = answer(&swapped, issued_token_type.as_deref());
                 (StatusCode::OK, no_store(), axum::Json(answer)).into_response()
             }
             Err(error) => {
-                self.metrics.count_exchange(grant_type, error.error);
-                span.refused(error.error, error.status, &error.description);
-                tracing::info!(grant_type, status = error.status, error = error.error, reason = %error.description, "exchange refused");
-                self.record(Decision {
-                    outcome: error.error,
+                let refused = Refused {
+                    outcome: error.outcome(),
+                    label: error.error,
                     status: error.status,
-                    reason: Some(&error.description),
-                    ..decision
-                });
+                    description: &error.description,
+                };
+                deciding.refused(Some(grant_type), &trail, refused);
                 error.into_response()
             }
-        }
-    }
-
-    /// Writes `decision` to the decision log, when there is one.
-    fn record(&self, decision: Decision<'_>) {
-        if let Some(log) = &self.decisions {
-            log.record(&decision);
         }
     }
 
