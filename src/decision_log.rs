@@ -13,12 +13,12 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
 use crate::config_check::ConfigCheck;
+use crate::stage_times::StageTimes;
 use crate::telemetry::Metrics;
 
 /// Lines waiting for the writer before new ones are dropped.
@@ -82,29 +82,6 @@ pub(crate) fn request_id<'a>(values: &[&'a [u8]]) -> &'a str {
             std::str::from_utf8(one).unwrap_or("-")
         }
         _ => "-",
-    }
-}
-
-/// How long each stage of a decision took; a stage that did not run is absent.
-#[derive(Debug, Default, Clone, Copy, Serialize)]
-pub struct StageTimes {
-    #[serde(rename = "extract_us", skip_serializing_if = "Option::is_none")]
-    pub extract: Option<Micros>,
-    #[serde(rename = "authenticate_us", skip_serializing_if = "Option::is_none")]
-    pub authenticate: Option<Micros>,
-    #[serde(rename = "grants_us", skip_serializing_if = "Option::is_none")]
-    pub grants: Option<Micros>,
-    #[serde(rename = "mint_us", skip_serializing_if = "Option::is_none")]
-    pub mint: Option<Micros>,
-}
-
-/// A duration written as whole microseconds.
-#[derive(Debug, Clone, Copy)]
-pub struct Micros(pub Duration);
-
-impl Serialize for Micros {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_u64(u64::try_from(self.0.as_micros()).unwrap_or(u64::MAX))
     }
 }
 

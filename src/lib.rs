@@ -43,6 +43,7 @@ mod preflight;
 mod server;
 mod server_tls;
 mod side_port;
+mod stage_times;
 mod start_error;
 mod telemetry;
 mod urls;

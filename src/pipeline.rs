@@ -13,11 +13,11 @@ use crate::clock::unix_now;
 use crate::credential::{
     Credential, ExtractError, Extractor, Fingerprint, InboundRequest, fingerprint_of,
 };
-use crate::decision_log::{Micros, StageTimes};
 use crate::grants::{GrantsError, GrantsLookup};
 use crate::identity::aws_iam::presigned::TOKEN_PREFIX as AWS_TOKEN_PREFIX;
 use crate::identity::{AuthError, Authenticator, Identity};
 use crate::mint::{MintError, MintedToken, Minter, OwnToken};
+use crate::stage_times::{Micros, StageTimes};
 
 /// The stages, wired once at start-up.
 pub struct TokenVending {

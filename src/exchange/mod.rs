@@ -34,9 +34,10 @@ use self::request::{Grant, ISSUED_TOKEN_TYPE};
 use crate::config_check::ConfigCheck;
 use crate::credential::{CertSource, ClientCertificate, Credential, InboundRequest};
 use crate::decision::{Allowed, DecisionRecorder, FrontDoor, Refused};
-use crate::decision_log::{DecisionLog, Micros, request_id, trace_id};
+use crate::decision_log::{DecisionLog, request_id, trace_id};
 use crate::identity::AuthError;
 use crate::pipeline::{SwapError, Swapped, TokenVending, Trail};
+use crate::stage_times::Micros;
 use crate::telemetry::Metrics;
 use crate::telemetry::traces::{B3Headers, parent_context};
 

@@ -16,7 +16,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 use super::{Outcome, process};
-use crate::decision_log::StageTimes;
+use crate::stage_times::StageTimes;
 
 /// One label: its name and a value from a fixed set.
 type Label = [(&'static str, &'static str); 1];
@@ -415,7 +415,7 @@ fn states_registry(live: &Live) -> Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decision_log::Micros;
+    use crate::stage_times::Micros;
 
     #[test]
     fn a_check_counts_once_and_observes_its_duration_and_stages() {
