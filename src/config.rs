@@ -94,7 +94,19 @@ impl Config {
         })?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         let mut config = Self::from_yaml(&text, base)?;
-        config.grants.watch_config_file(path);
+        let reread = {
+            let path = path.to_owned();
+            crate::grants::rules::ConfigRereader::new(move || {
+                let config = Self::load(&path).map_err(|e| {
+                    e.problems
+                        .into_iter()
+                        .map(|p| (format!("{}: {}", path.display(), p.path), p.reason))
+                        .collect::<Vec<_>>()
+                })?;
+                Ok(config.grants.rules_inline())
+            })
+        };
+        config.grants.watch_config_file(path, reread);
         Ok(config)
     }
 

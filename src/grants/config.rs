@@ -166,6 +166,7 @@ impl GrantsConfig {
                         inline: file.rules.clone(),
                         file: file.rules_file.clone(),
                         config_file: None,
+                        reread_config: None,
                     };
                     if let Some(rules_file) = &mut rules.file {
                         check.resolve(rules_file);
@@ -212,14 +213,30 @@ impl GrantsConfig {
             .any(|source| matches!(source, GrantSourceConfig::Rules(_)))
     }
 
+    /// `grants.rules` as written in the config file (empty without a rules source).
+    pub(crate) fn rules_inline(&self) -> Vec<crate::grants::rules::RuleSpec> {
+        self.sources
+            .iter()
+            .find_map(|source| match source {
+                GrantSourceConfig::Rules(rules) => Some(rules.inline.clone()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
     /// Notes the file the config was read from, so that `grants.rules` written in it is
     /// reloaded when it changes.
-    pub(crate) fn watch_config_file(&mut self, config_file: &std::path::Path) {
+    pub(crate) fn watch_config_file(
+        &mut self,
+        config_file: &std::path::Path,
+        reread: crate::grants::rules::ConfigRereader,
+    ) {
         for source in &mut self.sources {
             if let GrantSourceConfig::Rules(rules) = source
                 && !rules.inline.is_empty()
             {
                 rules.config_file = Some(config_file.to_owned());
+                rules.reread_config = Some(reread.clone());
             }
         }
     }

@@ -174,7 +174,7 @@ async fn a_rules_file_is_reloaded_and_a_broken_edit_keeps_the_last_good_rules() 
 }
 
 #[tokio::test]
-async fn rules_written_in_the_config_file_are_reloaded_when_it_changes() {
+async fn rules_written_in_the_config_file_are_reloaded_through_the_loader_when_it_changes() {
     let idp = evs_token_vending::demo::DemoIdp::start().await.unwrap();
     let dir = crate::support::TempDir::new("rules-inline");
     let config = |role: &str| {
@@ -217,6 +217,25 @@ grants:
         async || check().await == json!({"orders": ["reader"]}),
     )
     .await;
+    // The config file is read again by the loader, with all its checks: an edit that breaks
+    // another section is refused with that key named, and the last good rules keep serving.
+    let broken = config("admin").replace(
+        "audience: [evidentsource] }",
+        "audience: [evidentsource], lifetime: 0s }",
+    );
+    std::fs::write(&path, broken).unwrap();
+    let readyz = format!("http://{}/readyz", sidecar.http_addr);
+    eventually(
+        "the refused edit names token.lifetime on /readyz",
+        Duration::from_secs(10),
+        async || {
+            get_json(&readyz).await["warnings"]
+                .to_string()
+                .contains("token.lifetime")
+        },
+    )
+    .await;
+    assert_eq!(check().await, json!({"orders": ["reader"]}));
     sidecar.shutdown().await;
 }
 

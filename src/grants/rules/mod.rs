@@ -23,7 +23,7 @@ use serde::Deserialize;
 use self::index::RuleIndex;
 use self::pattern::Pattern;
 use self::rule::{Matched, Rule, compile_grant, compile_rule};
-pub use self::source::{RuleProblems, RulesConfig, RulesGrants, describe};
+pub use self::source::{ConfigRereader, RuleProblems, RulesConfig, RulesGrants, describe};
 use super::Grants;
 use crate::identity::Identity;
 

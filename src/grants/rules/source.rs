@@ -31,6 +31,37 @@ pub struct RulesConfig {
     pub file: Option<PathBuf>,
     /// The config file, watched for changes of `grants.rules` (set by `Config::load`).
     pub config_file: Option<PathBuf>,
+    /// How `grants.rules` is read again when the config file changes (set with it).
+    pub reread_config: Option<ConfigRereader>,
+}
+
+/// Reads `grants.rules` again through the config loader, with every check it makes at
+/// start-up; the loader sits above this stage, so it hands this in (`Config::load`).
+#[derive(Clone)]
+pub struct ConfigRereader(Arc<ReadRules>);
+
+/// What a [`ConfigRereader`] calls.
+type ReadRules = dyn Fn() -> Result<Vec<RuleSpec>, Vec<RuleProblem>> + Send + Sync;
+
+impl ConfigRereader {
+    /// A rereader calling `read`.
+    pub fn new(
+        read: impl Fn() -> Result<Vec<RuleSpec>, Vec<RuleProblem>> + Send + Sync + 'static,
+    ) -> Self {
+        Self(Arc::new(read))
+    }
+}
+
+impl std::fmt::Debug for ConfigRereader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConfigRereader")
+    }
+}
+
+impl PartialEq for ConfigRereader {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl RulesConfig {
@@ -48,8 +79,8 @@ impl RulesConfig {
     /// The same rules read again: `grants.rules` from the config file, and the rules file.
     fn reread(&self) -> Result<RuleSet, Vec<RuleProblem>> {
         let mut fresh = self.clone();
-        if let Some(config_file) = &self.config_file {
-            fresh.inline = read_inline_rules(config_file)?;
+        if let Some(reread) = &self.reread_config {
+            fresh.inline = (reread.0)()?;
         }
         fresh.compile()
     }
@@ -74,23 +105,6 @@ fn read_rules_file(path: &std::path::Path) -> Result<Vec<RuleSpec>, Vec<RuleProb
     let file: RulesFile = serde_path_to_error::deserialize(deserializer)
         .map_err(|e| vec![(format!("{shown}: {}", e.path()), e.inner().to_string())])?;
     Ok(file.rules)
-}
-
-fn read_inline_rules(config_file: &std::path::Path) -> Result<Vec<RuleSpec>, Vec<RuleProblem>> {
-    let shown = config_file.display().to_string();
-    let text = std::fs::read_to_string(config_file).map_err(|e| {
-        vec![(
-            shown.clone(),
-            format!("cannot read: {}", crate::config_check::io_reason(&e)),
-        )]
-    })?;
-    let config: serde_norway::Value = serde_norway::from_str(&text)
-        .map_err(|e| vec![(shown.clone(), format!("not YAML: {e}"))])?;
-    match config.get("grants").and_then(|grants| grants.get("rules")) {
-        None => Ok(Vec::new()),
-        Some(rules) => serde_norway::from_value(rules.clone())
-            .map_err(|e| vec![("grants.rules".to_owned(), e.to_string())]),
-    }
 }
 
 /// Describes problems as one line.
