@@ -58,7 +58,8 @@ pub use identity::{AwsClaims, CertificateClaims, Identity};
 pub use mint::{KeyError, KeyRing, MintedToken, Minter, OwnToken, SigningAlgorithm, SigningKey};
 pub use pipeline::{Passage, SwapError, Swapped, TokenVending};
 pub use preflight::check_files;
-pub use server::{AuthzAddress, RunningSidecar, StartError, probe_remote_stores, start};
+pub use preflight::probe_remote_stores;
+pub use server::{AuthzAddress, RunningSidecar, StartError, start};
 pub use telemetry::{
     Metrics, OtlpConfig, Outcome, TraceExportError, Traces, init_logging, init_logging_and_traces,
 };

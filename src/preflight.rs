@@ -1,7 +1,8 @@
 //! `check-config`'s second half: every start-up check `serve` makes on the files a config
 //! names — signing keys (parsed, bit lengths, `active`), grants files, CA bundles, the side
 //! port's certificate — each run on its own so one run reports all of them. Remote stores
-//! (Secrets Manager keys, DynamoDB) are contacted only with `--probe`.
+//! (Secrets Manager keys, DynamoDB, LDAP, the issuers) are contacted only with `--probe`
+//! ([`probe_remote_stores`]).
 //!
 //! The checks call the very functions `serve` uses to load, so the two cannot disagree: a file
 //! that `serve` refuses (missing, unreadable by this user, malformed, too weak) is refused here.
@@ -73,4 +74,82 @@ pub async fn check_files(config: &Config) -> Vec<String> {
         problems.push(e.to_string());
     }
     problems
+}
+
+/// Contacts what the config names remotely (`check-config --probe`): each DynamoDB table must
+/// exist and be keyed by `subject` (S), Secrets Manager keys must load, and every issuer's keys
+/// must be fetchable. Returns one line per store that answered, or every problem.
+pub async fn probe_remote_stores(config: &Config) -> Result<Vec<String>, Vec<String>> {
+    let (mut reached, mut problems) = (Vec::new(), Vec::new());
+    for source in &config.grants.sources {
+        if let GrantSourceConfig::Dynamodb(table) = source {
+            match crate::grants::dynamodb::DynamoGrants::connect(table)
+                .await
+                .probe()
+                .await
+            {
+                Ok(()) => reached.push(format!(
+                    "grants.dynamodb.table: {} is reachable and keyed by `subject`",
+                    table.table
+                )),
+                Err(reason) => problems.push(format!("grants.dynamodb.table: {reason}")),
+            }
+        }
+        if let GrantSourceConfig::Ldap(ldap) = source {
+            let probed = match crate::grants::ldap::LdapDirectory::new(ldap, Default::default()) {
+                Ok(directory) => directory.probe().await,
+                Err(reason) => Err(reason),
+            }
+            .map_err(|e| e.to_string());
+            match probed {
+                Ok(line) => reached.push(format!("grants.ldap: {line}")),
+                Err(reason) => problems.push(format!("grants.ldap: {reason}")),
+            }
+        }
+    }
+    if let crate::exchange::ReplayStoreConfig::Dynamodb(table) = &config.exchange.replay_store
+        && config.exchange.enabled
+    {
+        match crate::exchange::probe_replay_store(table).await {
+            Ok(line) => reached.push(format!("exchange.replay_store: {line}")),
+            Err(reason) => problems.push(reason.to_string()),
+        }
+    }
+    if let crate::mint::SigningSource::SecretsManager(secret) = &config.signing.source {
+        match KeySource::from_config(&config.signing).await.load().await {
+            Ok(ring) => reached.push(format!(
+                "signing.secrets_manager: {} holds {} key(s)",
+                secret.secret_id,
+                ring.kids().len()
+            )),
+            Err(e) => problems.push(format!("signing: {e}")),
+        }
+    }
+    match crate::start_error::issuer_client(&config.trust) {
+        Ok(client) => {
+            let oidc =
+                crate::identity::oidc::OidcVerifier::new(&config.trust, client, Default::default());
+            oidc.prefetch(crate::start_error::FETCH_TIMEOUT).await;
+            for issuer in oidc.status() {
+                match (&issuer.last_error, issuer.keys_loaded) {
+                    (None, true) => reached.push(format!(
+                        "trust: {} publishes {} usable key(s)",
+                        issuer.issuer, issuer.usable_keys
+                    )),
+                    (Some(e), _) => problems.push(format!("trust: {}: {e}", issuer.issuer)),
+                    (None, false) => problems.push(format!(
+                        "trust: {}: no keys within {:?}",
+                        issuer.issuer,
+                        crate::start_error::FETCH_TIMEOUT
+                    )),
+                }
+            }
+        }
+        Err(e) => problems.push(e.to_string()),
+    }
+    if problems.is_empty() {
+        Ok(reached)
+    } else {
+        Err(problems)
+    }
 }

@@ -19,8 +19,7 @@ use crate::config::Config;
 use crate::credential::Extractor;
 use crate::decision_log::DecisionLog;
 use crate::exchange::ExchangeService;
-use crate::grants::dynamodb::DynamoGrants;
-use crate::grants::{GrantSourceConfig, GrantsLookup};
+use crate::grants::GrantsLookup;
 use crate::handshake::MutualTlsListener;
 use crate::http::{SidePortState, router};
 use crate::identity::Authenticator;
@@ -33,7 +32,7 @@ use crate::mint::keyring::{KeyRingReloader, KeySource};
 use crate::pipeline::TokenVending;
 use crate::server_tls::{ReloadingTls, TlsFiles};
 pub use crate::start_error::StartError;
-pub(crate) use crate::start_error::{FETCH_TIMEOUT, issuer_client};
+pub(crate) use crate::start_error::issuer_client;
 use crate::telemetry::Metrics;
 
 /// The least time background work is given to stop after the listeners (the decision log's
@@ -126,60 +125,10 @@ impl RunningSidecar {
 
 /// Builds and starts everything `config` describes.
 pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
-    let key_source = KeySource::from_config(&config.signing).await;
-    let ring = key_source.load().await?;
-    tracing::info!(active = %ring.active().kid(), published = ?ring.kids(), "signing keys loaded");
     let metrics = Arc::new(Metrics::default());
-    let minter = Arc::new(Minter::new(&config.token, ring, metrics.clone()));
-    let keys = Arc::new(KeyRingReloader::new(
-        key_source,
-        config.signing.reload_interval,
-        minter.clone(),
-    ));
-
     let background = Background::default();
-    if keys.watches() {
-        background.spawn_until_stopped(keys.clone().run());
-    }
-    let served_accounts = if config.aws_iam.enabled {
-        Some(Arc::new(ServedAccounts::resolve(&config.aws_iam).await?))
-    } else {
-        None
-    };
-    let grants = GrantsLookup::connect(
-        &config.grants,
-        &metrics,
-        served_accounts.clone(),
-        &background,
-    )
-    .await?;
-
-    let client = issuer_client(&config.trust)?;
-    let oidc = OidcVerifier::new(&config.trust, client, metrics.clone())
-        .keeping_other_claims(config.grants.reads_idp_claims());
-    if let Some(problem) = oidc.token_review_problems().into_iter().next() {
-        return Err(StartError::HttpClient(problem));
-    }
-    let x509 = if config.client_certs.enabled {
-        Some(X509Verifier::from_config(&config.client_certs)?)
-    } else {
-        None
-    };
-    let aws_iam = match served_accounts {
-        Some(accounts) => Some(AwsIamVerifier::new(
-            &config.aws_iam,
-            accounts,
-            metrics.clone(),
-        )?),
-        None => None,
-    };
-    let vending = Arc::new(TokenVending::new(
-        Extractor::from_config(&config.client_certs),
-        Authenticator::new(oidc, x509, aws_iam),
-        grants,
-        minter.clone(),
-        config.token.accept_own,
-    ));
+    let (minter, keys) = start_signing(&config, &metrics, &background).await?;
+    let vending = start_pipeline(&config, &metrics, &minter, &background).await?;
 
     let authz_listener = bind_authz(&config.listen).await?;
     let http_listener = bind_tcp("http", config.listen.http).await?;
@@ -190,26 +139,10 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     let authz_addr = authz_listener.address()?;
     let http_addr = local_addr(&http_listener, "http", config.listen.http)?;
 
-    let side_tls = match &config.listen.http_tls {
-        Some(files) => {
-            let tls = Arc::new(
-                ReloadingTls::load(TlsFiles::side_port(files)).map_err(StartError::ServerTls)?,
-            );
-            background.spawn_until_stopped(tls.clone().reload_forever());
-            Some(tls)
-        }
-        None => None,
-    };
-    let authz_tls = match &config.listen.authz_tls {
-        Some(files) => {
-            let tls = Arc::new(
-                ReloadingTls::load(TlsFiles::authz(files)).map_err(StartError::ServerTls)?,
-            );
-            background.spawn_until_stopped(tls.clone().reload_forever());
-            Some(tls)
-        }
-        None => None,
-    };
+    let side_tls = config.listen.http_tls.as_ref().map(TlsFiles::side_port);
+    let side_tls = start_listener_tls(side_tls, &background)?;
+    let authz_tls = config.listen.authz_tls.as_ref().map(TlsFiles::authz);
+    let authz_tls = start_listener_tls(authz_tls, &background)?;
     let decisions =
         DecisionLog::start(&config.telemetry.decision_log, metrics.clone(), &background)
             .await
@@ -228,23 +161,7 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         jwks_max_age: config.signing.jwks_max_age,
         authz_serving: Default::default(),
         draining: draining.clone(),
-        exchange: match config.exchange.enabled {
-            true => Some(Arc::new(ExchangeService::new(
-                &config.exchange,
-                crate::exchange::ReplayStore::connect(
-                    &config.exchange.replay_store,
-                    config.exchange.timeout,
-                )
-                .await,
-                &config.token.issuer,
-                &config.token.audience,
-                vending.clone(),
-                metrics.clone(),
-                decisions.clone(),
-                config.telemetry.trace_subjects,
-            ))),
-            false => None,
-        },
+        exchange: start_exchange(&config, &vending, &metrics, &decisions).await,
         tls: side_tls.clone(),
         authz_tls: authz_tls.clone(),
     });
@@ -281,8 +198,151 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         decisions,
         config.telemetry.trace_subjects,
     );
-    let handshake = config.listen.handshake_timeout;
-    match authz_listener {
+    serve_authz_listener(
+        authz_listener,
+        authz_tls,
+        authz,
+        config.listen.handshake_timeout,
+        stopped,
+        &listeners,
+    );
+    side_state.authz_serving.store(true, Ordering::Release);
+    tracing::info!(%authz_addr, %http_addr, "evs-token-vending serving");
+
+    Ok(RunningSidecar {
+        authz_addr,
+        http_addr,
+        admin_addr,
+        vending,
+        metrics,
+        keys,
+        grace: config.shutdown.grace,
+        drain: config.shutdown.drain,
+        draining,
+        stop,
+        listeners,
+        background,
+    })
+}
+
+/// Stage 4's handles: the minter with the keys loaded, and their reloader (its watch runs in
+/// `background`).
+async fn start_signing(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    background: &Background,
+) -> Result<(Arc<Minter>, Arc<KeyRingReloader>), StartError> {
+    let key_source = KeySource::from_config(&config.signing).await;
+    let ring = key_source.load().await?;
+    tracing::info!(active = %ring.active().kid(), published = ?ring.kids(), "signing keys loaded");
+    let minter = Arc::new(Minter::new(&config.token, ring, metrics.clone()));
+    let keys = Arc::new(KeyRingReloader::new(
+        key_source,
+        config.signing.reload_interval,
+        minter.clone(),
+    ));
+    if keys.watches() {
+        background.spawn_until_stopped(keys.clone().run());
+    }
+    Ok((minter, keys))
+}
+
+/// Stages 1–3 wired to `minter`: the extractor, the verifiers (with the AWS accounts served),
+/// the grants sources (their reloads and connections run in `background`).
+async fn start_pipeline(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    minter: &Arc<Minter>,
+    background: &Background,
+) -> Result<Arc<TokenVending>, StartError> {
+    let served_accounts = if config.aws_iam.enabled {
+        Some(Arc::new(ServedAccounts::resolve(&config.aws_iam).await?))
+    } else {
+        None
+    };
+    let grants =
+        GrantsLookup::connect(&config.grants, metrics, served_accounts.clone(), background).await?;
+    let client = issuer_client(&config.trust)?;
+    let oidc = OidcVerifier::new(&config.trust, client, metrics.clone())
+        .keeping_other_claims(config.grants.reads_idp_claims());
+    if let Some(problem) = oidc.token_review_problems().into_iter().next() {
+        return Err(StartError::HttpClient(problem));
+    }
+    let x509 = if config.client_certs.enabled {
+        Some(X509Verifier::from_config(&config.client_certs)?)
+    } else {
+        None
+    };
+    let aws_iam = match served_accounts {
+        Some(accounts) => Some(AwsIamVerifier::new(
+            &config.aws_iam,
+            accounts,
+            metrics.clone(),
+        )?),
+        None => None,
+    };
+    Ok(Arc::new(TokenVending::new(
+        Extractor::from_config(&config.client_certs),
+        Authenticator::new(oidc, x509, aws_iam),
+        grants,
+        minter.clone(),
+        config.token.accept_own,
+    )))
+}
+
+/// A listener's TLS, when it has files: loaded now (a start-up error names the bad one) and
+/// re-read on change in `background`.
+fn start_listener_tls(
+    files: Option<TlsFiles>,
+    background: &Background,
+) -> Result<Option<Arc<ReloadingTls>>, StartError> {
+    let Some(files) = files else {
+        return Ok(None);
+    };
+    let tls = Arc::new(ReloadingTls::load(files)?);
+    background.spawn_until_stopped(tls.clone().reload_forever());
+    Ok(Some(tls))
+}
+
+/// `/exchange`, when enabled: the same pipeline behind an OAuth token endpoint, with its
+/// replay store.
+async fn start_exchange(
+    config: &Config,
+    vending: &Arc<TokenVending>,
+    metrics: &Arc<Metrics>,
+    decisions: &Option<Arc<DecisionLog>>,
+) -> Option<Arc<ExchangeService>> {
+    if !config.exchange.enabled {
+        return None;
+    }
+    let replays = crate::exchange::ReplayStore::connect(
+        &config.exchange.replay_store,
+        config.exchange.timeout,
+    )
+    .await;
+    Some(Arc::new(ExchangeService::new(
+        &config.exchange,
+        replays,
+        &config.token.issuer,
+        &config.token.audience,
+        vending.clone(),
+        metrics.clone(),
+        decisions.clone(),
+        config.telemetry.trace_subjects,
+    )))
+}
+
+/// Serves ext_authz on what was bound: TCP (with mTLS when `authz_tls` is set) or a Unix
+/// socket, each connection's handshake and HTTP/2 preface bounded by `handshake`.
+fn serve_authz_listener(
+    bound: BoundAuthz,
+    authz_tls: Option<Arc<ReloadingTls>>,
+    authz: AuthzService,
+    handshake: Duration,
+    stopped: watch::Receiver<bool>,
+    listeners: &Background,
+) {
+    match bound {
         BoundAuthz::Tcp(tcp) if let Some(tls) = authz_tls => {
             listeners.spawn_until_cut(serve_authz(
                 crate::handshake::prefaced(MutualTlsListener { tcp, tls }, handshake),
@@ -306,23 +366,6 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
             drop(socket.file);
         }),
     }
-    side_state.authz_serving.store(true, Ordering::Release);
-    tracing::info!(%authz_addr, %http_addr, "evs-token-vending serving");
-
-    Ok(RunningSidecar {
-        authz_addr,
-        http_addr,
-        admin_addr,
-        vending,
-        metrics,
-        keys,
-        grace: config.shutdown.grace,
-        drain: config.shutdown.drain,
-        draining,
-        stop,
-        listeners,
-        background,
-    })
 }
 
 async fn serve_authz<IO>(
@@ -355,77 +398,5 @@ async fn serve_authz<IO>(
         .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "ext_authz server stopped");
-    }
-}
-
-/// Contacts what the config names remotely (`check-config --probe`): each DynamoDB table must
-/// exist and be keyed by `subject` (S), Secrets Manager keys must load, and every issuer's keys
-/// must be fetchable. Returns one line per store that answered, or every problem.
-pub async fn probe_remote_stores(config: &Config) -> Result<Vec<String>, Vec<String>> {
-    let (mut reached, mut problems) = (Vec::new(), Vec::new());
-    for source in &config.grants.sources {
-        if let GrantSourceConfig::Dynamodb(table) = source {
-            match DynamoGrants::connect(table).await.probe().await {
-                Ok(()) => reached.push(format!(
-                    "grants.dynamodb.table: {} is reachable and keyed by `subject`",
-                    table.table
-                )),
-                Err(reason) => problems.push(format!("grants.dynamodb.table: {reason}")),
-            }
-        }
-        if let GrantSourceConfig::Ldap(ldap) = source {
-            let probed = match crate::grants::ldap::LdapDirectory::new(ldap, Default::default()) {
-                Ok(directory) => directory.probe().await,
-                Err(reason) => Err(reason),
-            }
-            .map_err(|e| e.to_string());
-            match probed {
-                Ok(line) => reached.push(format!("grants.ldap: {line}")),
-                Err(reason) => problems.push(format!("grants.ldap: {reason}")),
-            }
-        }
-    }
-    if let crate::exchange::ReplayStoreConfig::Dynamodb(table) = &config.exchange.replay_store
-        && config.exchange.enabled
-    {
-        match crate::exchange::probe_replay_store(table).await {
-            Ok(line) => reached.push(format!("exchange.replay_store: {line}")),
-            Err(reason) => problems.push(reason.to_string()),
-        }
-    }
-    if let crate::mint::SigningSource::SecretsManager(secret) = &config.signing.source {
-        match KeySource::from_config(&config.signing).await.load().await {
-            Ok(ring) => reached.push(format!(
-                "signing.secrets_manager: {} holds {} key(s)",
-                secret.secret_id,
-                ring.kids().len()
-            )),
-            Err(e) => problems.push(format!("signing: {e}")),
-        }
-    }
-    match issuer_client(&config.trust) {
-        Ok(client) => {
-            let oidc = OidcVerifier::new(&config.trust, client, Default::default());
-            oidc.prefetch(FETCH_TIMEOUT).await;
-            for issuer in oidc.status() {
-                match (&issuer.last_error, issuer.keys_loaded) {
-                    (None, true) => reached.push(format!(
-                        "trust: {} publishes {} usable key(s)",
-                        issuer.issuer, issuer.usable_keys
-                    )),
-                    (Some(e), _) => problems.push(format!("trust: {}: {e}", issuer.issuer)),
-                    (None, false) => problems.push(format!(
-                        "trust: {}: no keys within {FETCH_TIMEOUT:?}",
-                        issuer.issuer
-                    )),
-                }
-            }
-        }
-        Err(e) => problems.push(e.to_string()),
-    }
-    if problems.is_empty() {
-        Ok(reached)
-    } else {
-        Err(problems)
     }
 }
