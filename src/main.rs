@@ -301,31 +301,25 @@ async fn serve(config: Config) -> ExitCode {
         Ok(sidecar) => sidecar,
         Err(e) => return fail(&e),
     };
-    let keys = sidecar.keys.clone();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-            return;
-        };
-        while hangup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading signing keys");
-            keys.request_reload();
-        }
-    });
+    if let Err(e) = sidecar.reload_keys_on_hangup() {
+        tracing::warn!(error = %e, "SIGHUP cannot be listened for; keys reload on change only");
+    }
     // First signal: drain (readiness fails, everything still serves), then stop accepting and
     // give in-flight work the grace period. A second signal ends the process at once.
     signals.next().await;
     sidecar.begin_drain();
     tracing::info!(drain = ?sidecar.drain, grace = ?sidecar.grace, "signal: draining, then shutting down");
-    tokio::spawn(async move {
-        signals.next().await;
-        tracing::warn!("second signal: exiting at once");
-        std::process::exit(0);
-    });
-    tokio::time::sleep(sidecar.drain).await;
-    let _ = sidecar.stopper().send(true);
-    if !sidecar.wait_within_grace().await {
-        tracing::warn!(grace = ?sidecar.grace, "shutdown grace over: closing the connections left");
+    let (drain, grace) = (sidecar.drain, sidecar.grace);
+    let shut_down = async {
+        tokio::time::sleep(drain).await;
+        let _ = sidecar.stopper().send(true);
+        sidecar.wait_within_grace().await
+    };
+    tokio::select! {
+        finished = shut_down => if !finished {
+            tracing::warn!(?grace, "shutdown grace over: closing the connections left");
+        },
+        () = signals.next() => tracing::warn!("second signal: exiting at once"),
     }
     ExitCode::SUCCESS
 }

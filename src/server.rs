@@ -112,6 +112,21 @@ impl RunningSidecar {
         self.background.running()
     }
 
+    /// Reloads the signing keys on each SIGHUP until the sidecar stops; the listener is owned
+    /// with the rest of the background work.
+    pub fn reload_keys_on_hangup(&self) -> std::io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup())?;
+        let keys = self.keys.clone();
+        self.background.spawn_until_stopped(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading signing keys");
+                keys.request_reload();
+            }
+        });
+        Ok(())
+    }
+
     /// Turns `/readyz` to 503 while everything keeps serving (the first step of a shutdown).
     pub fn begin_drain(&self) {
         self.draining.store(true, Ordering::Release);
