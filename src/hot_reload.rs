@@ -146,6 +146,7 @@ mod tests {
     impl HotReload for Dial {
         type Value = u32;
         type Stamp = u32;
+        // A test input: its refusal is a fixed text, so a String says all there is.
         type Error = String;
         fn stamp(&self) -> Option<u32> {
             Some(self.stamp.load(Ordering::SeqCst))
