@@ -10,8 +10,9 @@ fuzz_target!(|data: &[u8]| {
     match fuzzing::alb_certificate(data) {
         Ok(der) => assert!(!der.is_empty()),
         Err(reason) => {
-            assert!(!reason.contains("-----"), "{reason}");
+            assert!(!reason.0.contains("-----"), "{reason}");
             let longest_base64_run = reason
+                .0
                 .split(|c: char| !(c.is_ascii_alphanumeric() || c == '+' || c == '/' || c == '='))
                 .map(str::len)
                 .max()

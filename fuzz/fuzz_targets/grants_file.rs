@@ -16,6 +16,6 @@ fuzz_target!(|data: &[u8]| {
                 .unwrap_or_else(|e| panic!("rendered grants do not parse: {e}\n{rendered}"));
             assert_eq!(again, grants, "{rendered}");
         }
-        Err(reason) => assert!(reason.contains("grants.yaml"), "{reason}"),
+        Err(reason) => assert!(reason.0.contains("grants.yaml"), "{reason}"),
     }
 });
