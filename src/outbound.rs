@@ -16,14 +16,21 @@ pub(crate) fn client_builder(connect_timeout: Duration) -> reqwest::ClientBuilde
 
 /// Why a CA bundle could not be added.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum CaBundleError {
-    #[error("cannot read {}: {kind}", .path.display())]
+pub enum CaBundleError {
+    /// The file could not be read.
+    #[error("cannot read {}: {}", .path.display(), crate::config_check::kind_reason(*.kind))]
     Unreadable {
+        /// The bundle.
         path: PathBuf,
+        /// Why.
         kind: std::io::ErrorKind,
     },
+    /// The file holds no PEM certificate.
     #[error("{} is not a PEM certificate bundle", .path.display())]
-    NotPem { path: PathBuf },
+    NotPem {
+        /// The bundle.
+        path: PathBuf,
+    },
 }
 
 /// `builder`, also trusting every certificate of the PEM bundle at `ca_file`.

@@ -281,7 +281,7 @@ async fn start_pipeline(
     let oidc = OidcVerifier::new(&config.trust, client, metrics.clone())
         .keeping_other_claims(config.grants.reads_idp_claims());
     if let Some(problem) = oidc.token_review_problems().into_iter().next() {
-        return Err(StartError::HttpClient(problem));
+        return Err(StartError::TokenReview(problem));
     }
     let x509 = if config.client_certs.enabled {
         Some(X509Verifier::from_config(&config.client_certs)?)

@@ -34,9 +34,20 @@ pub enum StartError {
     /// The client certificates' CA bundle.
     #[error(transparent)]
     ClientCa(#[from] CaError),
-    /// An HTTPS client (issuers, STS) could not be built.
+    /// An issuer's `ca_file` is not a usable CA bundle.
+    #[error("trust: trust[{index}].ca_file: {source}")]
+    IssuerCa {
+        /// The issuer's position in `trust:`.
+        index: usize,
+        /// What is wrong with the file.
+        source: crate::outbound::CaBundleError,
+    },
+    /// The HTTPS client for the issuers could not be built.
+    #[error("trust: cannot build the HTTPS client: {0}")]
+    IssuerClient(reqwest::Error),
+    /// An issuer's TokenReview cannot be set up (the text names the issuer and the key).
     #[error("{0}")]
-    HttpClient(String),
+    TokenReview(String),
     /// A listener's TLS files (`listen.http_tls`, `listen.authz_tls`) are not usable; the
     /// text names the key and the file.
     #[error("{0}")]
@@ -61,10 +72,8 @@ pub(crate) fn issuer_client(trust: &[TrustedIssuerConfig]) -> Result<reqwest::Cl
     for (i, issuer) in trust.iter().enumerate() {
         if let Some(ca_file) = &issuer.ca_file {
             builder = crate::outbound::trusting(builder, ca_file)
-                .map_err(|e| StartError::HttpClient(format!("trust: trust[{i}].ca_file: {e}")))?;
+                .map_err(|source| StartError::IssuerCa { index: i, source })?;
         }
     }
-    builder
-        .build()
-        .map_err(|e| StartError::HttpClient(format!("trust: cannot build the HTTPS client: {e}")))
+    builder.build().map_err(StartError::IssuerClient)
 }
