@@ -2,8 +2,8 @@
 //! the decision-log writer, LDAP connection drivers. Every task is spawned through
 //! [`Background`], sees the stop signal, and is awaited at shutdown within the grace; nothing is
 //! aborted, so the decision log's writer drains its queue and flushes before the process exits.
-//! The listeners are owned the same way ([`Background::spawn_until_cut`]): they stop on their
-//! own stop signal, and whatever they still hold when the grace is over is cut.
+//! The listeners are owned the same way, by a `Background` of their own: they end by themselves
+//! once told to stop, and its stop signal cuts whatever they still hold when the grace is over.
 
 use std::future::Future;
 use std::time::Duration;
@@ -37,12 +37,6 @@ impl Background {
         self.tracker.spawn(work);
     }
 
-    /// Runs a listener: it ends by itself once told to stop; at [`Background::cut`] whatever
-    /// it still serves (an idle client, a half-sent request) is dropped.
-    pub(crate) fn spawn_until_cut(&self, work: impl Future<Output = ()> + Send + 'static) {
-        self.spawn_until_stopped(work);
-    }
-
     /// The signal tasks spawned with [`Background::spawn_to_the_end`] watch.
     pub(crate) fn stop_signal(&self) -> CancellationToken {
         self.stop.clone()
@@ -67,10 +61,5 @@ impl Background {
         tokio::time::timeout(grace, self.tracker.wait())
             .await
             .is_ok()
-    }
-
-    /// The same as [`Background::stop`]: for listeners, "stop" means cut what is left.
-    pub(crate) async fn cut(&self, grace: Duration) -> bool {
-        self.stop(grace).await
     }
 }

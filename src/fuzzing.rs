@@ -12,15 +12,15 @@ use crate::identity::oidc::unverified::UnverifiedJwt;
 /// A refusal as the request path states it: the text a caller or the log sees, which is what
 /// the targets check (that it carries no certificate material, that it names the file).
 #[derive(Debug)]
-pub struct Refusal(pub String);
+pub struct RefusalText(pub String);
 
-impl<E: std::error::Error> From<E> for Refusal {
+impl<E: std::error::Error> From<E> for RefusalText {
     fn from(error: E) -> Self {
         Self(error.to_string())
     }
 }
 
-impl std::fmt::Display for Refusal {
+impl std::fmt::Display for RefusalText {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
@@ -40,14 +40,14 @@ pub struct JwsParts {
 }
 
 /// The bearer token of `authorization` header values, as the Check reads them.
-pub fn bearer(values: &[&[u8]]) -> Result<String, Refusal> {
+pub fn bearer(values: &[&[u8]]) -> Result<String, RefusalText> {
     crate::credential::bearer_token(values)
         .map(|token| token.expose().to_owned())
-        .map_err(Refusal::from)
+        .map_err(RefusalText::from)
 }
 
 /// A JWS compact token's header and issuer, read before any signature check.
-pub fn jws(token: &str) -> Result<JwsParts, Refusal> {
+pub fn jws(token: &str) -> Result<JwsParts, RefusalText> {
     UnverifiedJwt::parse(token)
         .map(|jwt| JwsParts {
             algorithm: format!("{:?}", jwt.algorithm),
@@ -55,7 +55,7 @@ pub fn jws(token: &str) -> Result<JwsParts, Refusal> {
             issuer: jwt.issuer,
             payload: jwt.payload,
         })
-        .map_err(Refusal::from)
+        .map_err(RefusalText::from)
 }
 
 /// What a `k8s-aws-v1.` token's presigned URL was accepted as.
@@ -70,14 +70,14 @@ pub struct PresignedUrl {
 }
 
 /// An AWS IAM token checked with the default `aws_iam` settings at `now`.
-pub fn iam_token(token: &str, now: u64) -> Result<PresignedUrl, Refusal> {
+pub fn iam_token(token: &str, now: u64) -> Result<PresignedUrl, RefusalText> {
     presigned::parse(token, &presigned::StsEndpoints::default(), now)
         .map(|request| PresignedUrl {
             url: request.url,
             window_end: request.window_end,
             partition: request.partition,
         })
-        .map_err(Refusal::from)
+        .map_err(RefusalText::from)
 }
 
 /// A canonical IAM principal.
@@ -94,10 +94,10 @@ pub struct Principal {
 }
 
 /// An STS reply body: whether it is a throttling error document, and the caller it names.
-pub fn sts_reply(body: &[u8]) -> (bool, Result<(String, String, String), Refusal>) {
+pub fn sts_reply(body: &[u8]) -> (bool, Result<(String, String, String), RefusalText>) {
     let identity = sts::read_answer(body)
         .map(|id| (id.account, id.arn, id.user_id))
-        .map_err(Refusal::from);
+        .map_err(RefusalText::from);
     (sts::is_throttling(body), identity)
 }
 
@@ -132,7 +132,7 @@ pub fn exchange_body(body: &[u8], json: bool) -> Result<&'static str, (u16, &'st
 }
 
 /// An AWS ALB `x-amzn-mtls-clientcert` value: the DER of the one certificate it carries.
-pub fn alb_certificate(value: &[u8]) -> Result<Vec<u8>, Refusal> {
+pub fn alb_certificate(value: &[u8]) -> Result<Vec<u8>, RefusalText> {
     let extractor = Extractor::from_config(&ClientCertsConfig {
         enabled: true,
         from: vec![CertSourceKind::Alb],
@@ -144,7 +144,7 @@ pub fn alb_certificate(value: &[u8]) -> Result<Vec<u8>, Refusal> {
     };
     match extractor.extract(&request) {
         Ok(crate::credential::Credential::Certificate(cert)) => Ok(cert.der),
-        Ok(_) => Err(Refusal("not a certificate".to_owned())),
+        Ok(_) => Err(RefusalText("not a certificate".to_owned())),
         Err(e) => Err(e.into()),
     }
 }
@@ -176,7 +176,7 @@ pub fn glob_exact_matches(exact: &str, value: &str) -> bool {
 pub type PlainGrants = (Vec<String>, BTreeMap<String, Vec<String>>);
 
 /// A grants file's text as the file source reads it.
-pub fn grants_file(text: &str) -> Result<HashMap<String, PlainGrants>, Refusal> {
+pub fn grants_file(text: &str) -> Result<HashMap<String, PlainGrants>, RefusalText> {
     crate::grants::file::parse_grants(text, true, "grants.yaml".to_owned())
         .map(|subjects| {
             subjects
@@ -184,7 +184,7 @@ pub fn grants_file(text: &str) -> Result<HashMap<String, PlainGrants>, Refusal> 
                 .map(|(subject, g)| (subject, (g.global.clone(), g.databases.clone())))
                 .collect()
         })
-        .map_err(Refusal::from)
+        .map_err(RefusalText::from)
 }
 
 /// The grants as a grants file would write them, for a round trip.

@@ -13,9 +13,9 @@ use tokio::sync::Notify;
 
 /// Why an input's last change was refused, kept until a change is accepted.
 #[derive(Default)]
-pub(crate) struct Refusal(ArcSwapOption<String>);
+pub(crate) struct RefusedChange(ArcSwapOption<String>);
 
-impl Refusal {
+impl RefusedChange {
     /// The reason, while the last good version serves.
     pub(crate) fn reason(&self) -> Option<Arc<String>> {
         self.0.load_full()
@@ -25,7 +25,7 @@ impl Refusal {
 /// A value in force, swapped whole, and why its last change was refused, if it was.
 pub(crate) struct LastGood<T> {
     current: ArcSwap<T>,
-    refusal: Refusal,
+    refusal: RefusedChange,
 }
 
 impl<T> LastGood<T> {
@@ -33,7 +33,7 @@ impl<T> LastGood<T> {
     pub(crate) fn new(first: T) -> Self {
         Self {
             current: ArcSwap::from_pointee(first),
-            refusal: Refusal::default(),
+            refusal: RefusedChange::default(),
         }
     }
 
@@ -58,7 +58,7 @@ impl<T> LastGood<T> {
     }
 
     /// Where the refusal is kept, for [`HotReload::refusal`].
-    pub(crate) fn refusal_slot(&self) -> &Refusal {
+    pub(crate) fn refusal_slot(&self) -> &RefusedChange {
         &self.refusal
     }
 }
@@ -86,7 +86,7 @@ pub(crate) trait HotReload: Send + Sync + 'static {
     fn refused(&self, error: &Self::Error);
 
     /// Where the reason of the last refusal is kept.
-    fn refusal(&self) -> &Refusal;
+    fn refusal(&self) -> &RefusedChange;
 }
 
 /// Rebuilds `input` now: a good value goes in force, a bad one is refused and remembered.
@@ -162,7 +162,7 @@ mod tests {
             self.in_force.store(fresh);
         }
         fn refused(&self, _: &String) {}
-        fn refusal(&self) -> &Refusal {
+        fn refusal(&self) -> &RefusedChange {
             self.in_force.refusal_slot()
         }
     }

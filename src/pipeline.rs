@@ -195,20 +195,30 @@ impl TokenVending {
         deadline: Instant,
         trail: &mut Trail,
     ) -> Result<Passage, SwapError> {
-        let started = Instant::now();
-        let credential = stage_span!(trail, "extract").in_scope(|| self.extractor.extract(request));
-        trail.stages.extract = Some(Micros(started.elapsed()));
-        let credential = credential?;
-        trail.credential = Some(kind_of(&credential));
+        let credential = self.extract(request, trail)?;
         if self.accept_own
             && let Credential::Bearer(token) = &credential
             && let Some(verdict) = self.minter.verify_own(token.expose())
         {
             return Ok(Passage::OwnToken(verdict?));
         }
-        self.swap_traced(credential, deadline, trail)
+        self.swap_credential(credential, deadline, trail)
             .await
             .map(|swapped| Passage::Swapped(Box::new(swapped)))
+    }
+
+    /// Stage 1, timed: the credential in `request`, its kind noted in `trail`.
+    fn extract<'r>(
+        &self,
+        request: &InboundRequest<'r>,
+        trail: &mut Trail,
+    ) -> Result<Credential<'r>, SwapError> {
+        let started = Instant::now();
+        let credential = stage_span!(trail, "extract").in_scope(|| self.extractor.extract(request));
+        trail.stages.extract = Some(Micros(started.elapsed()));
+        let credential = credential?;
+        trail.credential = Some(kind_of(&credential));
+        Ok(credential)
     }
 
     /// Swaps the credential in `request` for a minted token, answering by `deadline`.
@@ -228,26 +238,13 @@ impl TokenVending {
         deadline: Instant,
         trail: &mut Trail,
     ) -> Result<Swapped, SwapError> {
-        let started = Instant::now();
-        let credential = stage_span!(trail, "extract").in_scope(|| self.extractor.extract(request));
-        trail.stages.extract = Some(Micros(started.elapsed()));
-        let credential = credential?;
-        trail.credential = Some(kind_of(&credential));
-        self.swap_traced(credential, deadline, trail).await
+        let credential = self.extract(request, trail)?;
+        self.swap_credential(credential, deadline, trail).await
     }
 
     /// The credential's identity, then its grants, then the minted token; each stage's time
     /// goes to `trail`.
     pub(crate) async fn swap_credential(
-        &self,
-        credential: Credential<'_>,
-        deadline: Instant,
-        trail: &mut Trail,
-    ) -> Result<Swapped, SwapError> {
-        self.swap_traced(credential, deadline, trail).await
-    }
-
-    async fn swap_traced(
         &self,
         credential: Credential<'_>,
         deadline: Instant,

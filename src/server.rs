@@ -21,6 +21,7 @@ use crate::decision_log::DecisionLog;
 use crate::exchange::ExchangeService;
 use crate::grants::GrantsLookup;
 use crate::handshake::MutualTlsListener;
+use crate::hot_reload::keep_fresh;
 use crate::http::{SidePortState, router};
 use crate::identity::Authenticator;
 use crate::identity::aws_iam::{AwsIamVerifier, ServedAccounts};
@@ -30,7 +31,7 @@ pub use crate::listen::AuthzAddress;
 use crate::mint::Minter;
 use crate::mint::keyring::{KeyRingReloader, KeySource};
 use crate::pipeline::TokenVending;
-use crate::server_tls::{ReloadingTls, TlsFiles};
+use crate::server_tls::{RELOAD_INTERVAL, ReloadingTls, TlsFiles};
 pub use crate::start_error::StartError;
 pub(crate) use crate::start_error::issuer_client;
 use crate::telemetry::Metrics;
@@ -92,7 +93,8 @@ impl RunningSidecar {
             .await
             .is_ok();
         if !finished {
-            self.listeners.cut(FLUSH_AT_LEAST).await;
+            // Idle or half-sent connections the listeners still hold are cut.
+            self.listeners.stop(FLUSH_AT_LEAST).await;
         }
         let left = self
             .grace
@@ -181,7 +183,7 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         authz_tls: authz_tls.clone(),
     });
     let listeners = Background::default();
-    listeners.spawn_until_cut(crate::side_port::serve(
+    listeners.spawn_until_stopped(crate::side_port::serve(
         http_listener,
         router(side_state.clone(), admin_listener.is_none()),
         side_tls,
@@ -191,7 +193,7 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
     let admin_addr = match admin_listener {
         Some((listener, configured)) => {
             let addr = local_addr(&listener, "admin", configured)?;
-            listeners.spawn_until_cut(crate::side_port::serve(
+            listeners.spawn_until_stopped(crate::side_port::serve(
                 listener,
                 crate::http::admin_router(side_state.clone()),
                 None,
@@ -315,7 +317,7 @@ fn start_listener_tls(
         return Ok(None);
     };
     let tls = Arc::new(ReloadingTls::load(files)?);
-    background.spawn_until_stopped(tls.clone().reload_forever());
+    background.spawn_until_stopped(keep_fresh(tls.clone(), RELOAD_INTERVAL, None));
     Ok(Some(tls))
 }
 
@@ -359,19 +361,19 @@ fn serve_authz_listener(
 ) {
     match bound {
         BoundAuthz::Tcp(tcp) if let Some(tls) = authz_tls => {
-            listeners.spawn_until_cut(serve_authz(
+            listeners.spawn_until_stopped(serve_authz(
                 crate::handshake::prefaced(MutualTlsListener { tcp, tls }, handshake),
                 authz,
                 stopped,
             ))
         }
-        BoundAuthz::Tcp(listener) => listeners.spawn_until_cut(serve_authz(
+        BoundAuthz::Tcp(listener) => listeners.spawn_until_stopped(serve_authz(
             crate::handshake::prefaced(listener, handshake),
             authz,
             stopped,
         )),
         // The socket file is removed when this ends (or is cut), so no stale file is left.
-        BoundAuthz::Unix(socket) => listeners.spawn_until_cut(async move {
+        BoundAuthz::Unix(socket) => listeners.spawn_until_stopped(async move {
             serve_authz(
                 crate::handshake::prefaced(socket.listener, handshake),
                 authz,

@@ -14,11 +14,11 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::file_stamp::FileStamp;
-use crate::hot_reload::{HotReload, LastGood, Refusal};
+use crate::hot_reload::{HotReload, LastGood, RefusedChange};
 use crate::listen::{AuthzTlsConfig, HttpTlsConfig};
 
 /// How often the files are checked for changes.
-const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+pub(crate) const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Whether a client must present a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,11 +219,6 @@ impl ReloadingTls {
     pub(crate) fn last_error(&self) -> Option<Arc<String>> {
         self.current.refusal()
     }
-
-    /// Runs until stopped: rebuilds the settings when a file's size or time changes.
-    pub(crate) async fn reload_forever(self: Arc<Self>) {
-        crate::hot_reload::keep_fresh(self, RELOAD_INTERVAL, None).await;
-    }
 }
 
 impl HotReload for ReloadingTls {
@@ -248,7 +243,7 @@ impl HotReload for ReloadingTls {
         tracing::error!(error = %error, "TLS change refused; serving the last good files");
     }
 
-    fn refusal(&self) -> &Refusal {
+    fn refusal(&self) -> &RefusedChange {
         self.current.refusal_slot()
     }
 }

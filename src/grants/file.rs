@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::{GrantSource, Grants, LookupFuture};
 use crate::file_stamp::FileStamp;
-use crate::hot_reload::{HotReload, LastGood, Refusal};
+use crate::hot_reload::{HotReload, LastGood, RefusedChange};
 use crate::telemetry::Metrics;
 
 /// How often the file's metadata is checked for a change.
@@ -108,7 +108,7 @@ impl HotReload for FileGrants {
         self.metrics.grants_file_reload_refused();
     }
 
-    fn refusal(&self) -> &Refusal {
+    fn refusal(&self) -> &RefusedChange {
         self.snapshot.refusal_slot()
     }
 }

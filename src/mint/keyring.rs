@@ -21,7 +21,7 @@ use super::secrets_manager::SecretKeys;
 use super::{SigningConfig, SigningSource};
 use crate::algorithms::MIN_RSA_BITS;
 use crate::file_stamp::FileStamp;
-use crate::hot_reload::{HotReload, Refusal, keep_fresh, reload_now};
+use crate::hot_reload::{HotReload, RefusedChange, keep_fresh, reload_now};
 
 /// The keys we publish and the one we sign with.
 pub struct KeyRing {
@@ -263,7 +263,7 @@ pub struct KeyRingReloader {
     source: KeySource,
     interval: Duration,
     minter: Arc<Minter>,
-    refusal: Refusal,
+    refusal: RefusedChange,
     forced: Arc<Notify>,
 }
 
@@ -279,7 +279,7 @@ impl KeyRingReloader {
             source,
             interval,
             minter,
-            refusal: Refusal::default(),
+            refusal: RefusedChange::default(),
             forced: Arc::new(Notify::new()),
         }
     }
@@ -336,7 +336,7 @@ impl HotReload for KeyRingReloader {
         tracing::error!(error = %error, kid = %self.minter.ring().active().kid(), "signing key change refused; still signing with the last good keys");
     }
 
-    fn refusal(&self) -> &Refusal {
+    fn refusal(&self) -> &RefusedChange {
         &self.refusal
     }
 }

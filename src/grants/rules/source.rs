@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::{RuleProblem, RuleSet, RuleSpec};
 use crate::file_stamp::FileStamp;
 use crate::grants::{ExplainFuture, GrantSource, LookupFuture};
-use crate::hot_reload::{HotReload, LastGood, Refusal};
+use crate::hot_reload::{HotReload, LastGood, RefusedChange};
 use crate::identity::Identity;
 use crate::telemetry::Metrics;
 
@@ -170,7 +170,7 @@ impl HotReload for RulesGrants {
         self.metrics.grants_file_reload_refused();
     }
 
-    fn refusal(&self) -> &Refusal {
+    fn refusal(&self) -> &RefusedChange {
         self.current.refusal_slot()
     }
 }
