@@ -99,8 +99,7 @@ pub async fn probe_remote_stores(config: &Config) -> Result<Vec<String>, Vec<Str
             let probed = match crate::grants::ldap::LdapDirectory::new(ldap, Default::default()) {
                 Ok(directory) => directory.probe().await,
                 Err(reason) => Err(reason),
-            }
-            .map_err(|e| e.to_string());
+            };
             match probed {
                 Ok(line) => reached.push(format!("grants.ldap: {line}")),
                 Err(reason) => problems.push(format!("grants.ldap: {reason}")),
