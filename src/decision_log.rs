@@ -25,7 +25,7 @@ use crate::telemetry::Metrics;
 const QUEUE_LINES: usize = 8192;
 
 /// `telemetry:`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// `telemetry.decision_log`.
@@ -34,6 +34,19 @@ pub struct TelemetryConfig {
     pub otlp: crate::telemetry::OtlpConfig,
     /// Put verified subjects on spans (off: a trace backend often has wider access than logs).
     pub trace_subjects: bool,
+    /// The `evs_tv_stage_duration` histograms (on by default; four observations per Check).
+    pub stage_metrics: bool,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            decision_log: DecisionLogConfig::default(),
+            otlp: crate::telemetry::OtlpConfig::default(),
+            trace_subjects: false,
+            stage_metrics: true,
+        }
+    }
 }
 
 /// `telemetry.decision_log:`.

@@ -53,6 +53,8 @@ pub use config::{Config, ConfigError, ConfigProblem};
 pub use credential::InboundRequest;
 pub use explain::{ExplainSubject, explain};
 pub use grants::Grants;
+#[doc(hidden)]
+pub use handshake::prefaced_tcp;
 pub use identity::aws_iam::{IamTokenError, iam_token};
 pub use identity::{AwsClaims, CertificateClaims, Identity};
 pub use mint::{KeyError, KeyRing, MintedToken, Minter, OwnToken, SigningAlgorithm, SigningKey};

@@ -35,6 +35,14 @@ pub struct ListenConfig {
     /// An ext_authz connection must send the HTTP/2 preface within this, or it is closed.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: std::time::Duration,
+    /// HTTP/2 PING keep-alive on ext_authz connections: a ping after this long without a
+    /// frame, the connection closed when none comes back within 10 s. Off unless set: the
+    /// kernel's TCP keep-alive (probes after 30 s idle, every 10 s, 3 of them) already finds
+    /// vanished peers at no cost per Check; pings also find a peer whose process hangs while
+    /// its kernel still answers, for a lock and a clock read on every frame received
+    /// (docs/benchmarks.md, "What each feature costs").
+    #[serde(with = "humantime_serde::option")]
+    pub authz_http2_keepalive: Option<std::time::Duration>,
 }
 
 impl Default for ListenConfig {
@@ -48,6 +56,7 @@ impl Default for ListenConfig {
             http_tls: None,
             header_timeout: std::time::Duration::from_secs(10),
             handshake_timeout: std::time::Duration::from_secs(5),
+            authz_http2_keepalive: None,
         }
     }
 }

@@ -28,6 +28,7 @@ use crate::identity::aws_iam::{AwsIamVerifier, ServedAccounts};
 use crate::identity::oidc::OidcVerifier;
 use crate::identity::x509::X509Verifier;
 pub use crate::listen::AuthzAddress;
+use crate::listen::ListenConfig;
 use crate::mint::Minter;
 use crate::mint::keyring::{KeyRingReloader, KeySource};
 use crate::pipeline::TokenVending;
@@ -42,6 +43,8 @@ const FLUSH_AT_LEAST: Duration = Duration::from_secs(1);
 
 /// How long start-up waits for the issuers' keys before serving anyway.
 const PREFETCH_WAIT: Duration = Duration::from_secs(5);
+/// How long an HTTP/2 ping (`listen.authz_http2_keepalive`) may go unanswered.
+const AUTHZ_PING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running sidecar; dropping it does not stop it, [`RunningSidecar::shutdown`] does.
 pub struct RunningSidecar {
@@ -142,7 +145,7 @@ impl RunningSidecar {
 
 /// Builds and starts everything `config` describes.
 pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(config.telemetry.stage_metrics));
     let background = Background::default();
     let (minter, keys) = start_signing(&config, &metrics, &background).await?;
     let vending = start_pipeline(&config, &metrics, &minter, &background).await?;
@@ -219,7 +222,7 @@ pub async fn start(config: Config) -> Result<RunningSidecar, StartError> {
         authz_listener,
         authz_tls,
         authz,
-        config.listen.handshake_timeout,
+        &config.listen,
         stopped,
         &listeners,
     );
@@ -350,26 +353,30 @@ async fn start_exchange(
 }
 
 /// Serves ext_authz on what was bound: TCP (with mTLS when `authz_tls` is set) or a Unix
-/// socket, each connection's handshake and HTTP/2 preface bounded by `handshake`.
+/// socket, each connection's handshake and HTTP/2 preface bounded by
+/// `listen.handshake_timeout`, HTTP/2 pings as `listen.authz_http2_keepalive` says.
 fn serve_authz_listener(
     bound: BoundAuthz,
     authz_tls: Option<Arc<ReloadingTls>>,
     authz: AuthzService,
-    handshake: Duration,
+    listen: &ListenConfig,
     stopped: watch::Receiver<bool>,
     listeners: &Background,
 ) {
+    let (handshake, pings) = (listen.handshake_timeout, listen.authz_http2_keepalive);
     match bound {
         BoundAuthz::Tcp(tcp) if let Some(tls) = authz_tls => {
             listeners.spawn_until_stopped(serve_authz(
                 crate::handshake::prefaced(MutualTlsListener { tcp, tls }, handshake),
                 authz,
+                pings,
                 stopped,
             ))
         }
         BoundAuthz::Tcp(listener) => listeners.spawn_until_stopped(serve_authz(
             crate::handshake::prefaced(listener, handshake),
             authz,
+            pings,
             stopped,
         )),
         // The socket file is removed when this ends (or is cut), so no stale file is left.
@@ -377,6 +384,7 @@ fn serve_authz_listener(
             serve_authz(
                 crate::handshake::prefaced(socket.listener, handshake),
                 authz,
+                pings,
                 stopped,
             )
             .await;
@@ -388,6 +396,7 @@ fn serve_authz_listener(
 async fn serve_authz<IO>(
     incoming: impl futures_util::Stream<Item = std::io::Result<IO>> + Send + 'static,
     service: AuthzService,
+    pings: Option<Duration>,
     mut stopped: watch::Receiver<bool>,
 ) where
     IO: tonic::transport::server::Connected
@@ -404,11 +413,12 @@ async fn serve_authz<IO>(
     let shutdown = async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
-    // Connections that never finish the preface are closed by `prefaced`; pings find dead peers
-    // of idle HTTP/2 connections; the shutdown grace ends the rest.
+    // Connections that never finish the preface are closed by `prefaced`; the kernel's TCP
+    // keep-alive finds vanished peers of idle connections (HTTP/2 pings only when configured:
+    // they cost a lock and a clock read on every frame); the shutdown grace ends the rest.
     let result = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .http2_keepalive_interval(pings)
+        .http2_keepalive_timeout(pings.map(|_| AUTHZ_PING_TIMEOUT))
         .add_service(health_service)
         .add_service(AuthorizationServer::new(service))
         .serve_with_incoming_shutdown(incoming, shutdown)

@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use super::histogram::SecondsHistogram;
 use super::{Outcome, process};
 use crate::stage_times::StageTimes;
 
@@ -59,9 +60,9 @@ pub struct Metrics {
     /// By [`OUTCOMES`].
     checks: [Counter; 4],
     /// By [`OUTCOMES`].
-    check_seconds: [Histogram; 4],
-    /// By [`STAGES`].
-    stage_seconds: [Histogram; 4],
+    check_seconds: [SecondsHistogram; 4],
+    /// By [`STAGES`]; `None` with `telemetry.stage_metrics: false`.
+    stage_seconds: Option<[SecondsHistogram; 4]>,
     /// By [`TOKEN_CACHE_EVENTS`].
     token_cache: [Counter; 4],
     grants_store: Family<Label, Counter>,
@@ -79,15 +80,25 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
+        Self::new(true)
+    }
+}
+
+impl Metrics {
+    /// Every metric; the per-stage histograms only with `stage_metrics`
+    /// (`telemetry.stage_metrics`).
+    pub fn new(stage_metrics: bool) -> Self {
         let mut registry = Registry::default();
         let outcomes = OUTCOMES.map(Outcome::label);
-        let (checks, check_seconds) = (Family::<Label, Counter>::default(), histograms());
-        let (stage_seconds, token_cache) = (histograms(), Family::<Label, Counter>::default());
+        let checks = Family::<Label, Counter>::default();
+        let check_seconds = Family::<Label, SecondsHistogram>::default();
+        let stage_seconds = Family::<Label, SecondsHistogram>::default();
+        let token_cache = Family::<Label, Counter>::default();
         let metrics = Self {
             registry: Registry::default(),
             checks: series(&checks, "outcome", outcomes),
             check_seconds: series(&check_seconds, "outcome", outcomes),
-            stage_seconds: series(&stage_seconds, "stage", STAGES),
+            stage_seconds: stage_metrics.then(|| series(&stage_seconds, "stage", STAGES)),
             token_cache: series(&token_cache, "event", TOKEN_CACHE_EVENTS),
             grants_store: Family::default(),
             grants_store_seconds: histograms(),
@@ -113,12 +124,14 @@ impl Default for Metrics {
             Unit::Seconds,
             check_seconds,
         );
-        r.register_with_unit(
-            "evs_tv_stage_duration",
-            "Time of each stage of a swap: extract, authenticate, grants, mint",
-            Unit::Seconds,
-            stage_seconds,
-        );
+        if stage_metrics {
+            r.register_with_unit(
+                "evs_tv_stage_duration",
+                "Time of each stage of a swap: extract, authenticate, grants, mint",
+                Unit::Seconds,
+                stage_seconds,
+            );
+        }
         r.register(
             "evs_tv_grants_store_requests",
             "Look-ups that reached the grants store, by result",
@@ -236,16 +249,19 @@ impl Metrics {
     pub fn checked(&self, outcome: Outcome, elapsed: Duration, stages: &StageTimes) {
         let index = outcome as usize;
         self.checks[index].inc();
-        self.check_seconds[index].observe(elapsed.as_secs_f64());
+        self.check_seconds[index].observe(elapsed);
+        let Some(stage_seconds) = &self.stage_seconds else {
+            return;
+        };
         let reached = [
             stages.extract,
             stages.authenticate,
             stages.grants,
             stages.mint,
         ];
-        for (histogram, time) in self.stage_seconds.iter().zip(reached) {
+        for (histogram, time) in stage_seconds.iter().zip(reached) {
             if let Some(time) = time {
-                histogram.observe(time.0.as_secs_f64());
+                histogram.observe(time.0);
             }
         }
     }

@@ -6,6 +6,7 @@
 //! requests with session tokens, and HTTP stacks dump headers. Metrics ([`metrics`]) are
 //! `prometheus-client` counters and histograms, served on `/metrics`.
 
+mod histogram;
 mod metrics;
 mod process;
 pub(crate) mod span_gate;

@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod authz_connections;
 mod authz_tls;
 mod aws_iam;
 mod check_bearer;
