@@ -69,6 +69,7 @@ fn main() {
         return common::noop_server(
             args.get(2).expect("address"),
             args.get(3).map(String::as_str),
+            false,
         );
     }
     let seconds = args

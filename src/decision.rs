@@ -101,10 +101,11 @@ impl DecisionRecorder {
         &self.metrics
     }
 
-    /// Starts a decision: its span under the trace context `parent` builds (called only when
-    /// a span may be made).
+    /// Starts a decision that began at `started`: its span under the trace context `parent`
+    /// builds (called only when a span may be made).
     pub(crate) fn begin<'a>(
         &'a self,
+        started: Instant,
         request_id: &'a str,
         trace_id: Option<&'a str>,
         parent: impl FnOnce() -> Option<Context>,
@@ -120,7 +121,7 @@ impl DecisionRecorder {
             recorder: self,
             request_id,
             trace_id,
-            started: Instant::now(),
+            started,
         }
     }
 

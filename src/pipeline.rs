@@ -40,6 +40,9 @@ pub struct Trail {
     /// Whether the decision has a span: its stages then get spans too; otherwise none is
     /// built (the times above come from the stages' own `Instant`s either way).
     pub traced: bool,
+    /// When the last stage ended (or the decision began): the next stage's start, so each
+    /// stage boundary reads the clock once.
+    pub(crate) clock: Option<Instant>,
 }
 
 impl Trail {
@@ -50,6 +53,42 @@ impl Trail {
             ..Self::default()
         }
     }
+
+    /// A stage starts: where the previous one ended (or the decision began), else now.
+    pub(crate) fn stage_started(&mut self) -> Instant {
+        *self.clock.get_or_insert_with(Instant::now)
+    }
+
+    /// The stage begun at `started` ended: its time; the next stage starts from here.
+    pub(crate) fn stage_ended(&mut self, started: Instant) -> Micros {
+        let now = Instant::now();
+        self.clock = Some(now);
+        Micros(now.saturating_duration_since(started))
+    }
+}
+
+/// `work`, or `None` once `deadline` passes. The timer is made only if `work` has to wait:
+/// a Check answered from the caches never touches the runtime's timer wheel.
+pub(crate) async fn by_deadline<F: std::future::Future>(
+    deadline: Instant,
+    work: F,
+) -> Option<F::Output> {
+    use std::task::Poll;
+    let mut work = std::pin::pin!(work);
+    let mut timer = std::pin::pin!(None::<tokio::time::Sleep>);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(done) = work.as_mut().poll(cx) {
+            return Poll::Ready(Some(done));
+        }
+        if timer.is_none() {
+            timer.set(Some(tokio::time::sleep_until(deadline.into())));
+        }
+        match timer.as_mut().as_pin_mut().map(|sleep| sleep.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(None),
+            _ => Poll::Pending,
+        }
+    })
+    .await
 }
 
 /// A span for a stage when the decision is traced, else none (nothing is built).
@@ -213,9 +252,9 @@ impl TokenVending {
         request: &InboundRequest<'r>,
         trail: &mut Trail,
     ) -> Result<Credential<'r>, SwapError> {
-        let started = Instant::now();
+        let started = trail.stage_started();
         let credential = stage_span!(trail, "extract").in_scope(|| self.extractor.extract(request));
-        trail.stages.extract = Some(Micros(started.elapsed()));
+        trail.stages.extract = Some(trail.stage_ended(started));
         let credential = credential?;
         trail.credential = Some(kind_of(&credential));
         Ok(credential)
@@ -251,18 +290,18 @@ impl TokenVending {
         trail: &mut Trail,
     ) -> Result<Swapped, SwapError> {
         let stages = async {
-            let started = Instant::now();
+            let started = trail.stage_started();
             let fingerprint = credential.fingerprint();
             let identity = self
                 .authenticator
                 .authenticate(&credential, &fingerprint, deadline)
                 .instrument(stage_span!(trail, "authenticate"))
                 .await;
-            trail.stages.authenticate = Some(Micros(started.elapsed()));
+            trail.stages.authenticate = Some(trail.stage_ended(started));
             self.grant_and_mint(identity?, &fingerprint, deadline, trail)
                 .await
         };
-        tokio::time::timeout_at(deadline.into(), stages)
+        by_deadline(deadline, stages)
             .await
             .unwrap_or(Err(SwapError::DeadlineExceeded))
     }
@@ -277,8 +316,8 @@ impl TokenVending {
         trail: &mut Trail,
     ) -> Result<Swapped, SwapError> {
         let fingerprint = fingerprint_of(credential);
-        tokio::time::timeout_at(
-            deadline.into(),
+        by_deadline(
+            deadline,
             self.grant_and_mint(identity, &fingerprint, deadline, trail),
         )
         .await
@@ -292,21 +331,21 @@ impl TokenVending {
         deadline: Instant,
         trail: &mut Trail,
     ) -> Result<Swapped, SwapError> {
-        let started = Instant::now();
+        let started = trail.stage_started();
         let grants = self
             .grants
             .grants_for(&identity, deadline)
             .instrument(stage_span!(trail, "grants"))
             .await;
-        let granted = Instant::now();
-        trail.stages.grants = Some(Micros(granted - started));
+        trail.stages.grants = Some(trail.stage_ended(started));
+        let granted = trail.stage_started();
         let span = stage_span!(trail, "mint", cache_hit = tracing::field::Empty);
         let minted = self
             .minter
             .mint_cached(&identity, &grants?, credential, unix_now())
             .instrument(span.clone())
             .await;
-        trail.stages.mint = Some(Micros(granted.elapsed()));
+        trail.stages.mint = Some(trail.stage_ended(granted));
         let (minted, cache_hit) = minted?;
         span.record("cache_hit", cache_hit);
         trail.cache_hit = Some(cache_hit);

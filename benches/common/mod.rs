@@ -260,7 +260,7 @@ impl Authorization for Noop {
 
 /// The no-op server on `host:port` or `unix:/path`; with `recorded` (a file holding an encoded
 /// CheckResponse), it answers every Check with that.
-pub fn noop_server(addr: &str, recorded: Option<&str>) {
+pub fn noop_server(addr: &str, recorded: Option<&str>, gated: bool) {
     let recorded = recorded.map(|path| {
         let bytes = std::fs::read(path).expect("recorded answer");
         prost::Message::decode(bytes.as_slice()).expect("a CheckResponse")
@@ -279,6 +279,12 @@ pub fn noop_server(addr: &str, recorded: Option<&str>) {
                     let accepted = listener.accept().await.map(|(socket, _)| socket);
                     Some((accepted, listener))
                 });
+                server.serve_with_incoming(incoming).await
+            }
+            None if gated => {
+                // The sidecar's own HTTP/2 preface gate in front, nothing else changed.
+                let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+                let incoming = evs_token_vending::prefaced_tcp(listener, Duration::from_secs(5));
                 server.serve_with_incoming(incoming).await
             }
             None => server.serve(addr.parse().expect("host:port")).await,

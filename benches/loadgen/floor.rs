@@ -25,9 +25,12 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use super::{Knobs, Server, closed_loop, fixed_rate, free_port, record_sidecar_answer, requests};
 
 /// One server variant: its name, the config added to the defaults, its environment.
+#[derive(Default)]
 struct Variant {
     name: &'static str,
     config: String,
+    /// Spliced into the defaults' `listen: { … }`.
+    listen: &'static str,
     env: Vec<(&'static str, String)>,
 }
 
@@ -92,7 +95,7 @@ fn variants(sink: &str) -> Vec<Variant> {
         Variant {
             name: "serve, default config",
             config: String::new(),
-            env: vec![],
+            ..Variant::default()
         },
         Variant {
             name: "serve, all observable on (metrics, decision log 1 %, traces 1 %)",
@@ -100,31 +103,45 @@ fn variants(sink: &str) -> Vec<Variant> {
                 "telemetry: {{ otlp: {{ endpoint: '{sink}' }}, decision_log: {{ enabled: true, sample_ok: 0.01, path: decisions.jsonl }} }}\n"
             ),
             env: traces("0.01"),
+            ..Variant::default()
+        },
+        Variant {
+            name: "− stage metrics (`telemetry.stage_metrics: false`)",
+            config: "telemetry: { stage_metrics: false }\n".to_owned(),
+            ..Variant::default()
         },
         Variant {
             name: "+ spans for the log (a debug directive)",
             config: String::new(),
             env: vec![("RUST_LOG", "info,evs_token_vending::none=debug".to_owned())],
+            ..Variant::default()
         },
         Variant {
             name: "+ decision log at 1 %",
             config: decision_log.to_owned(),
-            env: vec![],
+            ..Variant::default()
         },
         Variant {
             name: "+ traces at 1 %",
             config: otlp.clone(),
             env: traces("0.01"),
+            ..Variant::default()
         },
         Variant {
             name: "+ traces at 100 %",
             config: otlp,
             env: traces("1.0"),
+            ..Variant::default()
         },
         Variant {
             name: "+ 3 grant rules",
             config: rules.to_owned(),
-            env: vec![],
+            ..Variant::default()
+        },
+        Variant {
+            name: "+ HTTP/2 keep-alive pings (`listen.authz_http2_keepalive: 30s`)",
+            listen: ", authz_http2_keepalive: 30s",
+            ..Variant::default()
         },
     ]
 }
@@ -139,6 +156,10 @@ fn spawn(idp: &DemoIdp, variant: &Variant) -> Server {
         yaml = yaml.replace("grants: { file: grants.yaml }\n", "");
     }
     yaml.push_str(&variant.config);
+    let yaml = yaml.replace(
+        "http: 127.0.0.1:0 }",
+        &format!("http: 127.0.0.1:0{} }}", variant.listen),
+    );
     std::fs::write(dir.join("config.yaml"), yaml).expect("config");
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_evs-token-vending"));
     command
@@ -226,6 +247,7 @@ pub(super) async fn run(idp: &DemoIdp, knobs: &Knobs, sign_rate: f64) {
     let (sink, exported) = start_sink().await;
     let plain = Server::spawn_noop(false, None);
     let same_answer = Server::spawn_noop(false, Some(&recorded));
+    let gated = Server::spawn_noop_gated(false, Some(&recorded), true);
     // `-- --variants N`: only the first N sidecar variants (1: the default config alone).
     let args: Vec<String> = std::env::args().collect();
     let limit = args
@@ -242,15 +264,19 @@ pub(super) async fn run(idp: &DemoIdp, knobs: &Knobs, sign_rate: f64) {
         "8. a cached Check against the floor (one repeated credential; quietest of 3 rows of {} s each, servers in turns):\n",
         knobs.seconds
     );
-    let mut servers: Vec<&Server> = vec![&plain, &same_answer];
+    let mut servers: Vec<&Server> = vec![&plain, &same_answer, &gated];
     servers.extend(sidecars.iter());
     let cpu = cpu_per_check(&servers, knobs, &request, 3).await;
     let floor = cpu[1].0;
     println!("| server | Checks/s | CPU per Check | × same-answer no-op | × plain no-op |");
     println!("|---|---:|---:|---:|---:|");
-    let names = ["no-op", "no-op answering the sidecar's recorded answer"]
-        .into_iter()
-        .chain(variants.iter().map(|v| v.name));
+    let names = [
+        "no-op",
+        "no-op answering the sidecar's recorded answer",
+        "the same + the sidecar's HTTP/2 preface gate",
+    ]
+    .into_iter()
+    .chain(variants.iter().map(|v| v.name));
     for (name, (per_check, throughput)) in names.zip(&cpu) {
         println!(
             "| {name} | {throughput:.0} | {per_check:.1} µs | {:.2}× | {:.2}× |",

@@ -55,6 +55,7 @@ fn main() {
         return common::noop_server(
             args.get(2).expect("address"),
             args.get(3).map(String::as_str),
+            args.get(4).is_some_and(|mode| mode == "gated"),
         );
     }
     let knobs = knobs();
@@ -479,10 +480,16 @@ struct Server {
 impl Server {
     /// This benchmark binary again, as a no-op ext_authz server.
     fn spawn_noop(unix: bool, recorded: Option<&std::path::Path>) -> Self {
+        Self::spawn_noop_gated(unix, recorded, false)
+    }
+
+    /// The no-op server, behind the sidecar's HTTP/2 preface gate when `gated` (TCP only).
+    fn spawn_noop_gated(unix: bool, recorded: Option<&std::path::Path>, gated: bool) -> Self {
         let addr = fresh_address(unix);
         let child = std::process::Command::new(std::env::current_exe().expect("self"))
             .args(["__noop", &addr.to_string()])
             .args(recorded)
+            .args(gated.then_some("gated"))
             .spawn()
             .expect("no-op server");
         Self::ready(child, addr, None)

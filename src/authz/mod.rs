@@ -113,11 +113,13 @@ impl AuthzService {
         }
     }
 
-    /// Runs the swap for one CheckRequest and builds the answer; its span is a child of
-    /// `call_traceparent` (the trace context of the ext_authz call itself) when that is set.
+    /// Runs the swap for one CheckRequest that arrived at `arrived` and builds the answer; its
+    /// span is a child of `call_traceparent` (the trace context of the ext_authz call itself)
+    /// when that is set.
     async fn answer(
         &self,
         check: &CheckRequest,
+        arrived: Instant,
         deadline: Instant,
         call_traceparent: Option<&[u8]>,
     ) -> CheckResponse {
@@ -158,9 +160,11 @@ impl AuthzService {
                 },
             )
         };
-        let deciding = self.recorder.begin(request_id, trace_id, parent);
+        let deciding = self.recorder.begin(arrived, request_id, trace_id, parent);
+        // The first stage is timed from the Check's arrival: one clock read per boundary.
         let mut trail = Trail {
             traced: deciding.is_traced(),
+            clock: Some(arrived),
             ..Trail::default()
         };
         let outcome = self
@@ -255,13 +259,14 @@ impl Authorization for AuthzService {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_grpc_timeout)
             .unwrap_or(DEFAULT_DEADLINE);
-        let deadline = Instant::now() + budget.saturating_sub(deadline_margin(budget));
+        let arrived = Instant::now();
+        let deadline = arrived + budget.saturating_sub(deadline_margin(budget));
         let call_traceparent = request
             .metadata()
             .get("traceparent")
             .map(|value| value.as_bytes());
         Ok(Response::new(
-            self.answer(request.get_ref(), deadline, call_traceparent)
+            self.answer(request.get_ref(), arrived, deadline, call_traceparent)
                 .await,
         ))
     }

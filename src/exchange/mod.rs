@@ -37,7 +37,6 @@ use crate::decision::{Allowed, DecisionRecorder, FrontDoor, Refused};
 use crate::decision_log::{DecisionLog, request_id, trace_id};
 use crate::identity::AuthError;
 use crate::pipeline::{SwapError, Swapped, TokenVending, Trail};
-use crate::stage_times::Micros;
 use crate::telemetry::Metrics;
 use crate::telemetry::traces::{B3Headers, parent_context};
 
@@ -236,7 +235,9 @@ impl ExchangeService {
                 },
             )
         };
-        let deciding = self.recorder.begin(request_id, trace_id, parent);
+        let deciding = self
+            .recorder
+            .begin(Instant::now(), request_id, trace_id, parent);
         let swap = async {
             // Made inside the decision's span, so the stages get spans when it is traced.
             let mut trail = Trail::under_current_span();
@@ -405,9 +406,9 @@ impl ExchangeService {
         trail: &mut Trail,
     ) -> Result<Swapped, OAuthError> {
         // Verifying the assertion and recording its use are this grant's authenticate stage.
-        let started = Instant::now();
+        let started = trail.stage_started();
         let verified = self.verify_first_use(assertion, deadline).await;
-        trail.stages.authenticate = Some(Micros(started.elapsed()));
+        trail.stages.authenticate = Some(trail.stage_ended(started));
         let verified = verified?;
         Ok(self
             .vending

@@ -18,22 +18,18 @@ static COUNTING: CountingAllocator = CountingAllocator::new();
 /// timing (window updates, coalesced writes).
 const BUDGET_PER_CHECK: u64 = 121;
 
-#[test]
-fn a_cached_check_allocates_within_its_budget_under_the_serve_subscriber() {
-    set_env(&[
-        ("RUST_LOG", None),
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", None),
-        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None),
-    ]);
+/// Allocations per cached Check under the subscriber `serve` installs with `traced` (an OTLP
+/// endpoint, whatever the environment's sampler says) or without.
+fn allocations_per_cached_check(traced: bool) -> u64 {
     let runtime = crate::support::runtime();
     runtime.block_on(async {
-        let traces = evs_token_vending::init_logging_and_traces(
-            false,
-            "info",
-            &evs_token_vending::OtlpConfig::default(),
-        )
-        .expect("the subscriber serve installs");
-        assert!(traces.is_none());
+        let otlp = evs_token_vending::OtlpConfig {
+            // Nothing listens there: an unsampled Check must never get as far as exporting.
+            endpoint: traced.then(|| "http://127.0.0.1:9".to_owned()),
+        };
+        let traces = evs_token_vending::init_logging_and_traces(false, "info", &otlp)
+            .expect("the subscriber serve installs");
+        assert_eq!(traces.is_some(), traced);
         // Nothing in the subscriber may ask for more than `info`: a layer that does (0.10.0's
         // `None` trace layer answered "always") makes the registry build every dependency's
         // trace-level span on every request, which no allocation count sees (they are pooled).
@@ -51,12 +47,43 @@ fn a_cached_check_allocates_within_its_budget_under_the_serve_subscriber() {
         for _ in 0..CHECKS {
             crate::support::minted(&h.check_bearer(&token).await);
         }
-        let per_check = (COUNTING.allocations() - before) / CHECKS;
-        println!("allocations per cached Check (client and server): {per_check}");
-        assert!(
-            per_check <= BUDGET_PER_CHECK,
-            "a cached Check allocates {per_check} times, over its budget of {BUDGET_PER_CHECK}: \
-             something now works on every Check (a span, a log field, a record nobody reads)"
-        );
-    });
+        (COUNTING.allocations() - before) / CHECKS
+    })
+}
+
+#[test]
+fn a_cached_check_allocates_within_its_budget_under_the_serve_subscriber() {
+    set_env(&[
+        ("RUST_LOG", None),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", None),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None),
+    ]);
+    let per_check = allocations_per_cached_check(false);
+    println!("allocations per cached Check (client and server): {per_check}");
+    assert!(
+        per_check <= BUDGET_PER_CHECK,
+        "a cached Check allocates {per_check} times, over its budget of {BUDGET_PER_CHECK}: \
+         something now works on every Check (a span, a log field, a record nobody reads)"
+    );
+}
+
+/// With traces exported but this Check not sampled, the sampler is asked first and no span
+/// is built: the OpenTelemetry layer allocates for every span it sees (its attributes, its
+/// builder), so one built for nothing shows here.
+#[test]
+fn an_unsampled_check_costs_what_an_untraced_one_does() {
+    set_env(&[
+        ("RUST_LOG", None),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", None),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None),
+        ("OTEL_TRACES_SAMPLER", Some("traceidratio")),
+        ("OTEL_TRACES_SAMPLER_ARG", Some("0")),
+    ]);
+    let per_check = allocations_per_cached_check(true);
+    println!("allocations per unsampled cached Check (client and server): {per_check}");
+    assert!(
+        per_check <= BUDGET_PER_CHECK,
+        "an unsampled Check allocates {per_check} times, over the untraced budget of \
+         {BUDGET_PER_CHECK}: spans are built before sampling is decided"
+    );
 }
