@@ -31,6 +31,8 @@ struct Variant {
     config: String,
     /// Spliced into the defaults' `listen: { … }`.
     listen: &'static str,
+    /// Spliced into the defaults' `token: { … }`.
+    token: &'static str,
     env: Vec<(&'static str, String)>,
 }
 
@@ -139,6 +141,11 @@ fn variants(sink: &str) -> Vec<Variant> {
             ..Variant::default()
         },
         Variant {
+            name: "+ payload rendered again on each hit (`token.cache.store: signature`)",
+            token: ", cache: { store: signature }",
+            ..Variant::default()
+        },
+        Variant {
             name: "+ HTTP/2 keep-alive pings (`listen.authz_http2_keepalive: 30s`)",
             listen: ", authz_http2_keepalive: 30s",
             ..Variant::default()
@@ -156,10 +163,12 @@ fn spawn(idp: &DemoIdp, variant: &Variant) -> Server {
         yaml = yaml.replace("grants: { file: grants.yaml }\n", "");
     }
     yaml.push_str(&variant.config);
-    let yaml = yaml.replace(
-        "http: 127.0.0.1:0 }",
-        &format!("http: 127.0.0.1:0{} }}", variant.listen),
-    );
+    let yaml = yaml
+        .replace(
+            "http: 127.0.0.1:0 }",
+            &format!("http: 127.0.0.1:0{} }}", variant.listen),
+        )
+        .replace("lifetime: 1h ", &format!("lifetime: 1h{} ", variant.token));
     std::fs::write(dir.join("config.yaml"), yaml).expect("config");
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_evs-token-vending"));
     command

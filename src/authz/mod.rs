@@ -214,7 +214,7 @@ impl AuthzService {
 
     fn ok_response(&self, swapped: &Swapped) -> CheckResponse {
         let authorization =
-            overwrite_header("authorization", format!("Bearer {}", swapped.minted.token));
+            overwrite_header("authorization", ["Bearer ", &swapped.minted.token].concat());
         self.ok(
             vec![authorization],
             &[

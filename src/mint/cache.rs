@@ -11,18 +11,20 @@
 //! after its key left the ring. Since the minted `exp` never exceeds the credential's, neither
 //! does a cached token outlive the credential it came from.
 //!
-//! An entry keeps only what its key does not already pin down: the signature (raw) and the
+//! An entry keeps the token's text (`token.cache.store: text`, the default: a hit copies it) or
+//! only what its key does not already pin down (`store: signature`): the raw signature and the
 //! token's times and `jti`. Everything else the payload says is a function of what the key
-//! hashes — identity, grants, audience, signing key — so a hit renders the payload again from
-//! the Check's own identity and grants, byte for byte as it was signed, and the signing key adds
-//! its shared header. An entry is a third of the token's text (see docs/benchmarks.md, memory).
+//! hashes — identity, grants, audience, signing key — so a hit then renders the payload again
+//! from the Check's own identity and grants, byte for byte as it was signed, and the signing key
+//! adds its shared header: a third of the memory per entry for about a microsecond more per hit
+//! (see docs/benchmarks.md, memory and "What each feature costs").
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::OnceCell;
 
-use super::TokenCacheConfig;
+use super::{CacheStore, TokenCacheConfig};
 use super::{KeyRing, MintError, MintedToken, Signed};
 use crate::digest_map::{DigestMap, Expiring};
 use crate::telemetry::Metrics;
@@ -48,9 +50,17 @@ pub trait Render {
     fn render(&self, stamp: &Stamp, signature: &[u8]) -> Option<MintedToken>;
 }
 
-/// A cached token, as the parts its key does not pin down.
+/// What an entry keeps of its token.
+enum Kept {
+    /// The compact JWS, served as it is, and the `kid` that signed it.
+    Text(Box<str>, Arc<str>),
+    /// The raw signature: the rest is rendered again on each hit.
+    Signature(Box<[u8]>),
+}
+
+/// A cached token.
 struct CachedToken {
-    signature: Box<[u8]>,
+    kept: Kept,
     stamp: Stamp,
     /// No longer served from this second on (its `min_remaining_percent` point).
     servable_until: u64,
@@ -67,7 +77,26 @@ impl Expiring for CachedToken {
 
     fn heap_bytes(&self) -> usize {
         // The allocator's header and rounding included.
-        self.signature.len().next_multiple_of(16) + 16
+        let kept = match &self.kept {
+            Kept::Text(text, _) => text.len(),
+            Kept::Signature(signature) => signature.len(),
+        };
+        kept.next_multiple_of(16) + 16
+    }
+}
+
+impl CachedToken {
+    /// The token as served: the kept text, or one rendered from the signature.
+    fn token(&self, render: &impl Render) -> Option<MintedToken> {
+        match &self.kept {
+            Kept::Text(text, kid) => Some(MintedToken {
+                token: String::from(&**text),
+                issued_at: self.stamp.issued_at,
+                expires_at: self.stamp.expires_at,
+                kid: kid.clone(),
+            }),
+            Kept::Signature(signature) => render.render(&self.stamp, signature),
+        }
     }
 }
 
@@ -88,6 +117,8 @@ type Flight = Arc<OnceCell<Result<MintedToken, MintError>>>;
 pub struct TokenCache {
     entries: DigestMap<CachedToken>,
     in_flight: Mutex<HashMap<TokenKey, Flight>>,
+    /// Entries keep the token's text (else only its signature).
+    keep_text: bool,
     /// Serve only above this share of the lifetime left.
     min_remaining: f64,
     /// Start a background refresh at or below this share.
@@ -102,6 +133,7 @@ impl TokenCache {
         Self {
             entries: DigestMap::new(config.max_entries, config.max_bytes),
             in_flight: Mutex::default(),
+            keep_text: config.store == CacheStore::Text,
             min_remaining,
             refresh_at: (min_remaining + 0.1).min(0.99),
             metrics,
@@ -115,7 +147,7 @@ impl TokenCache {
             if share <= self.min_remaining {
                 return Found::Miss;
             }
-            let Some(token) = render.render(&cached.stamp, &cached.signature) else {
+            let Some(token) = cached.token(render) else {
                 return Found::Miss;
             };
             // Only the first caller past the refresh point starts the replacement.
@@ -193,7 +225,7 @@ impl TokenCache {
         self.entries
             .read(key, now, |cached| {
                 (self.share_left(cached, now, ring.generation()) > self.min_remaining)
-                    .then(|| render.render(&cached.stamp, &cached.signature))
+                    .then(|| cached.token(render))
                     .flatten()
             })
             .flatten()
@@ -202,12 +234,18 @@ impl TokenCache {
     /// Stores a token signed under ring `generation`.
     pub fn store(&self, key: TokenKey, signed: Signed, generation: u64, now: u64) {
         let Signed {
-            stamp, signature, ..
+            minted,
+            stamp,
+            signature,
         } = signed;
         let lifetime = stamp.expires_at.saturating_sub(stamp.issued_at);
         let served_for = lifetime as f64 * (1.0 - self.min_remaining);
         let cached = CachedToken {
-            signature: signature.into_boxed_slice(),
+            kept: if self.keep_text {
+                Kept::Text(minted.token.into_boxed_str(), minted.kid)
+            } else {
+                Kept::Signature(signature.into_boxed_slice())
+            },
             stamp,
             servable_until: stamp.issued_at + served_for as u64,
             ring_generation: generation,
@@ -317,15 +355,54 @@ mod tests {
     }
 
     #[test]
-    fn a_cached_token_is_served_as_the_exact_text_that_was_signed() {
-        let (now, ring, cache) = (crate::clock::unix_now(), ring(), cache());
-        let signed = signed(&ring, now, now + 1_000, 200);
-        let original = signed.minted.token.clone();
-        cache.store([3; 32], signed, ring.generation(), now);
-        assert_eq!(
-            token_of(cache.find(&[3; 32], now, &ring, &Padded(ring.active(), 200))),
-            Some(original)
-        );
+    fn a_cached_token_is_served_as_the_exact_text_that_was_signed_whatever_is_stored() {
+        for store in [CacheStore::Text, CacheStore::Signature] {
+            let (now, ring) = (crate::clock::unix_now(), ring());
+            let cache = TokenCache::new(
+                &TokenCacheConfig {
+                    store,
+                    ..TokenCacheConfig::default()
+                },
+                Arc::default(),
+            );
+            let signed = signed(&ring, now, now + 1_000, 200);
+            let original = signed.minted.token.clone();
+            cache.store([3; 32], signed, ring.generation(), now);
+            assert_eq!(
+                token_of(cache.find(&[3; 32], now, &ring, &Padded(ring.active(), 200))),
+                Some(original),
+                "{store:?}"
+            );
+        }
+    }
+
+    /// Renders nothing: what a hit serves from kept text never comes from here.
+    struct NoRendering;
+
+    impl Render for NoRendering {
+        fn render(&self, _: &Stamp, _: &[u8]) -> Option<MintedToken> {
+            None
+        }
+    }
+
+    #[test]
+    fn kept_text_is_served_without_rendering_and_a_kept_signature_needs_it() {
+        let (now, ring) = (crate::clock::unix_now(), ring());
+        for (store, served) in [(CacheStore::Text, true), (CacheStore::Signature, false)] {
+            let config = TokenCacheConfig {
+                store,
+                ..TokenCacheConfig::default()
+            };
+            let cache = TokenCache::new(&config, Arc::default());
+            cache.store(
+                [4; 32],
+                signed(&ring, now, now + 1_000, 50),
+                ring.generation(),
+                now,
+            );
+            let found = token_of(cache.find(&[4; 32], now, &ring, &NoRendering));
+            assert_eq!(found.is_some(), served, "{store:?}");
+        }
     }
 
     #[test]
@@ -429,11 +506,22 @@ mod tests {
     fn the_cache_stays_within_max_bytes_and_within_max_entries() {
         let by_bytes = TokenCacheConfig {
             max_bytes: 16_000,
+            store: CacheStore::Signature,
             ..Default::default()
         };
         let (entries, bytes) = fill(by_bytes);
         assert!(bytes <= 16_000, "{bytes} bytes held");
         assert!((32..=64).contains(&entries), "{entries} tokens held");
+        // Kept text counts its whole length (~1.4 KiB here): fewer tokens fit in more bytes.
+        let (text_entries, bytes) = fill(TokenCacheConfig {
+            max_bytes: 100_000,
+            ..Default::default()
+        });
+        assert!(bytes <= 100_000, "{bytes} bytes held as text");
+        assert!(
+            (32..100).contains(&text_entries),
+            "{text_entries} tokens held as text"
+        );
 
         let by_entries = TokenCacheConfig {
             max_entries: 64,

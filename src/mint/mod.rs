@@ -26,7 +26,7 @@ use self::claims::MintedClaims;
 pub(crate) use self::claims::WRITTEN_CLAIMS;
 pub(crate) use self::config::SigningFile;
 pub use self::config::{
-    SecretsManagerConfig, SigningConfig, SigningSource, TokenCacheConfig, TokenConfig,
+    CacheStore, SecretsManagerConfig, SigningConfig, SigningSource, TokenCacheConfig, TokenConfig,
 };
 pub use self::keyring::KeyRing;
 pub use self::keys::{KeyError, SigningAlgorithm, SigningKey};

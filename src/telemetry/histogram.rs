@@ -2,7 +2,7 @@
 //!
 //! `prometheus-client`'s own histogram takes a mutex on every observation; a Check observes
 //! up to five histograms, and with two workers answering Checks at once those mutexes were
-//! contended on every request (docs/benchmarks.md, "Pay for what you use"). This one keeps a
+//! contended on every request (docs/benchmarks.md, "What each feature costs"). This one keeps a
 //! count per bucket, the count and the sum (in nanoseconds) in atomics, and finds the bucket
 //! with integer arithmetic. Its buckets are the crate's usual ones — 50 µs doubling to ~0.8 s,
 //! then `+Inf` — and it encodes exactly as `prometheus-client`'s histogram does, so a
