@@ -102,6 +102,20 @@ macro_rules! stage_span {
     };
 }
 
+/// `work` in `span`; when the span is none (the decision is not traced), `work` itself, with
+/// no wrapper entering and leaving a span that is not there on every poll.
+pub(crate) fn in_span<F: std::future::Future>(
+    span: tracing::Span,
+    work: F,
+) -> futures_util::future::Either<tracing::instrument::Instrumented<F>, F> {
+    use futures_util::future::Either;
+    if span.is_none() {
+        Either::Right(work)
+    } else {
+        Either::Left(work.instrument(span))
+    }
+}
+
 /// The credential's kind as the decision log names it.
 fn kind_of(credential: &Credential<'_>) -> &'static str {
     match credential {
@@ -292,11 +306,12 @@ impl TokenVending {
         let stages = async {
             let started = trail.stage_started();
             let fingerprint = credential.fingerprint();
-            let identity = self
-                .authenticator
-                .authenticate(&credential, &fingerprint, deadline)
-                .instrument(stage_span!(trail, "authenticate"))
-                .await;
+            let identity = in_span(
+                stage_span!(trail, "authenticate"),
+                self.authenticator
+                    .authenticate(&credential, &fingerprint, deadline),
+            )
+            .await;
             trail.stages.authenticate = Some(trail.stage_ended(started));
             self.grant_and_mint(identity?, &fingerprint, deadline, trail)
                 .await
@@ -332,19 +347,20 @@ impl TokenVending {
         trail: &mut Trail,
     ) -> Result<Swapped, SwapError> {
         let started = trail.stage_started();
-        let grants = self
-            .grants
-            .grants_for(&identity, deadline)
-            .instrument(stage_span!(trail, "grants"))
-            .await;
+        let grants = in_span(
+            stage_span!(trail, "grants"),
+            self.grants.grants_for(&identity, deadline),
+        )
+        .await;
         trail.stages.grants = Some(trail.stage_ended(started));
         let granted = trail.stage_started();
         let span = stage_span!(trail, "mint", cache_hit = tracing::field::Empty);
-        let minted = self
-            .minter
-            .mint_cached(&identity, &grants?, credential, unix_now())
-            .instrument(span.clone())
-            .await;
+        let minted = in_span(
+            span.clone(),
+            self.minter
+                .mint_cached(&identity, &grants?, credential, unix_now()),
+        )
+        .await;
         trail.stages.mint = Some(trail.stage_ended(granted));
         let (minted, cache_hit) = minted?;
         span.record("cache_hit", cache_hit);

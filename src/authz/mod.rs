@@ -15,7 +15,6 @@ use envoy_types::pb::envoy::service::auth::v3::{
 use envoy_types::pb::google::protobuf::Struct;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use tonic::{Request, Response, Status};
-use tracing::Instrument;
 
 use serde::Deserialize;
 
@@ -28,7 +27,7 @@ use crate::config_check::ConfigCheck;
 use crate::credential::InboundRequest;
 use crate::decision::{Allowed, DecisionRecorder, FrontDoor, Refused};
 use crate::decision_log::DecisionLog;
-use crate::pipeline::{Passage, Swapped, TokenVending, Trail};
+use crate::pipeline::{Passage, Swapped, TokenVending, Trail, in_span};
 use crate::telemetry::Metrics;
 use crate::telemetry::traces::B3Headers;
 
@@ -167,11 +166,11 @@ impl AuthzService {
             clock: Some(arrived),
             ..Trail::default()
         };
-        let outcome = self
-            .vending
-            .check(&inbound, deadline, &mut trail)
-            .instrument(deciding.span().clone())
-            .await;
+        let outcome = in_span(
+            deciding.span().clone(),
+            self.vending.check(&inbound, deadline, &mut trail),
+        )
+        .await;
         match outcome {
             Ok(Passage::Swapped(swapped)) => {
                 let who = Allowed {
