@@ -54,16 +54,16 @@ impl Trail {
         }
     }
 
-    /// A stage starts: where the previous one ended (or the decision began), else now.
-    pub(crate) fn stage_started(&mut self) -> Instant {
-        *self.clock.get_or_insert_with(Instant::now)
+    /// A stage begins: where the previous one ended (or the decision began), else now.
+    pub(crate) fn stage_begins(&mut self) {
+        self.clock.get_or_insert_with(Instant::now);
     }
 
-    /// The stage begun at `started` ended: its time; the next stage starts from here.
-    pub(crate) fn stage_ended(&mut self, started: Instant) -> Micros {
+    /// The stage under way ended: its time since it began; the next one begins here.
+    pub(crate) fn stage_ends(&mut self) -> Micros {
         let now = Instant::now();
-        self.clock = Some(now);
-        Micros(now.saturating_duration_since(started))
+        let began = self.clock.replace(now).unwrap_or(now);
+        Micros(now.saturating_duration_since(began))
     }
 }
 
@@ -266,9 +266,9 @@ impl TokenVending {
         request: &InboundRequest<'r>,
         trail: &mut Trail,
     ) -> Result<Credential<'r>, SwapError> {
-        let started = trail.stage_started();
+        trail.stage_begins();
         let credential = stage_span!(trail, "extract").in_scope(|| self.extractor.extract(request));
-        trail.stages.extract = Some(trail.stage_ended(started));
+        trail.stages.extract = Some(trail.stage_ends());
         let credential = credential?;
         trail.credential = Some(kind_of(&credential));
         Ok(credential)
@@ -304,7 +304,7 @@ impl TokenVending {
         trail: &mut Trail,
     ) -> Result<Swapped, SwapError> {
         let stages = async {
-            let started = trail.stage_started();
+            trail.stage_begins();
             let fingerprint = credential.fingerprint();
             let identity = in_span(
                 stage_span!(trail, "authenticate"),
@@ -312,7 +312,7 @@ impl TokenVending {
                     .authenticate(&credential, &fingerprint, deadline),
             )
             .await;
-            trail.stages.authenticate = Some(trail.stage_ended(started));
+            trail.stages.authenticate = Some(trail.stage_ends());
             self.grant_and_mint(identity?, &fingerprint, deadline, trail)
                 .await
         };
@@ -346,14 +346,13 @@ impl TokenVending {
         deadline: Instant,
         trail: &mut Trail,
     ) -> Result<Swapped, SwapError> {
-        let started = trail.stage_started();
+        trail.stage_begins();
         let grants = in_span(
             stage_span!(trail, "grants"),
             self.grants.grants_for(&identity, deadline),
         )
         .await;
-        trail.stages.grants = Some(trail.stage_ended(started));
-        let granted = trail.stage_started();
+        trail.stages.grants = Some(trail.stage_ends());
         let span = stage_span!(trail, "mint", cache_hit = tracing::field::Empty);
         let minted = in_span(
             span.clone(),
@@ -361,7 +360,7 @@ impl TokenVending {
                 .mint_cached(&identity, &grants?, credential, unix_now()),
         )
         .await;
-        trail.stages.mint = Some(trail.stage_ended(granted));
+        trail.stages.mint = Some(trail.stage_ends());
         let (minted, cache_hit) = minted?;
         span.record("cache_hit", cache_hit);
         trail.cache_hit = Some(cache_hit);

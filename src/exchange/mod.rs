@@ -20,7 +20,6 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::sync::Semaphore;
-use tracing::Instrument;
 
 pub(crate) use self::answer::OAuthError;
 use self::answer::{answer, no_store};
@@ -36,7 +35,7 @@ use crate::credential::{CertSource, ClientCertificate, Credential, InboundReques
 use crate::decision::{Allowed, DecisionRecorder, FrontDoor, Refused};
 use crate::decision_log::{DecisionLog, request_id, trace_id};
 use crate::identity::AuthError;
-use crate::pipeline::{SwapError, Swapped, TokenVending, Trail};
+use crate::pipeline::{SwapError, Swapped, TokenVending, Trail, in_span};
 use crate::telemetry::Metrics;
 use crate::telemetry::traces::{B3Headers, parent_context};
 
@@ -251,7 +250,7 @@ impl ExchangeService {
             };
             (grant_type, result, trail)
         };
-        let (grant_type, result, trail) = swap.instrument(deciding.span().clone()).await;
+        let (grant_type, result, trail) = in_span(deciding.span().clone(), swap).await;
         match result {
             Ok((swapped, issued_token_type)) => {
                 let who = Allowed {
@@ -406,9 +405,9 @@ impl ExchangeService {
         trail: &mut Trail,
     ) -> Result<Swapped, OAuthError> {
         // Verifying the assertion and recording its use are this grant's authenticate stage.
-        let started = trail.stage_started();
+        trail.stage_begins();
         let verified = self.verify_first_use(assertion, deadline).await;
-        trail.stages.authenticate = Some(trail.stage_ended(started));
+        trail.stages.authenticate = Some(trail.stage_ends());
         let verified = verified?;
         Ok(self
             .vending

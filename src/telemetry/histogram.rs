@@ -1,4 +1,5 @@
-//! A seconds histogram for the request path, observed with atomic adds and no lock.
+//! The crate's seconds histogram (every duration metric uses it), observed with atomic adds
+//! and no lock.
 //!
 //! `prometheus-client`'s own histogram takes a mutex on every observation; a Check observes
 //! up to five histograms, and with two workers answering Checks at once those mutexes were

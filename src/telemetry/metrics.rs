@@ -12,7 +12,6 @@ use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
 use super::histogram::SecondsHistogram;
@@ -24,15 +23,8 @@ type Label = [(&'static str, &'static str); 1];
 /// Two labels.
 type Labels = [(&'static str, &'static str); 2];
 
-fn seconds_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(50e-6, 2.0, 15))
-}
-
-type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
-
-fn histograms<L: Clone + std::hash::Hash + Eq>() -> Histograms<L> {
-    Family::new_with_constructor(seconds_histogram)
-}
+/// Seconds histograms by label set, all with [`SecondsHistogram`]'s buckets.
+type Histograms<L> = Family<L, SecondsHistogram>;
 
 const OUTCOMES: [Outcome; 4] = [
     Outcome::Ok,
@@ -91,8 +83,8 @@ impl Metrics {
         let mut registry = Registry::default();
         let outcomes = OUTCOMES.map(Outcome::label);
         let checks = Family::<Label, Counter>::default();
-        let check_seconds = Family::<Label, SecondsHistogram>::default();
-        let stage_seconds = Family::<Label, SecondsHistogram>::default();
+        let check_seconds = Histograms::<Label>::default();
+        let stage_seconds = Histograms::<Label>::default();
         let token_cache = Family::<Label, Counter>::default();
         let metrics = Self {
             registry: Registry::default(),
@@ -101,14 +93,14 @@ impl Metrics {
             stage_seconds: stage_metrics.then(|| series(&stage_seconds, "stage", STAGES)),
             token_cache: series(&token_cache, "event", TOKEN_CACHE_EVENTS),
             grants_store: Family::default(),
-            grants_store_seconds: histograms(),
+            grants_store_seconds: Histograms::default(),
             grants_cache_hits: Counter::default(),
             grants_cache_misses: Counter::default(),
             grants_cache_evictions: Counter::default(),
             grants_stale_served: Counter::default(),
             grants_file_reloads_refused: Counter::default(),
             key_fetches: Family::default(),
-            key_fetch_seconds: histograms(),
+            key_fetch_seconds: Histograms::default(),
             exchanges: Family::default(),
             decision_log_dropped: Counter::default(),
         };
@@ -303,7 +295,7 @@ impl Metrics {
         self.grants_store.get_or_create(&result).inc();
         self.grants_store_seconds
             .get_or_create(&result)
-            .observe(elapsed.as_secs_f64());
+            .observe(elapsed);
     }
 
     /// A grants look-up found no fresh entry.
@@ -328,7 +320,7 @@ impl Metrics {
         self.key_fetches.get_or_create(&labels).inc();
         self.key_fetch_seconds
             .get_or_create(&labels)
-            .observe(elapsed.as_secs_f64());
+            .observe(elapsed);
     }
 
     /// A minted token was served from the cache.
