@@ -69,7 +69,7 @@ fn main() {
         return common::noop_server(
             args.get(2).expect("address"),
             args.get(3).map(String::as_str),
-            false,
+            common::NoopMode::Plain,
         );
     }
     let seconds = args

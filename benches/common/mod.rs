@@ -221,6 +221,49 @@ pub struct Noop {
     /// When set, every Check is answered with a copy of this (a recorded sidecar answer, so
     /// the no-op pays for an answer of the same size: the floor for answering with a token).
     pub recorded: Option<CheckResponse>,
+    /// When set, every Check also pays for one RS256 verification and one RSA-2048 signature:
+    /// the floor of an uncached Check.
+    pub crypto: Option<CryptoFloor>,
+}
+
+/// The cryptography an uncached Check cannot avoid, and nothing else: the library calls the
+/// sidecar makes to verify an RS256 token (jsonwebtoken, key from its JWK) and to sign one
+/// (the sidecar's own `SigningKey`), on a payload the size of the sidecar's.
+pub struct CryptoFloor {
+    key: evs_token_vending::SigningKey,
+    verifying: jsonwebtoken::DecodingKey,
+    validation: jsonwebtoken::Validation,
+    payload: Vec<u8>,
+    /// A token signed by `key`, verified on every Check.
+    token: String,
+}
+
+impl CryptoFloor {
+    /// A fresh RSA-2048 key signing `payload`.
+    pub fn new(payload: Vec<u8>) -> Self {
+        let key = evs_token_vending::SigningKey::generate_rsa(2048).expect("key");
+        let jwk: jsonwebtoken::jwk::Jwk =
+            serde_json::from_value(key.public_jwk().clone()).expect("public JWK");
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let token = key.sign_jws(&payload).expect("sign");
+        Self {
+            verifying: jsonwebtoken::DecodingKey::from_jwk(&jwk).expect("decoding key"),
+            validation,
+            payload,
+            token,
+            key,
+        }
+    }
+
+    /// One verification and one signature.
+    fn pay(&self) {
+        jsonwebtoken::decode::<serde_json::Value>(&self.token, &self.verifying, &self.validation)
+            .expect("verifies");
+        std::hint::black_box(self.key.sign_jws(&self.payload).expect("sign"));
+    }
 }
 
 #[tonic::async_trait]
@@ -229,6 +272,9 @@ impl Authorization for Noop {
         &self,
         _request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        if let Some(crypto) = &self.crypto {
+            crypto.pay();
+        }
         if let Some(recorded) = &self.recorded {
             return Ok(tonic::Response::new(recorded.clone()));
         }
@@ -258,20 +304,59 @@ impl Authorization for Noop {
     }
 }
 
+/// How the no-op server runs besides answering.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum NoopMode {
+    /// Nothing else.
+    Plain,
+    /// Behind the sidecar's HTTP/2 preface gate (TCP only).
+    Gated,
+    /// Paying for an uncached Check's cryptography ([`CryptoFloor`]); needs `recorded`.
+    Crypto,
+}
+
+impl NoopMode {
+    /// The word on the `__noop` command line.
+    pub fn arg(self) -> Option<&'static str> {
+        match self {
+            Self::Plain => None,
+            Self::Gated => Some("gated"),
+            Self::Crypto => Some("crypto"),
+        }
+    }
+
+    /// Reads [`Self::arg`] back.
+    pub fn from_arg(arg: Option<&str>) -> Self {
+        match arg {
+            Some("gated") => Self::Gated,
+            Some("crypto") => Self::Crypto,
+            _ => Self::Plain,
+        }
+    }
+}
+
 /// The no-op server on `host:port` or `unix:/path`; with `recorded` (a file holding an encoded
 /// CheckResponse), it answers every Check with that.
-pub fn noop_server(addr: &str, recorded: Option<&str>, gated: bool) {
-    let recorded = recorded.map(|path| {
+pub fn noop_server(addr: &str, recorded: Option<&str>, mode: NoopMode) {
+    let recorded: Option<CheckResponse> = recorded.map(|path| {
         let bytes = std::fs::read(path).expect("recorded answer");
         prost::Message::decode(bytes.as_slice()).expect("a CheckResponse")
     });
+    let crypto = (mode == NoopMode::Crypto).then(|| {
+        CryptoFloor::new(recorded_payload(
+            recorded
+                .as_ref()
+                .expect("the crypto floor answers a recorded answer"),
+        ))
+    });
+    let gated = mode == NoopMode::Gated;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
         let server = tonic::transport::Server::builder()
-            .add_service(AuthorizationServer::new(Noop { recorded }));
+            .add_service(AuthorizationServer::new(Noop { recorded, crypto }));
         match addr.strip_prefix("unix:") {
             Some(path) => {
                 let listener = tokio::net::UnixListener::bind(path).expect("bind socket");
@@ -291,6 +376,22 @@ pub fn noop_server(addr: &str, recorded: Option<&str>, gated: bool) {
         }
         .expect("no-op server");
     });
+}
+
+/// The JSON payload of the token in a recorded answer's `authorization` header.
+fn recorded_payload(answer: &CheckResponse) -> Vec<u8> {
+    use base64::Engine;
+    let Some(envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse::OkResponse(
+        ok,
+    )) = &answer.http_response
+    else {
+        panic!("the recorded answer is an OK");
+    };
+    let value = &ok.headers[0].header.as_ref().expect("a header").value;
+    let payload = value.split('.').nth(1).expect("a compact JWS");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url")
 }
 
 /// `evs-token-vending serve` as its own process, trusting `idp`, ext_authz on `authz`; killed

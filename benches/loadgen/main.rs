@@ -55,7 +55,7 @@ fn main() {
         return common::noop_server(
             args.get(2).expect("address"),
             args.get(3).map(String::as_str),
-            args.get(4).is_some_and(|mode| mode == "gated"),
+            common::NoopMode::from_arg(args.get(4).map(String::as_str)),
         );
     }
     let knobs = knobs();
@@ -480,16 +480,20 @@ struct Server {
 impl Server {
     /// This benchmark binary again, as a no-op ext_authz server.
     fn spawn_noop(unix: bool, recorded: Option<&std::path::Path>) -> Self {
-        Self::spawn_noop_gated(unix, recorded, false)
+        Self::spawn_noop_in(unix, recorded, common::NoopMode::Plain)
     }
 
-    /// The no-op server, behind the sidecar's HTTP/2 preface gate when `gated` (TCP only).
-    fn spawn_noop_gated(unix: bool, recorded: Option<&std::path::Path>, gated: bool) -> Self {
+    /// The no-op server in `mode` (a mode needs `recorded`).
+    fn spawn_noop_in(
+        unix: bool,
+        recorded: Option<&std::path::Path>,
+        mode: common::NoopMode,
+    ) -> Self {
         let addr = fresh_address(unix);
         let child = std::process::Command::new(std::env::current_exe().expect("self"))
             .args(["__noop", &addr.to_string()])
             .args(recorded)
-            .args(gated.then_some("gated"))
+            .args(mode.arg())
             .spawn()
             .expect("no-op server");
         Self::ready(child, addr, None)
