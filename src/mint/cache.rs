@@ -117,8 +117,8 @@ type Flight = Arc<OnceCell<Result<MintedToken, MintError>>>;
 pub struct TokenCache {
     entries: DigestMap<CachedToken>,
     in_flight: Mutex<HashMap<TokenKey, Flight>>,
-    /// Entries keep the token's text (else only its signature).
-    keep_text: bool,
+    /// What entries keep of their tokens (`token.cache.store`).
+    store: CacheStore,
     /// Serve only above this share of the lifetime left.
     min_remaining: f64,
     /// Start a background refresh at or below this share.
@@ -133,7 +133,7 @@ impl TokenCache {
         Self {
             entries: DigestMap::new(config.max_entries, config.max_bytes),
             in_flight: Mutex::default(),
-            keep_text: config.store == CacheStore::Text,
+            store: config.store,
             min_remaining,
             refresh_at: (min_remaining + 0.1).min(0.99),
             metrics,
@@ -241,10 +241,9 @@ impl TokenCache {
         let lifetime = stamp.expires_at.saturating_sub(stamp.issued_at);
         let served_for = lifetime as f64 * (1.0 - self.min_remaining);
         let cached = CachedToken {
-            kept: if self.keep_text {
-                Kept::Text(minted.token.into_boxed_str(), minted.kid)
-            } else {
-                Kept::Signature(signature.into_boxed_slice())
+            kept: match self.store {
+                CacheStore::Text => Kept::Text(minted.token.into_boxed_str(), minted.kid),
+                CacheStore::Signature => Kept::Signature(signature.into_boxed_slice()),
             },
             stamp,
             servable_until: stamp.issued_at + served_for as u64,

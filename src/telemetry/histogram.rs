@@ -4,8 +4,8 @@
 //! `prometheus-client`'s own histogram takes a mutex on every observation; a Check observes
 //! up to five histograms, and with two workers answering Checks at once those mutexes were
 //! contended on every request (docs/benchmarks.md, "What each feature costs"). This one keeps a
-//! count per bucket, the count and the sum (in nanoseconds) in atomics, and finds the bucket
-//! with integer arithmetic. Its buckets are the crate's usual ones — 50 µs doubling to ~0.8 s,
+//! count per bucket and the sum (in nanoseconds) in atomics — the total count is the buckets'
+//! sum, worked out when scraped — and finds the bucket with integer arithmetic. Its buckets are the crate's usual ones — 50 µs doubling to ~0.8 s,
 //! then `+Inf` — and it encodes exactly as `prometheus-client`'s histogram does, so a
 //! dashboard cannot tell them apart.
 
@@ -29,7 +29,6 @@ pub(crate) struct SecondsHistogram(Arc<Counts>);
 struct Counts {
     /// Per bucket, not cumulative; the last is `+Inf`.
     buckets: [AtomicU64; BOUNDED + 1],
-    count: AtomicU64,
     sum_nanos: AtomicU64,
 }
 
@@ -56,7 +55,6 @@ impl SecondsHistogram {
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         let counts = &self.0;
         counts.buckets[bucket_of(nanos)].fetch_add(1, Ordering::Relaxed);
-        counts.count.fetch_add(1, Ordering::Relaxed);
         counts.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 }
