@@ -15,7 +15,7 @@ use evs_testkit::echo_proto::{WhoAmIReply, WhoAmIRequest};
 use tonic::transport::Channel;
 
 use super::python::python_tool;
-use super::{Harness, Options, TempDir, free_port};
+use super::{Harness, Options, TempDir, free_ports};
 
 /// The Envoy release the notes and the config were checked against.
 const ENVOY_VERSION: &str = "1.40.0";
@@ -117,9 +117,8 @@ impl Envoy {
             assert!(template.contains(from), "{file} has no {from}");
             template = template.replace(from, to);
         }
-        let listener_port = free_port();
-        let mtls_port = free_port();
-        let admin_port = free_port();
+        // Distinct: two listeners on one port stop Envoy at start.
+        let [listener_port, mtls_port, admin_port] = free_ports();
         let dir = TempDir::new("envoy");
         let tls_dir = dir.path().join("tls");
         std::fs::create_dir_all(&tls_dir).expect("tls dir");

@@ -350,6 +350,15 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// `N` distinct free ports: every one stays bound until all are picked, so the kernel cannot
+/// hand the same port out twice (one after the other, [`free_port`] sometimes can).
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("free port"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("bound").port())
+}
+
 /// GETs `url` and parses its JSON body.
 pub async fn get_json(url: &str) -> Value {
     reqwest::get(url)
