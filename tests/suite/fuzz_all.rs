@@ -1,8 +1,10 @@
-//! A smoke run of every fuzz target in `fuzz/` (`fuzz/run-all --seconds 3 --scratch`), so a
+//! A smoke run of every fuzz target in `fuzz/` (`fuzz/run-all --seconds 3 --scratch --dev`), so a
 //! parser change that panics or breaks one of the targets' properties on any committed seed or
 //! corpus input — or within seconds of fuzzing — fails CI. The long campaigns are run by hand; their table is in
 //! docs/security.md. cargo-fuzz is installed into `target/test-deps/cargo` on first use; libFuzzer
 //! runs with `--sanitizer none`, which works on the stable toolchain this project builds with.
+//! The targets are built without optimization (`--dev`): from nothing that build takes a fraction
+//! of the optimized one, and seconds of fuzzing need no speed.
 
 use std::path::Path;
 use std::process::Command;
@@ -61,7 +63,12 @@ fn every_parser_survives_a_smoke_run_of_its_fuzz_target() {
     let output = Command::new(manifest.join("fuzz/run-all"))
         .current_dir(manifest)
         // New inputs go to a temporary folder: a test run leaves the committed corpus as it is.
-        .args(["--seconds", &SECONDS_PER_TARGET.to_string(), "--scratch"])
+        .args([
+            "--seconds",
+            &SECONDS_PER_TARGET.to_string(),
+            "--scratch",
+            "--dev",
+        ])
         .env("CARGO_FUZZ", &binary)
         .env_remove("CARGO_TARGET_DIR")
         .output()

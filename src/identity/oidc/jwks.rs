@@ -18,11 +18,12 @@ use crate::telemetry::Metrics;
 use arc_swap::ArcSwapOption;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::Algorithm;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
-use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
 use super::TrustedIssuerConfig;
+use super::verify_key::VerifyKey;
 use crate::algorithms::{MIN_RSA_BITS, RSA_FAMILY};
 use crate::urls::check_fetch_url;
 
@@ -33,15 +34,6 @@ const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 const MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest an unknown-`kid` refetch may hold a Check (within its deadline too).
 const REFETCH_WAIT: Duration = Duration::from_millis(500);
-
-/// A public key of the issuer and the algorithms it may verify.
-pub struct VerifyKey {
-    /// The key in the form jsonwebtoken verifies with.
-    pub decoding: DecodingKey,
-    /// The algorithms this key is pinned to (the JWK's `alg`, or its type's, within the
-    /// issuer's allow-list).
-    pub algorithms: Vec<Algorithm>,
-}
 
 /// The keys of one fetch.
 pub struct KeySet {
@@ -338,11 +330,7 @@ impl IssuerKeys {
         if algorithms.is_empty() {
             return None;
         }
-        let decoding = DecodingKey::from_jwk(jwk).ok()?;
-        Some(VerifyKey {
-            decoding,
-            algorithms,
-        })
+        VerifyKey::from_jwk(jwk, &algorithms)
     }
 
     /// The configured `jwks_uri`, or the one the issuer's discovery document names.

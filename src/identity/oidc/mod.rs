@@ -5,24 +5,25 @@
 //! signature → time claims → audience. The unverified `iss` is only used to choose among the
 //! configured issuers; nothing is fetched from a URL that a token carries.
 
+mod claims;
 mod config;
 pub(crate) mod jwks;
 mod kubernetes;
 pub(crate) mod unverified;
+mod verify_key;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::Validation;
-use serde::Deserialize;
-
 pub use self::config::{IssuerKind, TrustedIssuerConfig};
 
+use self::claims::{ClaimRules, IdpClaims};
 pub(crate) use self::config::TrustedIssuerFile;
-use self::jwks::{IssuerKeys, KeySet, VerifyKey};
-use self::kubernetes::{KubernetesIo, TokenReviewSetupError, TokenReviewer};
-use self::unverified::{UnverifiedJwt, map_jwt_error};
+use self::jwks::{IssuerKeys, KeySet};
+use self::kubernetes::{TokenReviewSetupError, TokenReviewer};
+use self::unverified::UnverifiedJwt;
+use self::verify_key::VerifyKey;
 use super::{AuthError, Identity, OtherClaims};
 use crate::clock::unix_now;
 use crate::digest_map::{DigestMap, Expiring};
@@ -322,52 +323,22 @@ impl OidcVerifier {
             ));
         }
         let key = find_key(&issuer.keys, parts.kid.as_deref(), deadline).await?;
-        if !key.algorithms.contains(&parts.algorithm) {
-            return Err(AuthError::AlgorithmNotAllowed(
-                "the key is pinned to another algorithm",
-            ));
-        }
+        key.verify(
+            parts.algorithm,
+            &token.as_bytes()[..parts.signed_len],
+            &parts.signature,
+        )?;
 
-        let mut validation = Validation::new(parts.algorithm);
-        validation.leeway = issuer.leeway.as_secs();
-        validation.validate_nbf = true;
-        validation.set_issuer(&[parts.issuer.as_str()]);
-        let audiences = match audience {
-            Audience::OfIssuer => issuer.audiences.as_slice(),
-            Audience::OneOf(audiences) => audiences,
+        let mut claims = IdpClaims::parse(&parts.payload)?;
+        let rules = ClaimRules {
+            now: unix_now(),
+            leeway: issuer.leeway.as_secs(),
+            audiences: match audience {
+                Audience::OfIssuer => issuer.audiences.as_slice(),
+                Audience::OneOf(audiences) => audiences,
+            },
         };
-        if audiences.is_empty() {
-            validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-            validation.validate_aud = false;
-        } else {
-            // Without "aud" among the required claims, a token with no `aud` would pass.
-            validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
-            validation.set_audience(audiences);
-        }
-        let claims = jsonwebtoken::decode::<IdpClaims>(token, &key.decoding, &validation)
-            .map_err(|e| map_jwt_error(e.kind()))?
-            .claims;
-
-        let now = unix_now();
-        let expires_at = claims
-            .exp
-            .and_then(NumericDate::as_unix)
-            .ok_or(AuthError::InvalidClaim("exp is required"))?;
-        // Strict: a minted token may not outlive this one, and one already expired (even
-        // within the leeway) would produce a minted token that is dead on arrival.
-        if expires_at <= now {
-            return Err(AuthError::Expired);
-        }
-        if let Some(iat) = claims.iat {
-            let iat = iat.as_unix().ok_or(AuthError::InvalidClaim("iat"))?;
-            if iat > now + issuer.leeway.as_secs() {
-                return Err(AuthError::IssuedInFuture);
-            }
-        }
-        let subject = claims
-            .sub
-            .filter(|sub| !sub.is_empty())
-            .ok_or(AuthError::InvalidClaim("sub is required"))?;
+        let (expires_at, subject) = claims.check(&rules)?;
         let kubernetes = match issuer.kind {
             IssuerKind::Kubernetes => Some(Box::new(kubernetes::service_account(
                 &subject,
@@ -464,28 +435,6 @@ fn lookup(set: &KeySet, kid: Option<&str>) -> Option<Arc<VerifyKey>> {
     }
 }
 
-/// The IdP token claims we use, read after the signature verified.
-#[derive(Deserialize)]
-struct IdpClaims {
-    // Optional here so that jsonwebtoken's required-claims check names the missing claim.
-    #[serde(default)]
-    sub: Option<String>,
-    iss: String,
-    #[serde(default)]
-    exp: Option<NumericDate>,
-    #[serde(default)]
-    iat: Option<NumericDate>,
-    #[serde(default)]
-    email: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    jti: Option<String>,
-    /// A service-account token's namespace, service account and pod.
-    #[serde(default, rename = "kubernetes.io")]
-    kubernetes: Option<KubernetesIo>,
-}
-
 /// Claims that [`Identity`] carries in fields of its own, or that only validation reads.
 const REGISTERED_CLAIMS: [&str; 10] = [
     "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "email", "name", "azp",
@@ -501,17 +450,6 @@ fn other_claims(payload: &[u8]) -> Option<Box<OtherClaims>> {
         .filter(|(name, value)| !REGISTERED_CLAIMS.contains(&name.as_str()) && !value.is_object())
         .collect();
     (!kept.is_empty()).then(|| Box::new(OtherClaims(kept)))
-}
-
-/// RFC 7519 NumericDate: seconds, possibly fractional.
-#[derive(Deserialize, Clone, Copy)]
-#[serde(transparent)]
-struct NumericDate(f64);
-
-impl NumericDate {
-    fn as_unix(self) -> Option<u64> {
-        (self.0.is_finite() && self.0 >= 0.0 && self.0 < 1e15).then_some(self.0 as u64)
-    }
 }
 
 #[cfg(test)]

@@ -1,53 +1,25 @@
-//! What is read from a bearer token before its signature is checked — only to choose the
-//! issuer and the key — and how jsonwebtoken's verdicts become [`AuthError`]s.
+//! What is read from a bearer token before its signature is checked: the issuer and the key
+//! to check it with, and the decoded segments the check and the claims then use.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
-use jsonwebtoken::errors::ErrorKind;
 use serde::Deserialize;
 
 use super::AuthError;
 use crate::algorithms::is_shared_secret;
-
-pub(super) fn map_jwt_error(kind: &ErrorKind) -> AuthError {
-    match kind {
-        ErrorKind::InvalidSignature => AuthError::BadSignature,
-        ErrorKind::ExpiredSignature => AuthError::Expired,
-        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-        ErrorKind::InvalidAudience => AuthError::WrongAudience,
-        ErrorKind::InvalidIssuer => AuthError::UnknownIssuer,
-        ErrorKind::MissingRequiredClaim(claim) => AuthError::InvalidClaim(match claim.as_str() {
-            "exp" => "exp is required",
-            "sub" => "sub is required",
-            "iss" => "iss is required",
-            "aud" => "wrong audience: aud is required",
-            _ => "a required claim is missing",
-        }),
-        ErrorKind::InvalidClaimFormat(_) => AuthError::InvalidClaim("a claim has the wrong type"),
-        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-            AuthError::AlgorithmNotAllowed("the key does not verify this algorithm")
-        }
-        ErrorKind::Base64(_) => AuthError::Malformed("a segment is not base64url"),
-        // The payload already parsed as JSON before this point: a claim has the wrong type.
-        ErrorKind::Json(_) | ErrorKind::Utf8(_) => {
-            AuthError::InvalidClaim("a claim has the wrong type")
-        }
-        ErrorKind::InvalidRsaKey(_)
-        | ErrorKind::InvalidEcdsaKey
-        | ErrorKind::InvalidEddsaKey
-        | ErrorKind::InvalidKeyFormat => AuthError::BadSignature,
-        _ => AuthError::Malformed("the token could not be decoded"),
-    }
-}
 
 /// What is read from a token before its signature is checked, to choose issuer and key.
 pub(crate) struct UnverifiedJwt {
     pub(crate) algorithm: Algorithm,
     pub(crate) kid: Option<String>,
     pub(crate) issuer: String,
-    /// The decoded payload, trusted only once the signature is (for the IdP's other claims).
+    /// The decoded payload, trusted only once the signature is.
     pub(crate) payload: Vec<u8>,
+    /// How many leading bytes of the token the signature covers (`header.payload`).
+    pub(crate) signed_len: usize,
+    /// The decoded signature.
+    pub(crate) signature: Vec<u8>,
 }
 
 #[derive(Deserialize)]
@@ -76,6 +48,7 @@ impl UnverifiedJwt {
         if header.is_empty() || payload.is_empty() || signature.is_empty() {
             return Err(AuthError::Malformed("a segment is empty"));
         }
+        let signed_len = header.len() + 1 + payload.len();
         let header_bytes = URL_SAFE_NO_PAD
             .decode(header)
             .map_err(|_| AuthError::Malformed("the header is not base64url"))?;
@@ -100,7 +73,7 @@ impl UnverifiedJwt {
                 "shared-secret (HS*) tokens are never accepted",
             ));
         }
-        URL_SAFE_NO_PAD
+        let signature = URL_SAFE_NO_PAD
             .decode(signature)
             .map_err(|_| AuthError::Malformed("the signature is not base64url"))?;
         let payload_bytes = URL_SAFE_NO_PAD
@@ -118,6 +91,8 @@ impl UnverifiedJwt {
             kid: header.kid,
             issuer,
             payload: payload_bytes,
+            signed_len,
+            signature,
         })
     }
 }
