@@ -71,16 +71,7 @@ fn benchmarks(c: &mut Criterion) {
     // The signature check a new token pays (what remembered verifications save): the RSA
     // arithmetic with a key parsed when the JWKS was fetched, as the verifier does …
     let jwk = idp.key().public_jwk();
-    let component = |name: &str| {
-        use base64::Engine;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(jwk[name].as_str().expect("an RSA JWK"))
-            .expect("base64url")
-    };
-    let (n, e) = (component("n"), component("e"));
-    let parsed = aws_lc_rs::signature::RsaPublicKeyComponents { n: &n, e: &e }
-        .to_parsed_public_key(&aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256)
-        .expect("parsed key");
+    let parsed = common::parsed_rs256_key(jwk);
     let (signed, signature) = token.rsplit_once('.').expect("a JWS");
     let signature = {
         use base64::Engine;

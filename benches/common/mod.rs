@@ -226,6 +226,20 @@ pub struct Noop {
     pub crypto: Option<CryptoFloor>,
 }
 
+/// An RSA public JWK parsed once for RS256 verification, as the sidecar keeps its issuers' keys.
+pub fn parsed_rs256_key(jwk: &serde_json::Value) -> aws_lc_rs::signature::ParsedPublicKey {
+    use base64::Engine;
+    let component = |name: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(jwk[name].as_str().expect("an RSA JWK"))
+            .expect("base64url")
+    };
+    let (n, e) = (component("n"), component("e"));
+    aws_lc_rs::signature::RsaPublicKeyComponents { n: &n, e: &e }
+        .to_parsed_public_key(&aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256)
+        .expect("parsed key")
+}
+
 /// The cryptography an uncached Check cannot avoid, and nothing else: the cheapest RS256
 /// verification (the signature segment decoded, then checked with an RSA key parsed once, as
 /// aws-lc-rs allows) and one signature with the sidecar's own `SigningKey`, on a payload the
@@ -241,18 +255,8 @@ pub struct CryptoFloor {
 impl CryptoFloor {
     /// A fresh RSA-2048 key signing `payload`.
     pub fn new(payload: Vec<u8>) -> Self {
-        use base64::Engine;
         let key = evs_token_vending::SigningKey::generate_rsa(2048).expect("key");
-        let jwk = key.public_jwk();
-        let component = |name: &str| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(jwk[name].as_str().expect("an RSA JWK"))
-                .expect("base64url")
-        };
-        let (n, e) = (component("n"), component("e"));
-        let verifying = aws_lc_rs::signature::RsaPublicKeyComponents { n: &n, e: &e }
-            .to_parsed_public_key(&aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256)
-            .expect("parsed key");
+        let verifying = parsed_rs256_key(key.public_jwk());
         let token = key.sign_jws(&payload).expect("sign");
         Self {
             verifying,
