@@ -37,6 +37,10 @@ pub struct JwsParts {
     pub issuer: String,
     /// The decoded payload.
     pub payload: Vec<u8>,
+    /// How many leading bytes of the token the signature is checked over.
+    pub signed_len: usize,
+    /// The decoded signature.
+    pub signature: Vec<u8>,
 }
 
 /// The bearer token of `authorization` header values, as the Check reads them.
@@ -54,6 +58,8 @@ pub fn jws(token: &str) -> Result<JwsParts, RefusalText> {
             kid: jwt.kid,
             issuer: jwt.issuer,
             payload: jwt.payload,
+            signed_len: jwt.signed_len,
+            signature: jwt.signature,
         })
         .map_err(RefusalText::from)
 }

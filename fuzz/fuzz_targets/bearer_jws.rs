@@ -3,7 +3,8 @@
 //! or commas; an accepted JWS has three non-empty segments, each the *canonical* base64url of
 //! its bytes (re-encoding gives the same text, as the `base64` crate's URL-safe no-pad engine
 //! writes it — so one token has one spelling, and a cache or a replay list keyed by its text
-//! cannot be dodged), a payload whose `iss` is the issuer returned, and never `none` or HS*.
+//! cannot be dodged), a payload whose `iss` is the issuer returned, a signature checked over
+//! exactly `header.payload` and being the third segment's bytes, and never `none` or HS*.
 #![no_main]
 
 use base64::Engine;
@@ -28,6 +29,8 @@ fn check_jws(token: &str) {
         );
     }
     assert_eq!(URL_SAFE_NO_PAD.decode(segments[1]).unwrap(), parts.payload);
+    assert_eq!(&token[..parts.signed_len], format!("{}.{}", segments[0], segments[1]));
+    assert_eq!(URL_SAFE_NO_PAD.decode(segments[2]).unwrap(), parts.signature);
     // Read as the sidecar reads it: only `iss`, other members skipped unread.
     #[derive(serde::Deserialize)]
     struct Issuer {
