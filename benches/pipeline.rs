@@ -72,13 +72,7 @@ fn benchmarks(c: &mut Criterion) {
     // arithmetic with a key parsed when the JWKS was fetched, as the verifier does …
     let jwk = idp.key().public_jwk();
     let parsed = common::parsed_rs256_key(jwk);
-    let (signed, signature) = token.rsplit_once('.').expect("a JWS");
-    let signature = {
-        use base64::Engine;
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(signature)
-            .expect("base64url")
-    };
+    let (signed, signature) = common::signed_and_signature(&token);
     c.bench_function("verify_rs256_parsed_key", |b| {
         b.iter(|| {
             parsed

@@ -240,6 +240,16 @@ pub fn parsed_rs256_key(jwk: &serde_json::Value) -> aws_lc_rs::signature::Parsed
         .expect("parsed key")
 }
 
+/// A JWS's signed text (`header.payload`) and its decoded signature.
+pub fn signed_and_signature(token: &str) -> (&str, Vec<u8>) {
+    use base64::Engine;
+    let (signed, signature) = token.rsplit_once('.').expect("a JWS");
+    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(signature)
+        .expect("base64url");
+    (signed, signature)
+}
+
 /// The cryptography an uncached Check cannot avoid, and nothing else: the cheapest RS256
 /// verification (the signature segment decoded, then checked with an RSA key parsed once, as
 /// aws-lc-rs allows) and one signature with the sidecar's own `SigningKey`, on a payload the
@@ -268,11 +278,7 @@ impl CryptoFloor {
 
     /// One verification and one signature.
     fn pay(&self) {
-        use base64::Engine;
-        let (signed, signature) = self.token.rsplit_once('.').expect("a JWS");
-        let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(signature)
-            .expect("base64url");
+        let (signed, signature) = signed_and_signature(&self.token);
         self.verifying
             .verify_sig(signed.as_bytes(), &signature)
             .expect("verifies");

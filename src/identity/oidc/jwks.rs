@@ -16,15 +16,13 @@ use crate::outbound::{BodyError, describe_reqwest_error, read_capped};
 use crate::telemetry::Metrics;
 
 use arc_swap::ArcSwapOption;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
+use jsonwebtoken::jwk::Jwk;
 use serde::Deserialize;
 
 use super::TrustedIssuerConfig;
-use super::verify_key::VerifyKey;
-use crate::algorithms::{MIN_RSA_BITS, RSA_FAMILY};
+use super::verify_key::{Unusable, VerifyKey};
+use crate::algorithms::MIN_RSA_BITS;
 use crate::urls::check_fetch_url;
 
 /// Largest JWKS or discovery document read; real ones are a few KiB.
@@ -290,47 +288,14 @@ impl IssuerKeys {
     /// Turns a JWK into a verification key pinned to its algorithms; `None` when it cannot
     /// verify any allowed algorithm.
     fn verify_key(&self, jwk: &Jwk) -> Option<VerifyKey> {
-        if matches!(jwk.common.public_key_use, Some(ref u) if *u != PublicKeyUse::Signature) {
-            return None;
-        }
-        let family: &[Algorithm] = match &jwk.algorithm {
-            AlgorithmParameters::RSA(rsa) => {
-                let bits = URL_SAFE_NO_PAD
-                    .decode(rsa.n.trim_start_matches('A'))
-                    .map(|n| n.len() * 8)
-                    .unwrap_or(0);
-                if bits < MIN_RSA_BITS {
-                    tracing::warn!(issuer = %self.issuer, bits, min_bits = MIN_RSA_BITS, "ignoring a short RSA key");
-                    return None;
-                }
-                RSA_FAMILY
+        match VerifyKey::from_jwk(jwk, &self.allowed) {
+            Ok(key) => Some(key),
+            Err(Unusable::ShortRsa { bits }) => {
+                tracing::warn!(issuer = %self.issuer, bits, min_bits = MIN_RSA_BITS, "ignoring a short RSA key");
+                None
             }
-            AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
-                EllipticCurve::P256 => &[Algorithm::ES256],
-                EllipticCurve::P384 => &[Algorithm::ES384],
-                _ => return None,
-            },
-            AlgorithmParameters::OctetKeyPair(okp) => match okp.curve {
-                EllipticCurve::Ed25519 => &[Algorithm::EdDSA],
-                _ => return None,
-            },
-            // Shared secrets never come from a JWKS we trust.
-            _ => return None,
-        };
-        let pinned: Option<Algorithm> = match jwk.common.key_algorithm {
-            Some(alg) => Some(Algorithm::try_from(alg).ok()?),
-            None => None,
-        };
-        let algorithms: Vec<Algorithm> = family
-            .iter()
-            .copied()
-            .filter(|alg| pinned.is_none_or(|p| p == *alg))
-            .filter(|alg| self.allowed.contains(alg))
-            .collect();
-        if algorithms.is_empty() {
-            return None;
+            Err(_) => None,
         }
-        VerifyKey::from_jwk(jwk, &algorithms)
     }
 
     /// The configured `jwks_uri`, or the one the issuer's discovery document names.

@@ -11,9 +11,10 @@ use aws_lc_rs::signature::{self, ParsedPublicKey, RsaParameters, RsaPublicKeyCom
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::Algorithm;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, PublicKeyUse};
 
 use super::AuthError;
+use crate::algorithms::{MIN_RSA_BITS, RSA_FAMILY};
 
 /// A public key of the issuer, parsed for each algorithm it may verify.
 pub struct VerifyKey {
@@ -22,27 +23,66 @@ pub struct VerifyKey {
     pinned: Vec<(Algorithm, ParsedPublicKey)>,
 }
 
+/// Why a published key is not used.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unusable {
+    /// `use` is something other than `sig`.
+    NotForSigning,
+    /// An RSA modulus shorter than [`MIN_RSA_BITS`].
+    ShortRsa { bits: usize },
+    /// A key type or curve this sidecar does not verify with (shared secrets among them).
+    KeyType,
+    /// Its `alg`, or its type's algorithms, fall outside the issuer's allow-list.
+    NoAllowedAlgorithm,
+    /// The key material is not a valid key of its type.
+    Material,
+}
+
 impl VerifyKey {
-    /// Parses `jwk` for each of `algorithms` (all of one key type's family); `None` when the
-    /// key material is not a valid key of that type.
-    pub fn from_jwk(jwk: &Jwk, algorithms: &[Algorithm]) -> Option<Self> {
+    /// Parses `jwk` for each algorithm it is pinned to: the JWK's `alg`, else its type's
+    /// family, always within `allowed` (the issuer's allow-list).
+    pub fn from_jwk(jwk: &Jwk, allowed: &[Algorithm]) -> Result<Self, Unusable> {
+        if matches!(jwk.common.public_key_use, Some(ref u) if *u != PublicKeyUse::Signature) {
+            return Err(Unusable::NotForSigning);
+        }
+        let pin: Option<Algorithm> = match jwk.common.key_algorithm {
+            Some(alg) => Some(Algorithm::try_from(alg).map_err(|_| Unusable::NoAllowedAlgorithm)?),
+            None => None,
+        };
+        let pinned_within = |family: &[Algorithm]| -> Result<Vec<Algorithm>, Unusable> {
+            let algorithms: Vec<Algorithm> = family
+                .iter()
+                .copied()
+                .filter(|alg| pin.is_none_or(|p| p == *alg) && allowed.contains(alg))
+                .collect();
+            if algorithms.is_empty() {
+                return Err(Unusable::NoAllowedAlgorithm);
+            }
+            Ok(algorithms)
+        };
+        let decode = |text: &str| URL_SAFE_NO_PAD.decode(text).map_err(|_| Unusable::Material);
         let pinned = match &jwk.algorithm {
             AlgorithmParameters::RSA(rsa) => {
-                let n = URL_SAFE_NO_PAD.decode(&rsa.n).ok()?;
-                let e = URL_SAFE_NO_PAD.decode(&rsa.e).ok()?;
+                let n = decode(&rsa.n)?;
+                let e = decode(&rsa.e)?;
+                let bits = n.iter().skip_while(|byte| **byte == 0).count() * 8;
+                if bits < MIN_RSA_BITS {
+                    return Err(Unusable::ShortRsa { bits });
+                }
                 let components = RsaPublicKeyComponents {
                     n: n.as_slice(),
                     e: e.as_slice(),
                 };
-                algorithms
-                    .iter()
+                pinned_within(RSA_FAMILY)?
+                    .into_iter()
                     .map(|alg| {
+                        let parameters = rsa_parameters(alg).ok_or(Unusable::KeyType)?;
                         let parsed = components
-                            .to_parsed_public_key(rsa_parameters(*alg)?)
-                            .ok()?;
-                        Some((*alg, parsed))
+                            .to_parsed_public_key(parameters)
+                            .map_err(|_| Unusable::Material)?;
+                        Ok((alg, parsed))
                     })
-                    .collect::<Option<Vec<_>>>()?
+                    .collect::<Result<Vec<_>, _>>()?
             }
             AlgorithmParameters::EllipticCurve(ec) => {
                 let (alg, size, verification): (
@@ -56,30 +96,26 @@ impl VerifyKey {
                     EllipticCurve::P384 => {
                         (Algorithm::ES384, 48, &signature::ECDSA_P384_SHA384_FIXED)
                     }
-                    _ => return None,
+                    _ => return Err(Unusable::KeyType),
                 };
-                if !algorithms.contains(&alg) {
-                    return None;
-                }
+                pinned_within(&[alg])?;
                 // SEC 1 uncompressed point: 0x04 ‖ x ‖ y, each coordinate at the curve's size.
                 let mut point = vec![0x04];
-                point.extend(coordinate(&ec.x, size)?);
-                point.extend(coordinate(&ec.y, size)?);
-                vec![(alg, ParsedPublicKey::new(verification, point).ok()?)]
+                point.extend(coordinate(&ec.x, size).ok_or(Unusable::Material)?);
+                point.extend(coordinate(&ec.y, size).ok_or(Unusable::Material)?);
+                let parsed =
+                    ParsedPublicKey::new(verification, point).map_err(|_| Unusable::Material)?;
+                vec![(alg, parsed)]
             }
-            AlgorithmParameters::OctetKeyPair(okp) => {
-                if okp.curve != EllipticCurve::Ed25519 || !algorithms.contains(&Algorithm::EdDSA) {
-                    return None;
-                }
-                let x = URL_SAFE_NO_PAD.decode(&okp.x).ok()?;
-                vec![(
-                    Algorithm::EdDSA,
-                    ParsedPublicKey::new(&signature::ED25519, x).ok()?,
-                )]
+            AlgorithmParameters::OctetKeyPair(okp) if okp.curve == EllipticCurve::Ed25519 => {
+                pinned_within(&[Algorithm::EdDSA])?;
+                let parsed = ParsedPublicKey::new(&signature::ED25519, decode(&okp.x)?)
+                    .map_err(|_| Unusable::Material)?;
+                vec![(Algorithm::EdDSA, parsed)]
             }
-            _ => return None,
+            _ => return Err(Unusable::KeyType),
         };
-        (!pinned.is_empty()).then_some(Self { pinned })
+        Ok(Self { pinned })
     }
 
     /// Checks a JWS signature: `signed` is the token's `header.payload` text, `signature` its
@@ -131,6 +167,7 @@ fn coordinate(encoded: &str, size: usize) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn jwk(value: serde_json::Value) -> Jwk {
         serde_json::from_value(value).unwrap()
@@ -158,8 +195,11 @@ mod tests {
             Err(AuthError::AlgorithmNotAllowed(_))
         ));
 
-        // A PKCS#1 v1.5 signature presented as PSS fails the arithmetic, not just the pin.
-        let family = VerifyKey::from_jwk(&public, crate::algorithms::RSA_FAMILY).unwrap();
+        // A PKCS#1 v1.5 signature presented as PSS fails the arithmetic, not just the pin (the
+        // JWK without its `alg`, so the whole RSA family is allowed).
+        let mut unpinned = key.public_jwk().clone();
+        unpinned.as_object_mut().unwrap().remove("alg");
+        let family = VerifyKey::from_jwk(&jwk(unpinned), crate::algorithms::RSA_FAMILY).unwrap();
         assert!(matches!(
             family.verify(Algorithm::PS256, signed.as_bytes(), &sig),
             Err(AuthError::BadSignature)
@@ -202,19 +242,17 @@ mod tests {
     #[test]
     fn malformed_or_mismatched_key_material_gives_no_key() {
         let short_x = json!({"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA"});
-        assert!(VerifyKey::from_jwk(&jwk(short_x), &[Algorithm::ES256]).is_none());
+        assert!(VerifyKey::from_jwk(&jwk(short_x), &[Algorithm::ES256]).is_err());
         let not_base64 = json!({"kty": "RSA", "n": "!!!", "e": "AQAB"});
-        assert!(VerifyKey::from_jwk(&jwk(not_base64), &[Algorithm::RS256]).is_none());
-        // (RSA keys under 2048 bits never get here: the JWKS reader drops them first.)
+        assert!(VerifyKey::from_jwk(&jwk(not_base64), &[Algorithm::RS256]).is_err());
+        // (RSA keys under 2048 bits: `an_issuer_publishing_only_unusable_keys_…` in oidc tests.)
         // A P-256 key asked to verify ES384 only: nothing it could verify.
         let p256 = json!({
             "kty": "EC", "crv": "P-256",
             "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
             "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"
         });
-        assert!(VerifyKey::from_jwk(&jwk(p256.clone()), &[Algorithm::ES384]).is_none());
-        assert!(VerifyKey::from_jwk(&jwk(p256), &[Algorithm::ES256]).is_some());
+        assert!(VerifyKey::from_jwk(&jwk(p256.clone()), &[Algorithm::ES384]).is_err());
+        assert!(VerifyKey::from_jwk(&jwk(p256), &[Algorithm::ES256]).is_ok());
     }
-
-    use serde_json::json;
 }
