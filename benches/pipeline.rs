@@ -3,6 +3,7 @@
 //! rsa2048_sign is the physical limit of the uncached path; mint_rs256 adds the claims; verify
 //! is the inbound check a new token pays; swap_cache_hit and swap_uncached are the whole
 //! in-process pipeline (extract → verify → grants → mint) with and without the caches;
+//! check_cache_hit is what a Check runs in process (the own-token test, then the cached swap);
 //! swap_cache_hit_50_rules is the cached swap with grants from rules evaluated per Check.
 
 mod common;
@@ -114,6 +115,17 @@ fn benchmarks(c: &mut Criterion) {
                 .swap(&request, deadline())
                 .await
                 .expect("swap")
+        })
+    });
+
+    // What a Check runs on the same request: the own-token test first, then the cached swap.
+    c.bench_function("check_cache_hit", |b| {
+        b.to_async(&runtime).iter(|| async {
+            cached
+                .vending
+                .check(&request, deadline(), &mut Default::default())
+                .await
+                .expect("check")
         })
     });
 

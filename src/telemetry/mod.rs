@@ -36,7 +36,7 @@ pub fn init_logging_and_traces(
 
 fn install(json: bool, default_level: &str, tracer: Option<opentelemetry_sdk::trace::SdkTracer>) {
     use tracing_subscriber::Layer;
-    use tracing_subscriber::filter::filter_fn;
+    use tracing_subscriber::filter::{FilterExt, filter_fn};
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
 
@@ -59,9 +59,10 @@ fn install(json: bool, default_level: &str, tracer: Option<opentelemetry_sdk::tr
     } else {
         output.boxed()
     };
-    let output = output
-        .with_filter(requested)
-        .with_filter(filter_fn(safe_to_log));
+    // One filter, both conditions: two stacked filters answer "sometimes" for a line one of
+    // them enables and the other does not (each of our debug lines at `info`), and every such
+    // line is filtered again each time it runs.
+    let output = output.with_filter(requested.and(filter_fn(safe_to_log)));
     // Two subscriber shapes, never an `Option` layer: a `None` layer answers "always
     // interested" for every callsite, which makes the registry build every dependency's
     // trace-level span (h2 opens several per request) for no layer to read. That was a
