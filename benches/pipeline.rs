@@ -3,6 +3,7 @@
 //! rsa2048_sign is the physical limit of the uncached path; mint_rs256 adds the claims; verify
 //! is the inbound check a new token pays; swap_cache_hit and swap_uncached are the whole
 //! in-process pipeline (extract → verify → grants → mint) with and without the caches;
+//! own_token_test_idp_token is the `accept_own` test every Check makes first;
 //! check_cache_hit is what a Check runs in process (the own-token test, then the cached swap);
 //! swap_cache_hit_50_rules is the cached swap with grants from rules evaluated per Check.
 
@@ -69,6 +70,11 @@ fn benchmarks(c: &mut Criterion) {
         })
     });
     let token = common::tokens(&idp, 1).remove(0);
+    // The test every Check makes first with `token.accept_own` (the default): is this token
+    // one of ours? For an IdP's token, the answer is no.
+    c.bench_function("own_token_test_idp_token", |b| {
+        b.iter(|| assert!(minter.verify_own(black_box(&token)).is_none()))
+    });
     // The signature check a new token pays (what remembered verifications save): the RSA
     // arithmetic with a key parsed when the JWKS was fetched, as the verifier does …
     let jwk = idp.key().public_jwk();

@@ -371,7 +371,7 @@ pub(crate) fn bearer_token<'a>(values: &[&'a [u8]]) -> Result<BearerToken<'a>, E
     if token.is_empty() {
         return Err(ExtractError::EmptyToken);
     }
-    if token.bytes().any(|b| b == b' ' || b == b'\t') {
+    if memchr::memchr2(b' ', b'\t', token.as_bytes()).is_some() {
         return Err(ExtractError::MultipleValues);
     }
     Ok(BearerToken(token))

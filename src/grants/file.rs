@@ -119,6 +119,16 @@ impl GrantSource for FileGrants {
         Box::pin(async move { Ok(found) })
     }
 
+    fn answer_now(
+        &self,
+        identity: &crate::identity::Identity,
+    ) -> Option<Result<Option<Arc<Grants>>, super::GrantsError>> {
+        let snapshot = self.snapshot.load();
+        Some(Ok(identity
+            .grant_keys()
+            .find_map(|key| snapshot.get(key).cloned())))
+    }
+
     fn label(&self) -> String {
         format!("file {}", self.path.display())
     }

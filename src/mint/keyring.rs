@@ -32,6 +32,8 @@ pub struct KeyRing {
     /// For our own tokens coming back: each key's `kid`, pinned algorithm and public key,
     /// built once with the ring rather than per Check.
     verifiers: Vec<(String, jsonwebtoken::Algorithm, jsonwebtoken::DecodingKey)>,
+    /// A searcher for each published `kid`: a token header naming none is not one of ours.
+    kid_finders: Vec<memchr::memmem::Finder<'static>>,
     /// The JWKS document, serialized once.
     jwks: String,
     /// Strong ETag of `jwks`.
@@ -60,10 +62,15 @@ impl KeyRing {
                 Some((key.kid().to_owned(), algorithm, decoding))
             })
             .collect();
+        let kid_finders = keys
+            .iter()
+            .map(|key| memchr::memmem::Finder::new(key.kid()).into_owned())
+            .collect();
         Self {
             active,
             keys,
             verifiers,
+            kid_finders,
             jwks,
             etag,
             generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -79,6 +86,15 @@ impl KeyRing {
             .iter()
             .find(|(k, _, _)| k == kid)
             .map(|(_, algorithm, decoding)| (*algorithm, decoding))
+    }
+
+    /// Whether `header` (a token's decoded JOSE header) holds the `kid` of any published key
+    /// anywhere: one that holds none is not one of ours, and need not be parsed. Our kids are
+    /// RFC 7638 thumbprints, base64url text that JSON writes unescaped.
+    pub(crate) fn is_named_in(&self, header: &[u8]) -> bool {
+        self.kid_finders
+            .iter()
+            .any(|kid| kid.find(header).is_some())
     }
 
     /// This ring's generation.

@@ -9,6 +9,7 @@ pub(crate) mod cache;
 mod claims;
 mod config;
 mod der;
+mod key_digest;
 pub(crate) mod keyring;
 pub(crate) mod keys;
 mod own;
@@ -28,6 +29,7 @@ pub(crate) use self::config::SigningFile;
 pub use self::config::{
     CacheStore, SecretsManagerConfig, SigningConfig, SigningSource, TokenCacheConfig, TokenConfig,
 };
+use self::key_digest::KeyDigest;
 pub use self::keyring::KeyRing;
 pub use self::keys::{KeyError, SigningAlgorithm, SigningKey};
 pub use self::own::OwnToken;
@@ -221,11 +223,8 @@ impl Minter {
         credential: &Fingerprint,
         kid: &str,
     ) -> TokenKey {
-        let mut hash = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-        let mut part = |bytes: &[u8]| {
-            hash.update(&(bytes.len() as u64).to_be_bytes());
-            hash.update(bytes);
-        };
+        let mut hash = KeyDigest::new();
+        let mut part = |bytes: &[u8]| hash.part(bytes);
         // Every identity field that reaches the claims or bounds `exp`: two callers whose
         // tokens would differ in any claim must never share a cached token.
         part(identity.issuer.as_bytes());
@@ -249,9 +248,7 @@ impl Minter {
             part(audience.as_bytes());
         }
         part(kid.as_bytes());
-        let mut key = [0u8; 32];
-        key.copy_from_slice(hash.finish().as_ref());
-        key
+        hash.finish()
     }
 
     /// The minted `iss`.

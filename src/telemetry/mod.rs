@@ -62,7 +62,13 @@ fn install(json: bool, default_level: &str, tracer: Option<opentelemetry_sdk::tr
     // One filter, both conditions: two stacked filters answer "sometimes" for a line one of
     // them enables and the other does not (each of our debug lines at `info`), and every such
     // line is filtered again each time it runs.
-    let output = output.with_filter(requested.and(filter_fn(safe_to_log)));
+    // The filter's hint is the level's: without one, `tracing` compares every line with TRACE
+    // and asks its callsite, instead of stopping a dependency's `trace!` at one atomic load.
+    let hint = requested
+        .max_level_hint()
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::TRACE);
+    let output =
+        output.with_filter(requested.and(filter_fn(safe_to_log).with_max_level_hint(hint)));
     // Two subscriber shapes, never an `Option` layer: a `None` layer answers "always
     // interested" for every callsite, which makes the registry build every dependency's
     // trace-level span (h2 opens several per request) for no layer to read. That was a
@@ -72,10 +78,13 @@ fn install(json: bool, default_level: &str, tracer: Option<opentelemetry_sdk::tr
             // Spans of ours at `info` and above, whatever the log level: the trace of a Check.
             let spans = tracing_opentelemetry::layer()
                 .with_tracer(tracer)
-                .with_filter(filter_fn(|meta| {
-                    meta.target().starts_with(env!("CARGO_CRATE_NAME"))
-                        && *meta.level() <= tracing::Level::INFO
-                }));
+                .with_filter(
+                    filter_fn(|meta| {
+                        meta.target().starts_with(env!("CARGO_CRATE_NAME"))
+                            && *meta.level() <= tracing::Level::INFO
+                    })
+                    .with_max_level_hint(tracing::Level::INFO),
+                );
             tracing_subscriber::registry()
                 .with(output)
                 .with(spans)
