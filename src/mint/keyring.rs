@@ -29,11 +29,14 @@ pub struct KeyRing {
     active: usize,
     /// Every published key.
     keys: Vec<SigningKey>,
-    /// For our own tokens coming back: each key's `kid`, pinned algorithm and public key,
+    /// For our own tokens coming back: each key's `kid` (as a searcher, whose needle is the
+    /// kid: a token header naming none is not one of ours), pinned algorithm and public key,
     /// built once with the ring rather than per Check.
-    verifiers: Vec<(String, jsonwebtoken::Algorithm, jsonwebtoken::DecodingKey)>,
-    /// A searcher for each published `kid`: a token header naming none is not one of ours.
-    kid_finders: Vec<memchr::memmem::Finder<'static>>,
+    verifiers: Vec<(
+        memchr::memmem::Finder<'static>,
+        jsonwebtoken::Algorithm,
+        jsonwebtoken::DecodingKey,
+    )>,
     /// The JWKS document, serialized once.
     jwks: String,
     /// Strong ETag of `jwks`.
@@ -59,18 +62,14 @@ impl KeyRing {
                     serde_json::from_value(key.public_jwk().clone()).ok()?;
                 let algorithm = key.algorithm().name().parse().ok()?;
                 let decoding = jsonwebtoken::DecodingKey::from_jwk(&jwk).ok()?;
-                Some((key.kid().to_owned(), algorithm, decoding))
+                let kid = memchr::memmem::Finder::new(key.kid()).into_owned();
+                Some((kid, algorithm, decoding))
             })
-            .collect();
-        let kid_finders = keys
-            .iter()
-            .map(|key| memchr::memmem::Finder::new(key.kid()).into_owned())
             .collect();
         Self {
             active,
             keys,
             verifiers,
-            kid_finders,
             jwks,
             etag,
             generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -84,7 +83,7 @@ impl KeyRing {
     ) -> Option<(jsonwebtoken::Algorithm, &jsonwebtoken::DecodingKey)> {
         self.verifiers
             .iter()
-            .find(|(k, _, _)| k == kid)
+            .find(|(k, _, _)| k.needle() == kid.as_bytes())
             .map(|(_, algorithm, decoding)| (*algorithm, decoding))
     }
 
@@ -92,9 +91,9 @@ impl KeyRing {
     /// anywhere: one that holds none is not one of ours, and need not be parsed. Our kids are
     /// RFC 7638 thumbprints, base64url text that JSON writes unescaped.
     pub(crate) fn is_named_in(&self, header: &[u8]) -> bool {
-        self.kid_finders
+        self.verifiers
             .iter()
-            .any(|kid| kid.find(header).is_some())
+            .any(|(kid, ..)| kid.find(header).is_some())
     }
 
     /// This ring's generation.
